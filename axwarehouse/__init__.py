@@ -1,0 +1,3 @@
+"""axwarehouse: AxBench rebuilt as a DuckDB/Parquet warehouse."""
+
+__version__ = "0.1.0"
