@@ -1,0 +1,72 @@
+"""Residual-stream capture at the output of decoder layer L, stopping the forward pass right after it.
+
+Sequences are sorted by length and packed into right-padded batches under a padded-token budget, so padding waste
+is small and memory bounded. A forward hook on block L stores its output and raises :class:`_StopForward`, so
+layers above L never run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+class _StopForward(Exception):
+    pass
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
+    """Indices grouped into batches of similar length with ``batch_size × max_len ≤ batch_tokens``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[i]  # sorted ascending: the newcomer is the longest
+        if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def forward_to_layer(model, layers, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states [batch, seq, d] at the output of ``layers[layer]``; blocks above it are not run."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = layers[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def capture(model, layers, layer: int, seqs: Sequence[Sequence[int]], pad_id: int,
+            batch_tokens: int = 4096) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """Yield ``(indices, [acts of shape (len_i, d), float16])`` per length-sorted batch of ``seqs``."""
+    for idx in length_batches([len(s) for s in seqs], batch_tokens):
+        ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
+        hidden = forward_to_layer(model, layers, layer, ids, mask)
+        out = hidden.to(torch.float16).numpy()
+        yield idx, [out[row, : len(seqs[i])] for row, i in enumerate(idx)]

@@ -1,0 +1,163 @@
+"""`axw activations`: one forward pass per example, stopped after layer L, per-token vectors into `activations`.
+
+Incremental by key (model, layer, concept_set, split, example_id): only examples without rows are computed. Work is
+written in files of whole examples, each atomically, so a killed run loses at most the file in flight and a re-run
+finishes the rest without duplicates.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from axwarehouse.catalog import Catalog
+from axwarehouse.errors import AxwError
+from axwarehouse.lineage import config_hash
+from axwarehouse.lm.info import model_info
+from axwarehouse.lm.loader import DEFAULT_MODEL
+
+SPLITS = ("train", "latent_eval")
+
+
+@dataclass(frozen=True)
+class ActivationsConfig:
+    concept_set: str
+    model: str = DEFAULT_MODEL
+    layer: int | None = None
+    splits: tuple[str, ...] = ()
+    batch_tokens: int = 4096  # padded tokens per forward batch
+    file_tokens: int = 32768  # tokens per Parquet file (the unit of loss on a kill)
+    dtype: str = "float32"  # compute dtype; vectors are stored as float16
+
+
+@dataclass
+class ActivationsResult:
+    model: str
+    layer: int
+    examples: int
+    tokens: int
+    seconds: float = 0.0
+    already: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.examples:
+            return f"activations {self.model} layer {self.layer}: all {self.already} examples cached, nothing to do"
+        rate = self.tokens / self.seconds if self.seconds else 0.0
+        return (f"activations {self.model} layer {self.layer}: {self.examples} examples, {self.tokens} tokens "
+                f"in {self.seconds:.1f}s ({rate:,.0f} tok/s); {self.already} were cached")
+
+
+def _check_inputs(cat: Catalog, cfg: ActivationsConfig) -> tuple[str, ...]:
+    n = cat.count("generations", "concept_set = ?", [cfg.concept_set])
+    if n == 0:
+        raise AxwError(f"concept set {cfg.concept_set!r} has no generations (import or generate it first)")
+    splits = cfg.splits or SPLITS
+    have = {r[0] for r in cat.sql("SELECT DISTINCT split FROM generations WHERE concept_set = ?",
+                                  [cfg.concept_set]).fetchall()}
+    unknown = [s for s in splits if s not in have and s not in SPLITS]
+    if unknown:
+        raise AxwError(f"unknown split(s) {', '.join(unknown)} for concept set {cfg.concept_set!r}")
+    return tuple(s for s in splits if s in have)
+
+
+def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, splits: tuple[str, ...]) -> pa.Table:
+    """Generations rows (split, example_id, input, output) that have no activations for (model, layer) yet."""
+    marks = ", ".join("?" for _ in splits)
+    return cat.arrow(
+        f"""SELECT g.split, g.example_id, g.input, g.output FROM generations g
+            WHERE g.concept_set = ? AND g.split IN ({marks})
+              AND NOT EXISTS (SELECT 1 FROM activations a
+                              WHERE a.model = ? AND a.layer = ? AND a.concept_set = g.concept_set
+                                AND a.split = g.split AND a.example_id = g.example_id)
+            ORDER BY g.split, g.example_id""",
+        [concept_set, *splits, model, layer],
+    )
+
+
+def _rows(info: dict, tokenizer, prefix_len: int, batch: list[tuple[str, int, list[int], np.ndarray]]) -> pa.Table:
+    """Per-token rows for whole examples: (split, example_id, token ids, acts [len, d] float16)."""
+    lengths = np.array([len(ids) for _, _, ids, _ in batch])
+    n = int(lengths.sum())
+    ids = np.concatenate([np.asarray(t, dtype=np.int32) for _, _, t, _ in batch])
+    positions = np.concatenate([np.arange(k, dtype=np.int32) for k in lengths])
+    acts = np.concatenate([a for *_, a in batch]).astype(np.float16, copy=False)
+    d = acts.shape[1]
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
+    return pa.table({
+        "model": pa.array([info["model"]] * n, pa.string()),
+        "layer": pa.array(np.full(n, info["layer"], dtype=np.int32)),
+        "concept_set": pa.array([info["concept_set"]] * n, pa.string()),
+        "split": pa.array(np.repeat([s for s, *_ in batch], lengths).tolist(), pa.string()),
+        "example_id": pa.array(np.repeat([e for _, e, *_ in batch], lengths).astype(np.int64)),
+        "position": pa.array(positions),
+        "token_id": pa.array(ids),
+        "token": pa.array(tokenizer.convert_ids_to_tokens(ids.tolist()), pa.string()),
+        "is_prefix": pa.array(positions < prefix_len),
+        "act": pa.ListArray.from_arrays(offsets, pa.array(acts.reshape(-1))),
+    })
+
+
+def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
+    """Compute and store the activations that are missing for ``cfg``."""
+    import time
+
+    from tqdm import tqdm
+
+    from axwarehouse.lm.capture import capture
+    from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
+    from axwarehouse.lm.loader import load
+
+    splits = _check_inputs(cat, cfg)
+    info = model_info(cfg.model)
+    layer = info.check_layer(cfg.layer)
+    todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits)
+    total = cat.count("generations", f"concept_set = ? AND split IN ({', '.join('?' for _ in splits)})",
+                      [cfg.concept_set, *splits])
+    result = ActivationsResult(info.name, layer, 0, 0, already=total - todo.num_rows)
+    if todo.num_rows == 0:
+        return result
+
+    lm = load(cfg.model, cfg.dtype)
+    chat = ChatFormat.of(lm.tokenizer)
+    config = {**asdict(cfg), "model": info.name, "layer": layer, "prefix_len": chat.prefix_len,
+              "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": "float16"}
+    # rows depend on the model, layer and rendering, not on batching: hash only those
+    row_hash = {k: config[k] for k in ("model", "layer", "prefix_len", "suffix_len", "max_length", "dtype")}
+    meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}
+    splits_col = todo.column("split").to_pylist()
+    ex_ids = todo.column("example_id").to_pylist()
+    seqs = [chat.ids_for(s, i or "", o or "") for s, i, o in
+            zip(splits_col, todo.column("input").to_pylist(), todo.column("output").to_pylist())]
+    layers = lm.decoder_layers()
+    started = time.perf_counter()
+    with cat.run("activations", config) as run:
+        pending: list[tuple[str, int, list[int], np.ndarray]] = []
+        pending_tokens = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_tokens
+            if pending:
+                table = _rows(meta, lm.tokenizer, chat.prefix_len, pending)
+                table = table.append_column("config_hash", pa.array([config_hash(row_hash)] * table.num_rows))
+                run.write("activations", table)
+                pending, pending_tokens = [], 0
+
+        bar = tqdm(total=sum(len(s) for s in seqs), unit="tok", desc=f"activations L{layer}", file=sys.stderr,
+                   disable=None, smoothing=0.1)
+        for idx, acts in capture(lm.model, layers, layer, seqs, lm.tokenizer.pad_token_id, cfg.batch_tokens):
+            for i, a in zip(idx, acts):
+                pending.append((splits_col[i], ex_ids[i], seqs[i], a))
+                pending_tokens += len(seqs[i])
+                result.examples += 1
+                result.tokens += len(seqs[i])
+            bar.update(sum(len(seqs[i]) for i in idx))
+            if pending_tokens >= cfg.file_tokens:
+                flush()
+        flush()
+        bar.close()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,51 @@
+"""`axw demo`: the latent benchmark end to end on the shipped Concept10 data and the embedded model.
+
+import-axbench → activations → train → latent → leaderboard. Every step is the same function the individual
+commands call, so a second demo run reuses everything and finishes in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from axwarehouse.catalog import Catalog
+from axwarehouse.display import render
+from axwarehouse.lm.loader import DEFAULT_MODEL
+
+DEMO_DATA = Path(__file__).resolve().parents[1] / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
+DEMO_CONCEPT_SET = "concept10"
+DEMO_METHODS = ("diffmean", "pca", "lat", "probe")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    model: str = DEFAULT_MODEL
+    layer: int | None = None
+    methods: tuple[str, ...] = ()
+    concept_set: str = DEMO_CONCEPT_SET
+    data_dir: Path = DEMO_DATA
+
+
+def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print) -> None:
+    """Run every latent stage on the demo data, printing what each did and the leaderboard."""
+    from stages.activations import ActivationsConfig, run_activations
+    from stages.import_axbench import import_axbench
+    from stages.latent import LatentConfig, run_latent
+    from stages.leaderboard import latent_leaderboard
+    from stages.train import TrainConfig, run_train
+
+    methods = cfg.methods or DEMO_METHODS
+    t0 = time.perf_counter()
+    out = import_axbench(cat, cfg.data_dir, cfg.concept_set)
+    echo(f"[1/4] import: concept set {cfg.concept_set}: "
+         + ("already imported" if out["skipped"] else f"{out['concepts']} concepts, {out['generations']} generations"))
+    echo("[2/4] " + run_activations(cat, ActivationsConfig(cfg.concept_set, cfg.model, cfg.layer)).summary())
+    echo("[3/4] " + run_train(cat, TrainConfig(cfg.concept_set, cfg.model, cfg.layer, methods)).summary()
+         .replace("\n", "\n      "))
+    echo("[4/4] " + run_latent(cat, LatentConfig(cfg.concept_set, cfg.model, cfg.layer, methods)).summary()
+         .replace("\n", "\n      "))
+    echo(f"\nlatent leaderboard ({time.perf_counter() - t0:.0f}s end to end):")
+    echo(render(latent_leaderboard(cat, cfg.concept_set), "table"))

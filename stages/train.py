@@ -1,0 +1,147 @@
+"""`axw train`: fit methods on cached activations (no model forward) into `method_artifacts`.
+
+Incremental by key (method, model, layer, concept_set, concept_id, config_hash): config_hash covers the method's
+hyperparameters and seed, so a new method or a new setting trains only its own rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from axwarehouse.activation_store import TokenMatrix, load_tokens
+from axwarehouse.catalog import Catalog
+from axwarehouse.errors import AxwError
+from axwarehouse.lineage import config_hash
+from axwarehouse.lm.info import model_info
+from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.methods import ConceptData, Method, get, method_names
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    concept_set: str
+    model: str = DEFAULT_MODEL
+    layer: int | None = None
+    methods: tuple[str, ...] = ("diffmean",)
+    seed: int = 42
+    concepts: tuple[int, ...] = ()  # empty = every concept of the set
+
+
+@dataclass
+class TrainResult:
+    trained: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = []
+        for m in sorted(set(self.trained) | set(self.skipped)):
+            t, s = self.trained.get(m, 0), self.skipped.get(m, 0)
+            lines.append(f"train {m}: {t} concepts trained in {self.seconds.get(m, 0):.1f}s, {s} already present"
+                         if t else f"train {m}: all {s} concepts already present, nothing to do")
+        return "\n".join(lines)
+
+
+def method_hash(method: Method) -> str:
+    """config_hash of a method's artifacts: hyperparameters + seed (model/layer/concept set are key columns)."""
+    return config_hash(method.params())
+
+
+def concept_table(cat: Catalog, concept_set: str, concepts: tuple[int, ...] = ()) -> list[tuple[int, str, str]]:
+    """(concept_id, concept, genre) of a concept set; AxwError when empty or when asked-for ids are absent."""
+    rows = cat.sql("SELECT concept_id, concept, coalesce(genre, 'text') FROM concepts WHERE concept_set = ? "
+                   "ORDER BY concept_id", [concept_set]).fetchall()
+    if not rows:
+        raise AxwError(f"concept set {concept_set!r} has no concepts (import or generate it first)")
+    if concepts:
+        missing = sorted(set(concepts) - {r[0] for r in rows})
+        if missing:
+            raise AxwError(f"concept id(s) {missing} not in concept set {concept_set!r}")
+        rows = [r for r in rows if r[0] in set(concepts)]
+    return rows
+
+
+def training_examples(cat: Catalog, concept_set: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per concept: (example_ids, labels) = its positives + the shared negatives of its genre (spec §2.2)."""
+    table = cat.arrow(
+        """SELECT c.concept_id, g.example_id, CASE WHEN g.category = 'positive' THEN 1 ELSE 0 END AS label
+           FROM concepts c JOIN generations g
+             ON g.concept_set = c.concept_set AND g.split = 'train'
+            AND ((g.concept_id = c.concept_id AND g.category = 'positive')
+              OR (g.concept_id = -1 AND g.category = 'negative' AND g.genre = coalesce(c.genre, 'text')))
+           WHERE c.concept_set = ? ORDER BY c.concept_id, g.example_id""", [concept_set])
+    cid = table.column("concept_id").to_numpy()
+    ex = table.column("example_id").to_numpy()
+    lab = table.column("label").to_numpy()
+    return {int(c): (ex[cid == c], lab[cid == c]) for c in np.unique(cid)}
+
+
+def _existing(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str) -> set[int]:
+    return {r[0] for r in cat.sql(
+        "SELECT DISTINCT concept_id FROM method_artifacts WHERE method = ? AND model = ? AND layer = ? "
+        "AND concept_set = ? AND config_hash = ?", [method, model, layer, concept_set, chash]).fetchall()}
+
+
+def _artifact_rows(method: Method, model: str, layer: int, concept_set: str, chash: str,
+                   fitted: list[tuple[int, object]]) -> pa.Table:
+    return pa.table({
+        "method": [method.name] * len(fitted),
+        "model": [model] * len(fitted),
+        "layer": pa.array([layer] * len(fitted), pa.int32()),
+        "concept_set": [concept_set] * len(fitted),
+        "concept_id": pa.array([c for c, _ in fitted], pa.int64()),
+        "direction": pa.array([None if a.direction is None else np.asarray(a.direction, np.float32).tolist()
+                               for _, a in fitted], pa.list_(pa.float32())),
+        "bias": pa.array([a.bias for _, a in fitted], pa.float64()),
+        "max_train_activation": pa.array([a.max_train_activation for _, a in fitted], pa.float64()),
+        "weights_path": pa.array([a.weights_path for _, a in fitted], pa.string()),
+        "extra": pa.array([json.dumps(a.extra, sort_keys=True) for _, a in fitted], pa.string()),
+        "config_hash": [chash] * len(fitted),
+    })
+
+
+def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
+    """Train every (method, concept) of ``cfg`` that has no artifact yet."""
+    names = method_names(list(cfg.methods))
+    concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
+    info = model_info(cfg.model)
+    layer = info.check_layer(cfg.layer)
+    methods = [get(n)(seed=cfg.seed) for n in names]
+    result = TrainResult()
+    todo: list[tuple[Method, str, list[tuple[int, str, str]]]] = []
+    for m in methods:
+        chash = method_hash(m)
+        have = _existing(cat, m.name, info.name, layer, cfg.concept_set, chash)
+        result.skipped[m.name] = sum(1 for c in concepts if c[0] in have)
+        missing = [c for c in concepts if c[0] not in have]
+        if missing:
+            todo.append((m, chash, missing))
+    if not todo:
+        return result
+
+    tokens: TokenMatrix = load_tokens(cat, info.name, layer, cfg.concept_set, "train")
+    examples = training_examples(cat, cfg.concept_set)
+    config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
+              "methods": {m.name: m.params() for m, _, _ in todo}}
+    with cat.run("train", config) as run:
+        for m, chash, missing in todo:
+            started = time.perf_counter()
+            fitted = []
+            for cid, concept, _genre in missing:
+                if cid not in examples:
+                    raise AxwError(f"concept {cid} of {cfg.concept_set!r} has no training examples")
+                ex_ids, labels = examples[cid]
+                if labels.min() == labels.max():
+                    raise AxwError(f"concept {cid} of {cfg.concept_set!r} needs both positive and negative "
+                                   "training examples")
+                data = ConceptData(cid, concept, tokens.select(ex_ids), labels)
+                fitted.append((cid, m.fit(data)))
+            run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
+            result.trained[m.name] = len(fitted)
+            result.seconds[m.name] = time.perf_counter() - started
+    return result
