@@ -193,7 +193,7 @@ def _highlight(tokens, scores, scale: float) -> str:
 def _example_block(row, scale: float) -> str:
     badge = f'<span class="badge {esc(row.category)}">{esc(row.category)}</span>'
     meta = (f'{badge}<span class="badge">example {esc(row.example_id)}</span>'
-            f'<span class="badge">max {esc(fmt_num(row.score))} at {esc(display_token(row.max_token))!s}</span>')
+            f'<span class="badge">max {esc(fmt_num(row.score))} on “{esc(display_token(row.max_token))}”</span>')
     if row.category == "hard_negative" and row.output_concept:
         meta += f'<span class="badge">contrast: {esc(row.output_concept)}</span>'
     return f'<div class="example" data-example="{esc(row.example_id)}">{meta}\n{_highlight(row.tokens, row.token_scores, scale)}</div>'
