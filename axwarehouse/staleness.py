@@ -52,12 +52,16 @@ def changed_files(commit: str, paths: tuple[str, ...]) -> tuple[str, ...] | None
     return tuple(line for line in out.stdout.splitlines() if line)
 
 
-def code_change(code_version: str | None, stage: str, method: str | None = None) -> str | None:
-    """A short note when the code that wrote rows of ``stage`` (and ``method``) changed since ``code_version``."""
+def code_change(code_version: str | None, stage: str, method: str | None = None,
+                method_only: bool = False) -> str | None:
+    """A short note when the code that wrote rows of ``stage`` (and ``method``) changed since ``code_version``.
+
+    ``method_only`` compares just the method's file (shared stage helpers change often without changing results).
+    """
     commit = commit_of(code_version)
     if commit is None:
         return None
-    paths = list(STAGE_FILES.get(stage, []))
+    paths = [] if method_only else list(STAGE_FILES.get(stage, []))
     if method and (f := method_file(method)):
         paths.append(f)
     if not paths:

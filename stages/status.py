@@ -4,9 +4,11 @@ what is stale (config or code changed since the rows were written), and the comm
 * missing: generations without activations; concepts without artifacts; artifacts without latent scores.
 * stale config: the method's current hyperparameters (at the row's seed) hash differently from the row's
   config_hash — training again writes a new config beside the old one.
-* stale code: the files that produce the rows (the stage module, the method's file, shared helpers) differ
-  between the commit recorded in the rows' code_version and the working tree (git diff). Rows whose stage
-  inputs are gone (latent scores without their artifact) are stale too.
+* stale code: artifacts trained by an older version of their method's file (the source hash recorded in
+  ``extra.source_hash`` differs from the file now; rows from before that hash existed fall back to a git diff of
+  the method's file since the commit in their code_version); activations whose capture code (`stages/activations.py`,
+  `axwarehouse/lm/`) changed since their commit; latent scores whose artifact is gone. `axw train --replace`
+  recomputes stale artifacts (and drops their scores, which `axw latent` then fills in).
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ from dataclasses import dataclass, field
 from axwarehouse import schemas
 from axwarehouse.catalog import Catalog
 from axwarehouse.lineage import code_version
-from axwarehouse.staleness import code_change
+from axwarehouse.staleness import code_change, method_file
+
+
+def _source_hash(method: str) -> str | None:
+    """Hash of the method's file now (None for a method not registered in this checkout)."""
+    from axwarehouse.methods import REGISTRY, discover
+
+    discover()
+    return REGISTRY[method].source_hash() if method in REGISTRY else None
 
 
 @dataclass
 class Status:
     lines: list[str] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)  # row groups whose code changed: same key, so a re-run skips them
 
     def render(self) -> str:
         out = list(self.lines)
@@ -32,14 +41,8 @@ class Status:
         if self.next_commands:
             out.append("next (what `axw run` would do, in order):")
             out += [f"  {c}" for c in dict.fromkeys(self.next_commands)]
-        elif not self.stale:
-            out.append("next: nothing to do, every stage is complete and current")
         else:
-            out.append("next: nothing missing")
-        if self.stale:
-            out.append("stale rows (their code changed; the stages skip existing keys, so remove these rows "
-                       "before re-running to recompute them):")
-            out += [f"  {s}" for s in dict.fromkeys(self.stale)]
+            out.append("next: nothing to do, every stage is complete and current")
         return "\n".join(out)
 
 
@@ -112,8 +115,9 @@ def workflow_status(cat: Catalog) -> Status:
             notes = [n for n in {code_change(cv, "activations") for cv in (cv_lo, cv_hi)} if n]
             out.append(f"  activations {model} L{layer}: {n_ex}/{n_gen} examples, {state}"
                        + "".join(f"; STALE: {n}" for n in notes))
-            if notes:
-                st.stale.append(f"activations {concept_set} {model} L{layer}")
+            if notes:  # same keys: delete the stale rows before re-capturing (no --replace for activations yet)
+                out.append("    (activations are incremental by key; remove the folder of this model/layer to "
+                           "re-capture)")
             if missing:
                 st.next_commands.append(f"axw activations {target}")
             _method_status(cat, st, concept_set, model, layer, all_ids, target)
@@ -124,26 +128,29 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
                    target: str) -> None:
     out = st.lines
     arts = _rows(cat, """SELECT method, config_hash, list(DISTINCT concept_id), any_value(run_id),
-                                list(DISTINCT code_version)
+                                list(DISTINCT code_version) FILTER (WHERE json_extract_string(extra, '$.source_hash')
+                                                                    IS NULL),
+                                list(DISTINCT json_extract_string(extra, '$.source_hash'))
+                                    FILTER (WHERE json_extract_string(extra, '$.source_hash') IS NOT NULL)
                          FROM method_artifacts WHERE concept_set = ? AND model = ? AND layer = ?
                          GROUP BY 1, 2 ORDER BY 1, 2""", [concept_set, model, layer])
-    scored = {(m, h): (set(ids), cvs) for m, h, ids, cvs in _rows(cat, """
-        SELECT method, config_hash, list(DISTINCT concept_id), list(DISTINCT code_version) FROM latent_scores
+    scored = {(m, h): set(ids) for m, h, ids in _rows(cat, """
+        SELECT method, config_hash, list(DISTINCT concept_id) FROM latent_scores
         WHERE concept_set = ? AND model = ? AND layer = ? GROUP BY 1, 2""", [concept_set, model, layer])}
     if not arts:
         out.append("    methods: none trained yet")
         st.next_commands.append(f"axw train {target} --method all")
-    for method, chash, ids, run_id, cvs in arts:
+    for method, chash, ids, run_id, cvs, hashes in arts:
         trained = set(ids)
-        have, score_cvs = scored.get((method, chash), (set(), []))
+        have = scored.get((method, chash), set())
         notes = []
         missing_art = sorted(set(all_ids) - trained)
         if missing_art:
-            notes.append(f"MISSING artifacts for concepts {_ids(missing_art)}")
+            notes.append(f"MISSING artifacts for {len(missing_art)} concepts ({_ids(missing_art)})")
             st.next_commands.append(f"axw train {target} --method {method}")
         missing_scores = sorted(trained - have)
         if missing_scores:
-            notes.append(f"MISSING latent scores for concepts {_ids(missing_scores)}")
+            notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
             st.next_commands.append(f"axw latent {target} --method {method}")
         seed = _seed_of(cat, run_id)
         current = _current_hash(method, seed)
@@ -153,11 +160,19 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
                                     + (f" --seed {seed}" if seed not in (None, 42) else ""))
             st.next_commands.append(f"axw latent {target} --method {method}"
                                     + (f" --seed {seed}" if seed not in (None, 42) else ""))
-        for stage, versions in (("train", cvs), ("latent", score_cvs)):
-            for note in sorted({n for n in (code_change(cv, stage, method) for cv in versions) if n}):
-                notes.append(f"STALE {stage} code: {note}")
-                st.stale.append(f"{stage} {method} [{chash}] {concept_set} {model} L{layer}")
-        out.append(f"    {method:<10} [{chash}]: {len(trained)}/{len(all_ids)} trained, {len(have & trained)} scored"
+        current_src = _source_hash(method)
+        stale = []
+        if current_src and any(h != current_src for h in hashes or []):
+            stale.append(f"trained by an older version of {method_file(method) or method}")
+        stale += sorted({n for n in (code_change(cv, "train", method, method_only=True) for cv in cvs or []) if n})
+        for note in stale:
+            notes.append(f"STALE code: {note}")
+        if stale:
+            st.next_commands.append(f"axw train {target} --method {method} --replace"
+                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+            st.next_commands.append(f"axw latent {target} --method {method}"
+                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+        out.append(f"    {method:<10} [{chash}]: {len(trained)} trained, {len(have & trained)} scored"
                    + ("; " + "; ".join(notes) if notes else ", up to date"))
     for method, n in _rows(cat, """
             SELECT s.method, count(DISTINCT s.concept_id) FROM latent_scores s

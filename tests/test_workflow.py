@@ -35,11 +35,11 @@ def test_status_walks_the_workflow(wh, monkeypatch):
     assert axw("--catalog", cat_path, "train", *common, "--method", "diffmean", "--method", "pca")[0] == 0
     code, out, _ = axw("--catalog", cat_path, "status")
     nxt = out.split("next (what `axw run` would do, in order):")[1]
-    assert "MISSING latent scores for concepts 0, 1, 2" in out
+    assert "MISSING latent scores for 3 concepts (0, 1, 2)" in out
     assert "axw latent" in nxt and "--method diffmean" in nxt and "--method pca" in nxt
     assert axw("--catalog", cat_path, "latent", *common, "--method", "diffmean", "--method", "pca")[0] == 0
     code, out, _ = axw("--catalog", cat_path, "status")
-    assert "3/3 trained, 3 scored" in out and "next: nothing" in out
+    assert "3 trained, 3 scored, up to date" in out and "next: nothing to do" in out
 
     # config change: PCA's settings now hash differently -> stale, and training again is the next step
     from axwarehouse.methods import get
@@ -57,19 +57,39 @@ def test_status_walks_the_workflow(wh, monkeypatch):
     assert "STALE config" not in next(x for x in out.splitlines() if x.strip().startswith("diffmean"))
 
 
-def test_status_flags_rows_written_by_older_code(wh, monkeypatch):
-    """Rows stamped with the repository's first commit (before methods/ existed) are stale for train/latent."""
-    import axwarehouse.catalog as catalog_mod
+def test_status_flags_artifacts_of_an_older_method_file(wh, monkeypatch):
+    """Artifacts recorded with another source hash of their method file are stale; --replace is the next step."""
+    from axwarehouse.methods import get
 
     cat_path, common = wh
-    monkeypatch.setattr(catalog_mod, "code_version", lambda: "0.1.0+b4a42b9")
     assert axw("--catalog", cat_path, "activations", *common)[0] == 0
+    monkeypatch.setattr(get("probe"), "source_hash", classmethod(lambda cls: "0ld0ld0ld0ld"))
     assert axw("--catalog", cat_path, "train", *common, "--method", "probe")[0] == 0
     monkeypatch.undo()
     code, out, _ = axw("--catalog", cat_path, "status")
     line = next(x for x in out.splitlines() if x.strip().startswith("probe"))
-    assert "STALE train code" in line
-    assert "train probe" in out.split("stale rows")[1]
+    assert "STALE code: trained by an older version of axwarehouse/methods/probe.py" in line
+    nxt = out.split("next (what `axw run` would do, in order):")[1]
+    assert "--method probe --replace" in nxt
+    assert axw("--catalog", cat_path, "train", *common, "--method", "probe", "--replace")[0] == 0
+    assert axw("--catalog", cat_path, "latent", *common, "--method", "probe")[0] == 0
+    line = next(x for x in axw("--catalog", cat_path, "status")[1].splitlines() if x.strip().startswith("probe"))
+    assert line.endswith("up to date")
+
+
+def test_code_change_compares_git_history():
+    """Rows without a source hash fall back to git: the first commit predates every method file."""
+    import subprocess
+
+    from axwarehouse.staleness import REPO_ROOT, code_change, commit_of
+
+    assert commit_of("0.1.0+b4a42b9-dirty") == "b4a42b9" and commit_of("0.1.0") is None
+    known = subprocess.run(["git", "cat-file", "-e", "b4a42b9^{commit}"], cwd=REPO_ROOT, capture_output=True)
+    note = code_change("0.1.0+b4a42b9", "train", "pca", method_only=True)
+    if known.returncode == 0:
+        assert note == "code changed since b4a42b9: axwarehouse/methods/pca.py"
+    else:  # a checkout without that history (e.g. squashed): still reported, as not comparable
+        assert note is not None and "cannot compare" in note
 
 
 def _trained(wh):
