@@ -234,7 +234,8 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
     cat_path, out = built
     assert "No steering data yet" in (out / "steering.html").read_text()
     assert "No steering data yet" in (out / "leaderboard.html").read_text()
-    # steering views as the steering stage defines them: one row per judged generation, and the chosen factor
+    # steering views with the columns the steering stage (issue 5) defines: one row per judged generation (a NULL
+    # score = failed judge parse), and the factor chosen on the selection split
     rng = np.random.default_rng(0)
     rows = []
     for m in ("diffmean", "prompt"):
@@ -242,17 +243,19 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
             for f in (0.5, 1.0, 2.0):
                 for i in range(4):
                     s = rng.uniform(0, 2, 3).round(2)
-                    agg = 0.0 if s.min() == 0 else 3 / (1 / s).sum()
-                    rows.append(f"('{m}', 'tiny', 2, 's3', {c}, {f}, {i}, '{'selection' if i < 2 else 'test'}', "
-                                f"{s[0]}, {s[1]}, {s[2]}, {agg})")
+                    agg = "NULL" if (c, f, i) == (1, 1.0, 3) else 0.0 if s.min() == 0 else 3 / (1 / s).sum()
+                    rows.append(f"('{m}', 'tiny', 2, 's3', 'embedded:smollm2', 'st{m[:2]}', 'j1', {c}, {f}, {i}, "
+                                f"'{'selection' if i < 2 else 'test'}', {s[0]}, {s[1]}, {s[2]}, {agg})")
     with Catalog(cat_path) as cat:
         cat.con.execute("CREATE OR REPLACE VIEW steering_scores AS SELECT * FROM (VALUES " + ", ".join(rows) + ") "
-                        "AS t(method, model, layer, concept_set, concept_id, factor, instruction_id, split, "
-                        "concept_score, instruction_score, fluency_score, score)")
+                        "AS t(method, model, layer, concept_set, judge, steer_config_hash, judge_config_hash, concept_id, "
+                        "factor, input_id, split, concept_score, instruction_score, fluency_score, score)")
         cat.con.execute("""CREATE OR REPLACE VIEW steering_best_factor AS
-            SELECT method, model, layer, concept_set, concept_id, arg_max(factor, m) AS best_factor FROM (
-              SELECT method, model, layer, concept_set, concept_id, factor, avg(score) - factor * 1e-9 AS m
-              FROM steering_scores WHERE split = 'selection' GROUP BY 1, 2, 3, 4, 5, 6) GROUP BY ALL""")
+            SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id,
+                   arg_max(factor, m) AS best_factor FROM (
+              SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id,
+                     factor, avg(score) - factor * 1e-9 AS m
+              FROM steering_scores WHERE split = 'selection' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9) GROUP BY ALL""")
         expected = dict(cat.sql("""SELECT s.method, avg(s.m) FROM (
               SELECT method, concept_id, factor, avg(score) AS m FROM steering_scores WHERE split = 'test'
               GROUP BY ALL) s JOIN steering_best_factor b ON b.method = s.method AND b.concept_id = s.concept_id

@@ -32,8 +32,13 @@ COLUMNS = {
     "instruction": ("instruction_score", "relevance_instruction", "instruction_rating"),
     "fluency": ("fluency_score", "fluency", "fluency_rating"),
     "best_factor": ("best_factor", "factor"),
+    "judge": ("judge",),
+    "steer_config_hash": ("steer_config_hash", "config_hash"),
+    "judge_config_hash": ("judge_config_hash",),
 }
-KEYS = ("method", "model", "layer", "concept_set", "concept_id")
+#: a (method, concept) result is identified by these; the last four may be absent (then constant)
+KEYS = ("method", "model", "layer", "concept_set", "judge", "steer_config_hash", "judge_config_hash", "concept_id")
+OPTIONAL = ("model", "layer", "concept_set", "judge", "steer_config_hash", "judge_config_hash")
 
 
 def _view_columns(cat: Catalog, view: str) -> list[str]:
@@ -57,8 +62,8 @@ def _select(cat: Catalog, view: str, wanted: tuple[str, ...]) -> str:
     parts = []
     for logical in wanted:
         found = next((c for c in COLUMNS[logical] if c in cols), None)
-        if found is None and logical in ("model", "layer", "concept_set"):
-            parts.append(f"NULL AS {logical}")
+        if found is None and logical in OPTIONAL:
+            parts.append(f"'' AS {logical}")
         elif found is None:
             raise KeyError(f"{view} has no column for {logical} (looked for {', '.join(COLUMNS[logical])})")
         else:
@@ -71,16 +76,24 @@ def steering_frames(cat: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
     crit = tuple(c for c in CRITERIA if any(n in _view_columns(cat, "steering_scores") for n in COLUMNS[c]))
     sel = _select(cat, "steering_scores", KEYS + ("factor", "split") + crit)
     means = ", ".join(f"avg({c}) AS {c}" for c in crit)
-    per = cat.sql(f"SELECT method, model, layer, concept_set, concept_id, factor, split, {means}, count(*) AS n "
-                  f"FROM (SELECT {sel} FROM steering_scores) GROUP BY ALL").df()
+    keys = ", ".join(KEYS)
+    per = cat.sql(f"SELECT {keys}, factor, split, {means}, count(*) AS n "
+                  f"FROM (SELECT {sel} FROM steering_scores) GROUP BY {keys}, factor, split").df()
     best = cat.sql(f"SELECT DISTINCT {_select(cat, 'steering_best_factor', KEYS + ('best_factor',))} "
                    "FROM steering_best_factor").df()
     return per, best
 
 
 def _group_label(df: pd.DataFrame) -> pd.Series:
+    judge = df["judge"].fillna("").astype(str)
     return (df["concept_set"].fillna("").astype(str) + " · " + df["model"].fillna("").astype(str) + " · L"
-            + df["layer"].astype("string").fillna("?"))
+            + df["layer"].astype("string").fillna("?") + judge.where(judge == "", " · judged by " + judge))
+
+
+def _method_label(df: pd.DataFrame) -> pd.Series:
+    """``method``, or ``method@hash6`` where one method has several steering configs in the same group."""
+    n_cfg = df.groupby(["group", "method"])["steer_config_hash"].transform("nunique")
+    return df["method"].where(n_cfg <= 1, df["method"] + "@" + df["steer_config_hash"].astype(str).str[:6])
 
 
 def steering_at_best(per: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
@@ -90,6 +103,7 @@ def steering_at_best(per: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     m = test.merge(best, on=keys, how="inner")
     m = m[m["factor"] == m["best_factor"]].copy()
     m["group"] = _group_label(m)
+    m["method"] = _method_label(m)
     return m
 
 
@@ -133,8 +147,9 @@ def steering_page(cat: Catalog, nav) -> tuple[Page, list[tuple[str, dict]]]:
     per, best = steering_frames(cat)
     exported = []
     crit = [c for c in CRITERIA if c in per.columns]
-    per["group"] = _group_label(per)
     at_best = steering_at_best(per, best)
+    per["group"] = _group_label(per)
+    per["method"] = _method_label(per)
     for gi, (group, rows) in enumerate(per.groupby("group", sort=True)):
         page.heading(group)
         test = rows[rows["split"] == "test"]
