@@ -65,7 +65,7 @@ def load_tokens(cat: Catalog, model: str, layer: int, concept_set: str, split: s
     act = table.column("act").combine_chunks()
     flat = act.flatten().to_numpy(zero_copy_only=False)
     d = len(flat) // table.num_rows
-    acts = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32).reshape(table.num_rows, d))
+    acts = torch.from_numpy(np.array(flat, dtype=np.float32).reshape(table.num_rows, d))  # writable copy
     ex = table.column("example_id").to_numpy()
     change = np.flatnonzero(np.diff(ex)) + 1
     starts = np.concatenate([[0], change])

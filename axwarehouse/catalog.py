@@ -197,11 +197,11 @@ class Catalog:
         return self.con.sql(query, params=params) if params else self.con.sql(query)
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
-        rel = self.con.execute(query, params or [])
-        return rel.fetch_arrow_table() if hasattr(rel, "fetch_arrow_table") else rel.arrow()
+        rel = self.con.sql(query, params=params) if params else self.con.sql(query)
+        return rel.to_arrow_table()
 
     def count(self, table: str, where: str = "true", params: Sequence[Any] | None = None) -> int:
-        return int(self.con.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params or []).fetchone()[0])
+        return int(self.con.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params or []).fetchall()[0][0])
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _conform(self, table: str, data: pa.Table, run: Run) -> pa.Table:
@@ -252,12 +252,12 @@ class Catalog:
         removed = 0
         for path in self.table_files(table):
             src = _sql_str(str(path))
-            hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}) WHERE {where}", params or []).fetchone()[0]
+            hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}) WHERE {where}", params or []).fetchall()[0][0]
             if not hits:
                 continue
             keep = self.con.execute(
                 f"SELECT * FROM read_parquet({src}) WHERE NOT ({where})", params or []
-            ).fetch_arrow_table()
+            ).to_arrow_table()
             if keep.num_rows:
                 atomic_write_parquet(keep.cast(pq.read_schema(path)), path)
             else:

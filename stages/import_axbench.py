@@ -179,7 +179,7 @@ def _generation_rows(concept_set: str, split: str, table: pa.Table, concepts: pa
 
 
 def existing_source_hash(cat: Catalog, concept_set: str) -> str | None:
-    row = cat.con.execute("SELECT any_value(source_hash) FROM concepts WHERE concept_set = ?", [concept_set]).fetchone()
+    row = cat.con.execute("SELECT any_value(source_hash) FROM concepts WHERE concept_set = ?", [concept_set]).fetchall()[0]
     return row[0] if row else None
 
 

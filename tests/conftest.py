@@ -1,0 +1,96 @@
+"""Shared fixtures: a tiny random-init Llama saved as a local HF directory, and a small AxBench-layout release."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    # a stray AXW_CATALOG from the developer's shell must never point tests at a real warehouse
+    monkeypatch.delenv("AXW_CATALOG", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 4-layer, hidden-32 LlamaForCausalLM with SmolLM2's tokenizer and chat template, saved as safetensors."""
+    import torch
+    import transformers
+
+    from axwarehouse.lm.loader import resolve
+
+    src = resolve("embedded:smollm2")
+    tok = transformers.AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                                   tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def write_release(root: Path, n_concepts: int = 3, n_pos: int = 8, n_neg: int = 8, n_eval: int = 6) -> Path:
+    """A small release in AxBench's layout, cut from the shipped Concept10 data (same columns and categories)."""
+    meta = [json.loads(line) for line in (CONCEPT10 / "generate" / "metadata.jsonl").read_text().splitlines()]
+    meta = meta[:n_concepts]
+    train = pl.read_parquet(CONCEPT10 / "generate" / "train_data.parquet")
+    evald = pl.read_parquet(CONCEPT10 / "inference" / "latent_eval_data.parquet")
+    ids = [m["concept_id"] for m in meta]
+    negs = train.filter(pl.col("concept_id") == -1).group_by("concept_genre", maintain_order=True).head(n_neg)
+    pos = train.filter(pl.col("concept_id").is_in(ids)).group_by("concept_id", maintain_order=True).head(n_pos)
+    ev = evald.filter(pl.col("concept_id").is_in(ids)).group_by(["concept_id", "category"], maintain_order=True
+                                                                ).head(n_eval)
+    (root / "generate").mkdir(parents=True)
+    (root / "inference").mkdir()
+    (root / "generate" / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    pl.concat([negs.select(train.columns), pos.select(train.columns)]).write_parquet(
+        root / "generate" / "train_data.parquet")
+    ev.select(evald.columns).write_parquet(root / "inference" / "latent_eval_data.parquet")
+    return root
+
+
+@pytest.fixture
+def small_release(tmp_path) -> Path:
+    return write_release(tmp_path / "release")
+
+
+@pytest.fixture
+def catalog_path(tmp_path) -> Path:
+    return tmp_path / "wh" / "catalog.duckdb"
+
+
+def axw(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from cli import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under ``folder``: to prove a failed command changed nothing."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
