@@ -68,7 +68,7 @@ class GenerateConfig:
     max_retries: int = 4
     timeout: float = 60.0
     chunk_concepts: int = 16
-    batch_size: int = 8
+    batch_size: int = 16  # embedded backends: prompts per model.generate call
     backoff_s: float = 1.0
 
     def result_config(self, pools_hash: str) -> dict:
@@ -187,9 +187,9 @@ def _concepts(cat: Catalog, concept_set: str) -> list[dict]:
 
 def _check_existing(cat: Catalog, cfg: GenerateConfig, chash: str, replace: bool) -> None:
     """Refuse to mix generated data of another config (or imported data) into the set, unless --replace."""
-    other = cat.sql("SELECT count(*), any_value(source) FROM generations WHERE concept_set = ? "
+    other = cat.con.execute("SELECT count(*), any_value(source) FROM generations WHERE concept_set = ? "
                     "AND (config_hash IS DISTINCT FROM ? OR source NOT LIKE 'generate:%')",
-                    [cfg.concept_set, chash]).fetchone()
+                    [cfg.concept_set, chash]).fetchall()[0]
     if not other[0]:
         return
     if not replace:
@@ -473,7 +473,8 @@ def run_generate(cat: Catalog, cfg: GenerateConfig, *, dry_run: bool = False, re
             _check_existing(cat, cfg, chash, replace=True)
             open_fail = {}
         cache = ResponseCache(cat, run, stage=STAGE)
-        bar = tqdm(total=0, unit="req", desc=f"generate {cfg.concept_set}", disable=not progress, leave=False)
+        bar = tqdm(total=0, unit="req", desc=f"generate {cfg.concept_set}", leave=False,
+                   disable=None if progress else True)  # None: only on a terminal
 
         def on_progress(stats) -> None:
             bar.update(1)
