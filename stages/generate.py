@@ -257,8 +257,14 @@ def _run(ctx: _Ctx, client: LLMClient, reqs: list[LLMRequest], parse, meta: list
         if not out.ok:
             ctx.failures.append({**m, "purpose": out.request.purpose, "error": out.error,
                                  "history": "; ".join(out.history), "attempts": out.attempts,
-                                 "llm": f"{client.backend.name}:{client.backend.model}"})
+                                 "llm": _label(client)})
     return outs
+
+
+def _label(client: LLMClient) -> str:
+    """BACKEND:MODEL of a client, without doubling 'embedded:' for embedded model specs."""
+    b = client.backend
+    return b.model if b.model.startswith(f"{b.name}:") else f"{b.name}:{b.model}"
 
 
 def _cut(ctx: _Ctx, texts: list[str]) -> list[str]:
@@ -290,7 +296,7 @@ def _shared_negatives(ctx: _Ctx, pools: dict) -> None:
             meta.append({"concept_id": -1, "split": "train", "item": f"{genre}:{i}", "input": instr})
             where.append((genre, i, instr))
     outs = _run(ctx, ctx.target, reqs, P.parse_text, meta)
-    gen = f"{ctx.target.backend.name}:{ctx.target.backend.model}"
+    gen = ctx.target.backend.model  # the target model's canonical name, as activations/train record it
     for (genre, i, instr), out in zip(where, outs):
         if out.ok:  # not cut: AxBench keeps the target model's full answer
             ctx.rows.append(_row(ctx, "train", train_slot(cfg, -1, i, genre), None, "negative", genre, instr,

@@ -86,7 +86,7 @@ def test_generated_data_has_axbench_shape(cat_path, server, target_dir):
                       ("latent_eval", "positive"): 3 * N_EVAL, ("latent_eval", "negative"): 3 * N_EVAL,
                       ("latent_eval", "hard_negative"): 3 * MAX_CONTRAST}
     assert [(g, n, oc) for g, n, oc, _ in shared] == [(g, N_TRAIN, "EEEEE") for g in ("code", "math", "text")]
-    assert shared[0][3].startswith("embedded:")  # written by the target model, not the LLM
+    assert shared[0][3] == str(target_dir.resolve())  # written by the target model, not the LLM
     assert neg_genres == {"text": N_EVAL - 2, "math": 1, "code": 1}  # int(0.15 * 8) = 1 each
     assert all("//" in oc for (oc,) in hard)  # word//meaning
     assert dup == 0 and lineage == 0 and pos_genre_ok
