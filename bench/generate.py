@@ -89,6 +89,9 @@ def main() -> None:
             t_cold = time.perf_counter() - t0
             http_cold = srv.chat_requests
             rows = cat.count("generations", "concept_set = 'bench'")
+            # embedded latency = batch wall time shared by its requests, so the sum is the phase's wall time
+            t_target = cat.sql("SELECT coalesce(sum(latency_s), 0) FROM llm_calls "
+                               "WHERE purpose = 'shared_negative'").fetchall()[0][0]
 
             t0 = time.perf_counter()
             warm = run_generate(cat, cfg, progress=False)
@@ -105,8 +108,9 @@ def main() -> None:
     print(f"config: {args.concepts} concepts, n_train={args.n_train}, n_eval={args.n_eval}, "
           f"output_length={args.output_length}, server latency {args.latency * 1000:.0f} ms, "
           f"concurrency {args.concurrency}")
-    print(f"cold:   {t_cold:7.2f} s  {cold.calls} calls ({llm_calls} HTTP + {cold.calls - llm_calls} target-model), "
-          f"{rows} rows, {llm_calls / t_cold:.1f} HTTP calls/s overall")
+    print(f"cold:   {t_cold:7.2f} s  {cold.calls} calls ({llm_calls} HTTP + {cold.calls - llm_calls} target-model "
+          f"in {t_target:.1f} s), {rows} rows; {llm_calls / (t_cold - t_target):.1f} HTTP calls/s in the LLM phases "
+          f"({llm_calls / t_cold:.1f}/s overall)")
     print(f"warm:   {t_warm:7.2f} s  {warm.calls} calls, {http_total - http_cold} HTTP requests "
           f"(all concepts complete, skipped) -> {t_cold / t_warm:,.0f}x faster")
     print(f"replay: {t_replay:7.2f} s  {replay.calls} calls, {replay.cache_hits} cache hits, {rows_replay} rows "

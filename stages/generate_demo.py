@@ -25,8 +25,10 @@ DEMO_GENERATE = dict(n_train=8, n_eval=6, output_length=48, max_contrast=2, max_
 
 def run_generate_demo(cat: Catalog, model: str = DEFAULT_MODEL, layer: int | None = None,
                       echo: Callable[[str], None] = print, methods: tuple[str, ...] = DEMO_METHODS,
-                      progress: bool = True) -> None:
-    """Generate data for the demo concepts with the embedded backend, then run the latent benchmark on it."""
+                      progress: bool = True, **overrides: object) -> None:
+    """Generate data for the demo concepts with the embedded backend, then run the latent benchmark on it.
+
+    ``overrides`` replace :data:`DEMO_GENERATE` settings or pick another LLM (``llm=``, ``llm_base_url=``)."""
     from stages.activations import ActivationsConfig, run_activations
     from stages.concepts import import_concepts
     from stages.generate import GenerateConfig, run_generate
@@ -37,7 +39,8 @@ def run_generate_demo(cat: Catalog, model: str = DEFAULT_MODEL, layer: int | Non
     t0 = time.perf_counter()
     out = import_concepts(cat, DEMO_CONCEPTS, DEMO_SET)
     echo(f"[1/5] concepts: {DEMO_SET}: " + ("already imported" if out["skipped"] else f"{out['concepts']} concepts"))
-    cfg = GenerateConfig(concept_set=DEMO_SET, llm="embedded:smollm2", target_model=model, **DEMO_GENERATE)
+    settings = {"llm": "embedded:smollm2", **DEMO_GENERATE, **overrides}
+    cfg = GenerateConfig(concept_set=DEMO_SET, target_model=model, **settings)
     echo("[2/5] " + run_generate(cat, cfg, progress=progress, echo=echo).summary())
     echo("[3/5] " + run_activations(cat, ActivationsConfig(DEMO_SET, model, layer)).summary())
     echo("[4/5] " + run_train(cat, TrainConfig(DEMO_SET, model, layer, methods)).summary().replace("\n", "\n      "))

@@ -237,3 +237,17 @@ def test_api_key_is_written_nowhere(cat_path, server, target_dir, monkeypatch, c
         assert cat.count("llm_calls", "backend = 'openai' AND cost_usd > 0") > 0
         dumped = str(cat.sql("SELECT * FROM runs").fetchall()) + str(cat.sql("SELECT * FROM llm_calls").fetchall())
     assert secret not in dumped
+
+
+def test_generate_demo_runs_the_latent_benchmark_on_generated_data(catalog_path, server, target_dir):
+    from stages.generate_demo import DEMO_SET, run_generate_demo
+
+    catalog_path.parent.mkdir(parents=True)
+    lines: list[str] = []
+    with Catalog(catalog_path) as cat:
+        run_generate_demo(cat, str(target_dir), 2, echo=lines.append, methods=("diffmean",), progress=False,
+                          n_train=3, n_eval=4, output_length=16, max_contrast=1,
+                          llm="openai-compatible:fake", llm_base_url=server.base_url)
+        auroc = cat.sql("SELECT count(*) FROM latent_auroc WHERE concept_set = ?", [DEMO_SET]).fetchall()[0][0]
+    assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert auroc == 3 and "diffmean" in lines[-1]
