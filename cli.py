@@ -127,11 +127,13 @@ def train_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and latent scores, then re-train.")] = False,
 ) -> None:
     """Train methods on cached activations (no model forward) into `method_artifacts`."""
     from stages.train import TrainConfig, run_train
 
-    cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed)
+    cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
+                      replace=replace)
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())

@@ -1,0 +1,103 @@
+"""Bad input: one line `error: …`, exit code != 0, and the catalog exactly as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import CONCEPT10, axw, tree_state
+
+
+@pytest.fixture
+def imported(catalog_path, small_release):
+    catalog_path.parent.mkdir(parents=True)
+    assert axw("--catalog", catalog_path, "import-axbench", small_release, "-c", "s3")[0] == 0
+    return catalog_path
+
+
+def _assert_clean_failure(catalog_path, args, needle):
+    before = tree_state(catalog_path.parent)
+    code, out, err = axw("--catalog", catalog_path, *args)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    after = tree_state(catalog_path.parent)
+    # the DuckDB file may be rewritten on open (checkpoint); data files must be untouched
+    strip = {k: v for k, v in before.items() if not k.startswith("catalog.duckdb")}
+    assert {k: v for k, v in after.items() if not k.startswith("catalog.duckdb")} == strip
+
+
+def test_missing_directory(imported, tmp_path):
+    _assert_clean_failure(imported, ["import-axbench", tmp_path / "nope"], "does not exist")
+
+
+def test_missing_file(imported, tmp_path):
+    rel = tmp_path / "rel"
+    (rel / "generate").mkdir(parents=True)
+    (rel / "generate" / "metadata.jsonl").write_text((CONCEPT10 / "generate" / "metadata.jsonl").read_text())
+    _assert_clean_failure(imported, ["import-axbench", rel], "train_data")
+
+
+def test_missing_column(imported, tmp_path, small_release):
+    import polars as pl
+
+    rel = tmp_path / "rel2"
+    import shutil
+
+    shutil.copytree(small_release, rel)
+    path = rel / "generate" / "train_data.parquet"
+    pl.read_parquet(path).drop("concept_genre").write_parquet(path)
+    _assert_clean_failure(imported, ["import-axbench", rel], "concept_genre")
+
+
+def test_corrupt_parquet(imported, tmp_path, small_release):
+    import shutil
+
+    rel = tmp_path / "rel3"
+    shutil.copytree(small_release, rel)
+    (rel / "inference" / "latent_eval_data.parquet").write_bytes(b"PAR1 this is not parquet")
+    _assert_clean_failure(imported, ["import-axbench", rel], "latent_eval_data.parquet")
+
+
+def test_unknown_method(imported):
+    _assert_clean_failure(imported, ["train", "-c", "s3", "--method", "nosuch"], "unknown method 'nosuch'")
+
+
+def test_unknown_model(imported):
+    _assert_clean_failure(imported, ["activations", "-c", "s3", "--model", "embedded:gpt5"], "unknown embedded model")
+    _assert_clean_failure(imported, ["activations", "-c", "s3", "--model", "./no/such/dir"], "unknown model")
+
+
+def test_layer_out_of_range(imported, tiny_model_dir):
+    _assert_clean_failure(imported, ["activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "4"],
+                          "layer 4 is out of range")
+    _assert_clean_failure(imported, ["activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "-1"],
+                          "out of range")
+
+
+def test_empty_concept_set(imported, tiny_model_dir):
+    _assert_clean_failure(imported, ["activations", "-c", "empty", "--model", tiny_model_dir], "has no generations")
+    _assert_clean_failure(imported, ["train", "-c", "empty", "--method", "diffmean", "--model", tiny_model_dir],
+                          "has no concepts")
+
+
+def test_latent_before_train(imported, tiny_model_dir):
+    _assert_clean_failure(imported, ["latent", "-c", "s3", "--method", "diffmean", "--model", tiny_model_dir,
+                                     "--layer", "1"], "run `axw train --method diffmean` first")
+
+
+def test_train_before_activations(imported, tiny_model_dir):
+    _assert_clean_failure(imported, ["train", "-c", "s3", "--method", "diffmean", "--model", tiny_model_dir,
+                                     "--layer", "1"], "no cached activations")
+
+
+def test_sql_is_read_only_and_errors_are_one_line(imported):
+    _assert_clean_failure(imported, ["sql", "DROP VIEW concepts"], "error")
+    _assert_clean_failure(imported, ["sql", "SELEC nonsense"], "SQL error")
+    code, out, _ = axw("--catalog", imported, "sql", "SELECT count(*) AS n FROM concepts", "--format", "json")
+    assert code == 0 and '"n": 3' in out
+
+
+def test_no_catalog_for_read_commands(tmp_path):
+    code, _, err = axw("--catalog", tmp_path / "none.duckdb", "leaderboard", "latent")
+    assert code != 0 and "no catalog" in err
+    assert not (tmp_path / "none.duckdb").exists()
