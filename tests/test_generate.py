@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from axwarehouse.catalog import Catalog
-from axwarehouse.errors import AxwError
 from axwarehouse.llm.fake_server import FakeChatServer
-from axwarehouse.schemas import GENERATIONS, LINEAGE_NAMES
+from axwarehouse.schemas import GENERATIONS
 from conftest import axw, tree_state
 
 CONCEPTS = ["references to rivers and lakes", "Python error handling", "fractions and ratios"]
