@@ -87,7 +87,7 @@ def import_axbench_cmd(
 @concepts_app.command("import")
 def concepts_import_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV (concept[,ref]) or JSONL ({concept, ref}) file.")],
+    file: Annotated[Path, typer.Argument(help="TXT (one per line), CSV, JSONL or Neuronpedia JSON export.")],
     concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c", help="Name (default: file stem).")] = None,
 ) -> None:
     """Import a list of concept names as a new concept set."""
@@ -202,13 +202,66 @@ def demo_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Methods (default: diffmean pca lat probe).")] = None,
+    generate: Annotated[bool, typer.Option("--generate", help="Generate data for a few concepts with the embedded "
+                                           "LLM first, then run the latent benchmark on it.")] = False,
 ) -> None:
     """The whole latent benchmark on the shipped Concept10 data and the embedded model."""
     from stages.demo import DemoConfig, run_demo
 
+    if generate:
+        from stages.generate_demo import run_generate_demo
+
+        with _catalog(ctx) as cat:
+            run_generate_demo(cat, model, layer, echo=typer.echo)
+        return
+
     cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()))
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
+
+
+# -- LLM data generation (issue 4) ------------------------------------------------------------------------------
+LLMOpt = Annotated[str, typer.Option("--llm", help="BACKEND:MODEL — openai:gpt-4o-mini | openai-compatible:NAME | "
+                                     "embedded:smollm2 (default, offline).")]
+LLMBaseURL = Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL",
+                                                   help="Chat-completions server URL, e.g. http://127.0.0.1:8000/v1.")]
+
+
+@app.command("generate")
+def generate_cmd(
+    ctx: typer.Context,
+    concept_set: Annotated[str, typer.Option("--concept-set", "-c", help="Concept set to generate data for.")],
+    n_train: Annotated[int, typer.Option(help="Training positives per concept (and shared negatives per genre).")] = 72,
+    n_eval: Annotated[int, typer.Option(help="latent_eval positives (and negatives) per concept.")] = 36,
+    llm: LLMOpt = "embedded:smollm2",
+    llm_base_url: LLMBaseURL = None,
+    target_model: Annotated[str, typer.Option("--target-model", "-m",
+                                              help="Model that writes the shared negatives and whose tokenizer "
+                                                   "cuts outputs.")] = DEFAULT_MODEL,
+    output_length: Annotated[int, typer.Option(help="Cut LLM texts to this many target-model tokens.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for instruction sampling and LLM calls.")] = 42,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the generation calls.")] = 1.0,
+    max_contrast: Annotated[int, typer.Option(help="Maximum hard negatives (contrast words) per concept.")] = 10,
+    max_attempts: Annotated[int, typer.Option(help="Draws per request before a bad answer is a failure.")] = 3,
+    concurrency: Annotated[int, typer.Option("--llm-concurrency", help="Simultaneous HTTP calls.")] = 8,
+    max_retries: Annotated[int, typer.Option("--llm-retries", help="Retries on 429/5xx/timeouts per call.")] = 4,
+    timeout: Annotated[float, typer.Option("--llm-timeout", help="Per-call timeout in seconds.")] = 60.0,
+    seed_pools: Annotated[Optional[Path], typer.Option(help="Folder with text/math/code.jsonl instruction pools.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print call counts and estimated cost; call nothing.")] = False,
+    replace: Annotated[bool, typer.Option(help="Regenerate a set that has data from another config.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (calls, cache hits, tokens, $).")] = True,
+) -> None:
+    """AxBench's LLM-in-the-loop data generation: `concepts` -> `generations` (train + latent_eval)."""
+    from stages.generate import GenerateConfig, run_generate
+
+    cfg = GenerateConfig(concept_set=concept_set, n_train=n_train, n_eval=n_eval, llm=llm, llm_base_url=llm_base_url,
+                         target_model=target_model, output_length=output_length, seed=seed, temperature=temperature,
+                         max_contrast=max_contrast, max_attempts=max_attempts, concurrency=concurrency,
+                         max_retries=max_retries, timeout=timeout, seed_pools=str(seed_pools) if seed_pools else None)
+    cfg.validate()
+    with _catalog(ctx) as cat:
+        out = run_generate(cat, cfg, dry_run=dry_run, replace=replace, progress=progress, echo=typer.echo)
+    typer.echo(out.summary())
 
 
 def run(argv: list[str] | None = None) -> int:

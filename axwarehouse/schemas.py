@@ -92,12 +92,48 @@ LATENT_SCORES = _schema(
     pa.field("token_scores", pa.list_(pa.float32())),  # per-token scores, positions >= prefix, for the highlighter
 )
 
+LLM_CALLS = _schema(  # the LLM response cache and cost ledger: one row per call actually made
+    pa.field("request_hash", pa.string(), nullable=False),  # sha256 of backend, model, messages, params, seed, attempt
+    pa.field("backend", pa.string(), nullable=False),  # openai | openai-compatible | embedded
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("endpoint", pa.string()),  # scheme://host[:port]/path of the server, credentials stripped
+    pa.field("stage", pa.string()),  # the stage that made the call (generate, judge, ...)
+    pa.field("purpose", pa.string()),  # genre | positive | shared_negative | contrast_words | ...
+    pa.field("request", pa.string()),  # JSON {messages, params, seed, attempt}: no headers, never a key
+    pa.field("response", pa.string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("ok", pa.bool_()),  # the answer passed the caller's validation
+    pa.field("error", pa.string()),  # empty | refused | truncated | malformed | <validator message>
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("completion_tokens", pa.int64()),
+    pa.field("tokens_estimated", pa.bool_()),  # server sent no usage block
+    pa.field("cost_usd", pa.float64()),  # NULL when the model's price is unknown
+    pa.field("latency_s", pa.float64()),
+    pa.field("attempt", pa.int32()),
+    pa.field("created_at", pa.timestamp("us")),
+)
+
+GENERATION_FAILURES = _schema(  # requests that stayed bad after every retry: visible, never padded or dropped
+    pa.field("concept_set", pa.string(), nullable=False),
+    pa.field("concept_id", pa.int64(), nullable=False),  # -1 = shared negatives
+    pa.field("split", pa.string()),
+    pa.field("purpose", pa.string(), nullable=False),
+    pa.field("item", pa.string(), nullable=False),  # which request of the purpose (index or word)
+    pa.field("input", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("history", pa.string()),  # error of each attempt, '; '-joined
+    pa.field("attempts", pa.int32()),
+    pa.field("llm", pa.string()),
+)
+
 TABLES: dict[str, pa.Schema] = {
     "concepts": CONCEPTS,
     "generations": GENERATIONS,
     "activations": ACTIVATIONS,
     "method_artifacts": METHOD_ARTIFACTS,
     "latent_scores": LATENT_SCORES,
+    "llm_calls": LLM_CALLS,
+    "generation_failures": GENERATION_FAILURES,
 }
 
 PARTITIONS: dict[str, list[str]] = {
@@ -106,6 +142,8 @@ PARTITIONS: dict[str, list[str]] = {
     "activations": ["model", "layer"],
     "method_artifacts": ["method"],
     "latent_scores": ["method"],
+    "llm_calls": [],
+    "generation_failures": [],
 }
 
 
