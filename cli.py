@@ -264,6 +264,67 @@ def generate_cmd(
     typer.echo(out.summary())
 
 
+# -- steering half (issue 5): axw steer, axw judge, axw leaderboard steering / winrate ---------------------------
+def _float_list(values: list[str] | None) -> tuple[float, ...]:
+    out: list[float] = []
+    for v in values or []:
+        for part in v.split(","):
+            if part.strip():
+                try:
+                    out.append(float(part))
+                except ValueError:
+                    raise AxwError(f"not a number: {part.strip()!r}") from None
+    return tuple(out)
+
+
+def _int_list(values: list[str] | None) -> tuple[int, ...]:
+    out: list[int] = []
+    for v in values or []:
+        for part in v.split(","):
+            if part.strip():
+                try:
+                    out.append(int(part))
+                except ValueError:
+                    raise AxwError(f"not a concept id: {part.strip()!r}") from None
+    return tuple(out)
+
+
+@app.command("steer")
+def steer_cmd(
+    ctx: typer.Context,
+    method: Annotated[list[str], typer.Option("--method", help="Method(s) to steer with (repeatable); 'prompt' = "
+                                              "the prompt baseline; 'all' = every steering method.")],
+    concept_set: ConceptSet = DEFAULT_CONCEPT_SET,
+    model: Model = DEFAULT_MODEL,
+    layer: Layer = None,
+    factors: Annotated[Optional[list[str]], typer.Option("--factors", help="Steering factors, comma-separated or "
+                                                         "repeated (default: AxBench's 14).")] = None,
+    concepts: Annotated[Optional[list[str]], typer.Option("--concepts", help="Concept ids (default: all).")] = None,
+    instructions: Annotated[int, typer.Option("--instructions", help="Instructions per concept (half select the "
+                                              "factor, half test).")] = 10,
+    instructions_file: Annotated[Optional[Path], typer.Option(help="JSONL/TXT instruction set (default: shipped).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per output.")] = 128,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
+    method_seed: Annotated[int, typer.Option(help="Seed of the trained artifacts.")] = 42,
+    batch_size: Annotated[int, typer.Option(help="Generations per padded batch.")] = 32,
+    llm: Annotated[str, typer.Option("--llm", help="BACKEND:MODEL writing the prompt baseline's prompts.")] = "embedded:smollm2",
+    llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Steered generations (methods x concepts x factors x instructions, batched) into `steering_outputs`."""
+    from stages.steer import AXBENCH_FACTORS, SteerConfig, run_steer
+
+    cfg = SteerConfig(concept_set=concept_set, methods=tuple(method), model=model, layer=layer,
+                      factors=_float_list(factors) or AXBENCH_FACTORS, concepts=_int_list(concepts),
+                      n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                      method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
+                      llm_base_url=llm_base_url)
+    with _catalog(ctx) as cat:
+        out = run_steer(cat, cfg, progress=progress)
+    typer.echo(out.summary())
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the app and return the exit code: AxwError becomes ``error: …`` and 2, usage errors click's code."""
     command = typer.main.get_command(app)
