@@ -325,6 +325,55 @@ def steer_cmd(
     typer.echo(out.summary())
 
 
+@app.command("judge")
+def judge_cmd(
+    ctx: typer.Context,
+    judge: Annotated[str, typer.Option("--judge", help="BACKEND:MODEL — embedded:smollm2 (offline default) | "
+                                       "openai:gpt-4o-mini (AxBench's judge) | openai-compatible:NAME.")] = "embedded:smollm2",
+    judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", envvar="AXW_LLM_BASE_URL",
+                                                          help="Server URL for openai-compatible judges.")] = None,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c", help="Only this concept set.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="Only these methods' outputs.")] = None,
+    criterion: Annotated[Optional[list[str]], typer.Option("--criterion", help="concept | instruction | fluency "
+                                                           "(default: all three).")] = None,
+    temperature: Annotated[float, typer.Option("--judge-temperature", help="Judge sampling temperature.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--judge-max-tokens", help="Tokens per judge answer.")] = 256,
+    seed: Annotated[int, typer.Option(help="Judge sampling seed.")] = 42,
+    concurrency: Annotated[int, typer.Option("--judge-concurrency", help="Simultaneous HTTP calls.")] = 8,
+    perplexity: Annotated[bool, typer.Option(help="Also compute perplexity under the unsteered model.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
+    from stages.judge import CRITERIA, JudgeConfig, run_judge
+
+    cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
+                      methods=tuple(m.strip().lower() for m in method or ()),
+                      criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
+                      seed=seed, concurrency=concurrency, perplexity=perplexity)
+    with _catalog(ctx) as cat:
+        out = run_judge(cat, cfg, progress=progress)
+    typer.echo(out.summary())
+
+
+@leaderboard_app.command("steering")
+def leaderboard_steering_cmd(
+    ctx: typer.Context,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Only this judge.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--winrate-vs", help="Also print win rates against this "
+                                                    "method (e.g. prompt).")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Steering score per method: test split at the factor chosen on the selection split (view steering_leaderboard)."""
+    from stages.leaderboard import steering_leaderboard, winrate_table
+
+    with _catalog(ctx, read_only=True) as cat:
+        _echo_table(steering_leaderboard(cat, concept_set, judge), fmt)
+        if baseline:
+            typer.echo("")
+            _echo_table(winrate_table(cat, baseline, concept_set), fmt)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the app and return the exit code: AxwError becomes ``error: …`` and 2, usage errors click's code."""
     command = typer.main.get_command(app)
