@@ -166,9 +166,9 @@ def ensure_instructions(cat: Catalog, run_factory: Callable[[], Run], instr: Ins
 
 
 def ensure_inputs(cat: Catalog, run_factory: Callable[[], Run], instr: InstructionSet, concept_set: str,
-                  concept_ids: list[int], n: int) -> dict[int, list[tuple[int, int, str]]]:
-    """Per concept its (input_id, instruction_id, split) draw; missing draws are written to `steering_inputs`."""
-    draws = {c: instr.draw(c, n) for c in concept_ids}
+                  draws: dict[int, list[tuple[int, int, str]]], n: int) -> None:
+    """Write the per-concept (input_id, instruction_id, split) draws missing from `steering_inputs`."""
+    concept_ids = sorted(draws)
     have = {r[0] for r in cat.sql(
         "SELECT DISTINCT concept_id FROM steering_inputs WHERE concept_set = ? AND instruction_set = ? "
         "AND n_inputs = ?", [concept_set, instr.name, n]).fetchall()}
@@ -179,7 +179,6 @@ def ensure_inputs(cat: Catalog, run_factory: Callable[[], Run], instr: Instructi
             "instruction_set": [instr.name] * len(rows), "n_inputs": pa.array([n] * len(rows), pa.int32()),
             "input_id": pa.array([r[1] for r in rows], pa.int32()),
             "instruction_id": pa.array([r[2] for r in rows], pa.int64()), "split": [r[3] for r in rows]}))
-    return draws
 
 
 def magnitudes(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str,
@@ -245,6 +244,7 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     concept_ids = [c for c, _, _ in concepts]
     concept_text = {c: t for c, t, _ in concepts}
     instr = load_instructions(cfg.instructions_file)
+    draws = {c: instr.draw(c, cfg.n_inputs) for c in concept_ids}  # validates n before anything is written
     result = SteerResult()
 
     # plan: the pending rows of every method, before any model or LLM is loaded
@@ -275,7 +275,7 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
               "seed": cfg.seed, "instruction_set": instr.name, "methods": {m: h for m, h, *_ in plans}}
     with cat.run("steer", config) as run:
         ensure_instructions(cat, lambda: run, instr)
-        draws = ensure_inputs(cat, lambda: run, instr, cfg.concept_set, concept_ids, cfg.n_inputs)
+        ensure_inputs(cat, lambda: run, instr, cfg.concept_set, draws, cfg.n_inputs)
         pending: list[_Pending] = []
         prompt_todo: list[tuple[int, int, int, str, str, str]] = []
         for name, chash, mchash, dirs, mags in plans:
