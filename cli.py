@@ -204,8 +204,10 @@ def demo_cmd(
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Methods (default: diffmean pca lat probe).")] = None,
     generate: Annotated[bool, typer.Option("--generate", help="Generate data for a few concepts with the embedded "
                                            "LLM first, then run the latent benchmark on it.")] = False,
+    steering: Annotated[bool, typer.Option("--steering/--no-steering", help="Also steer (DiffMean + prompt "
+                                           "baseline) and judge a few concepts.")] = True,
 ) -> None:
-    """The whole latent benchmark on the shipped Concept10 data and the embedded model."""
+    """The whole benchmark (latent, then steering) on the shipped Concept10 data and the embedded model."""
     from stages.demo import DemoConfig, run_demo
 
     if generate:
@@ -218,6 +220,10 @@ def demo_cmd(
     cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()))
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
+        if steering:
+            from stages.steer_demo import run_steering_demo
+
+            run_steering_demo(cat, model, layer, echo=typer.echo)
 
 
 # -- LLM data generation (issue 4) ------------------------------------------------------------------------------

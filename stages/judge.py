@@ -41,6 +41,7 @@ class JudgeConfig:
     concurrency: int = 8
     timeout: float = 60.0
     chunk: int = 96  # ratings per written file
+    batch_size: int = 16  # embedded judge: ratings per generate batch
     perplexity: bool = True
 
 
@@ -125,7 +126,8 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
     jhash = judge_hash(cfg)
-    backend = make_backend(spec, base_url=cfg.base_url, timeout=cfg.timeout, concurrency=cfg.concurrency)
+    backend = make_backend(spec, base_url=cfg.base_url, timeout=cfg.timeout, concurrency=cfg.concurrency,
+                           batch_size=cfg.batch_size)
     judge = f"{spec.backend}:{backend.model}"
     result = JudgeResult(judge=judge)
     todo, result.skipped = pending_ratings(cat, cfg, judge, jhash)

@@ -66,8 +66,19 @@ def register_edit(kind: str, factory: Callable[..., SteeringEdit]) -> None:
     EDITS[kind] = factory
 
 
+def _pyvene():
+    """Import pyvene without its import-time print about the optional nnsight backend (it would pollute CLI
+    output, which must stay machine-readable for `--format csv/json`)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import pyvene
+    return pyvene
+
+
 def _pyvene_intervention_class():
-    import pyvene as pv
+    pv = _pyvene()
 
     class RowSteeringIntervention(pv.SourcelessIntervention):
         """pyvene side of the edit: holds the current batch's :class:`SteeringEdit` and applies it."""
@@ -98,8 +109,7 @@ class Steerer:
         self._intervention = None
         if prefer == "pyvene":
             try:
-                import pyvene as pv
-
+                pv = _pyvene()
                 cls = _pyvene_intervention_class()
                 self._intervention = cls()
                 config = pv.IntervenableConfig(representations=[pv.RepresentationConfig(
