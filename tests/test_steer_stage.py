@@ -171,7 +171,7 @@ def test_killed_steer_resumes_to_the_same_outputs(steered, monkeypatch):
     from stages.steer import SteerConfig, run_steer
 
     catalog_path, *_ = steered
-    cfg = SteerConfig("s3", ("diffmean",), model=str(steered[2][3]), layer=2, factors=(1.0, 4.0), n_inputs=N_INPUTS,
+    cfg = SteerConfig("s3", ("diffmean",), model=str(steered[2][3]), layer=2, factors=(4.0,), n_inputs=N_INPUTS,
                       max_new_tokens=6, batch_size=4, flush_rows=4)
     real_append = catalog_mod.Catalog.append
     calls = {"n": 0}
@@ -188,18 +188,18 @@ def test_killed_steer_resumes_to_the_same_outputs(steered, monkeypatch):
         run_steer(cat, cfg, progress=False)
     monkeypatch.setattr(catalog_mod.Catalog, "append", real_append)
     with Catalog(catalog_path) as cat:
-        partial = cat.count("steering_outputs", "method = 'diffmean' AND factor IN (1.0, 4.0)")
+        partial = cat.count("steering_outputs", "method = 'diffmean' AND factor = 4.0")
         resumed = run_steer(cat, cfg, progress=False)
         rows = dict(cat.sql("SELECT output_id, generation FROM steering_outputs "
-                            "WHERE method = 'diffmean' AND factor IN (1.0, 4.0)").fetchall())
+                            "WHERE method = 'diffmean' AND factor = 4.0").fetchall())
         dupes = cat.sql("SELECT count(*) - count(DISTINCT output_id) FROM steering_outputs").fetchall()[0][0]
         # an uninterrupted run from scratch gives the same text for every row
-        cat.delete_where("steering_outputs", "method = 'diffmean' AND factor IN (1.0, 4.0)")
+        cat.delete_where("steering_outputs", "method = 'diffmean' AND factor = 4.0")
         run_steer(cat, SteerConfig(**{**cfg.__dict__, "batch_size": 24, "flush_rows": 256}), progress=False)
         fresh = dict(cat.sql("SELECT output_id, generation FROM steering_outputs "
-                             "WHERE method = 'diffmean' AND factor IN (1.0, 4.0)").fetchall())
-    assert partial == 8 and resumed.generated["diffmean"] == 24 - 8 and resumed.skipped["diffmean"] == 8
-    assert dupes == 0 and len(rows) == 24 and rows == fresh
+                             "WHERE method = 'diffmean' AND factor = 4.0").fetchall())
+    assert partial == 8 and resumed.generated["diffmean"] == 12 - 8 and resumed.skipped["diffmean"] == 8
+    assert dupes == 0 and len(rows) == 12 and rows == fresh
 
 
 def test_steer_bad_input(steered):
