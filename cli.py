@@ -127,11 +127,13 @@ def train_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and latent scores, then re-train.")] = False,
 ) -> None:
     """Train methods on cached activations (no model forward) into `method_artifacts`."""
     from stages.train import TrainConfig, run_train
 
-    cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed)
+    cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
+                      replace=replace)
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())
@@ -378,6 +380,74 @@ def leaderboard_steering_cmd(
         if baseline:
             typer.echo("")
             _echo_table(winrate_table(cat, baseline, concept_set), fmt)
+
+
+# -- reports, compare, export (issue 7) ---------------------------------------------------------------------------
+class ExportFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+class CompareMetric(str, Enum):
+    latent = "latent"
+    steering = "steering"
+
+
+@app.command("report")
+def report_cmd(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pages.")] = Path("reports"),
+    method: Annotated[Optional[str], typer.Option("--method", help="Method whose token scores the concept pages "
+                                                   "highlight (default: the best on each leaderboard).")] = None,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c", help="Only this concept set.")] = None,
+    images: Annotated[bool, typer.Option(help="Also write SVG and PNG files of the main charts.")] = True,
+) -> None:
+    """Static HTML pages (offline, Vega inlined) from the SQL views: leaderboards, ROC, steering, geometry, concepts."""
+    from stages.report import ReportConfig, run_report
+
+    with _catalog(ctx, read_only=True) as cat:
+        res = run_report(cat, ReportConfig(out=out, method=method, concept_set=concept_set, images=images))
+    typer.echo(res.summary())
+
+
+@app.command("compare")
+def compare_cmd(
+    ctx: typer.Context,
+    a: Annotated[str, typer.Argument(help="Run id (or prefix), METHOD or METHOD@CONFIGHASH.")],
+    b: Annotated[str, typer.Argument(help="Run id (or prefix), METHOD or METHOD@CONFIGHASH.")],
+    metric: Annotated[CompareMetric, typer.Option("--metric")] = CompareMetric.latent,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m")] = None,
+    layer: Annotated[Optional[int], typer.Option("--layer", "-l")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Per-concept deltas B - A with a paired significance test (Wilcoxon signed-rank and paired t)."""
+    from stages.compare import compare
+
+    with _catalog(ctx, read_only=True) as cat:
+        res = compare(cat, a, b, metric.value, concept_set, model, layer)
+        _echo_table(cat.con.from_df(res.rows), fmt)
+    if fmt == OutputFormat.table:
+        typer.echo(res.summary())
+    else:
+        typer.echo(res.summary(), err=True)
+
+
+@app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    view: Annotated[str, typer.Argument(help="Any view or table of the catalog (see `axw sql \"SHOW TABLES\"`).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.parquet,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File (default ./VIEW.FORMAT).")] = None,
+    where: Annotated[Optional[str], typer.Option("--where", help="SQL filter, e.g. \"method = 'pca'\".")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Write a view or table to a Parquet or CSV file."""
+    from stages.export import export_view
+
+    with _catalog(ctx, read_only=True) as cat:
+        path, n = export_view(cat, view, fmt.value, out, where, force)
+    typer.echo(f"exported {n} rows of {view} to {path}")
 
 
 def run(argv: list[str] | None = None) -> int:

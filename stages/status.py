@@ -1,68 +1,189 @@
-"""`axw status`: row counts per table, then per concept set / model / layer / method what is done, missing or stale.
+"""`axw status`: the workflow view — per concept set / model / layer / method what is computed, what is missing,
+what is stale (config or code changed since the rows were written), and the commands `axw run` would execute next.
 
 * missing: generations without activations; concepts without artifacts; artifacts without latent scores.
-* stale: latent scores whose artifact (same config_hash) is gone, and rows written by another code version than
-  the one running now (worth re-running after a change to the method code).
+* stale config: the method's current hyperparameters (at the row's seed) hash differently from the row's
+  config_hash — training again writes a new config beside the old one.
+* stale code: artifacts trained by an older version of their method's file (the source hash recorded in
+  ``extra.source_hash`` differs from the file now; rows from before that hash existed fall back to a git diff of
+  the method's file since the commit in their code_version); activations whose capture code (`stages/activations.py`,
+  `axwarehouse/lm/`) changed since their commit; latent scores whose artifact is gone. `axw train --replace`
+  recomputes stale artifacts (and drops their scores, which `axw latent` then fills in).
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
+
 from axwarehouse import schemas
 from axwarehouse.catalog import Catalog
 from axwarehouse.lineage import code_version
+from axwarehouse.staleness import code_change, method_file
 
 
-def _lines(cat: Catalog, query: str, params: list | None = None) -> list[tuple]:
+def _source_hash(method: str) -> str | None:
+    """Hash of the method's file now (None for a method not registered in this checkout)."""
+    from axwarehouse.methods import REGISTRY, discover
+
+    discover()
+    return REGISTRY[method].source_hash() if method in REGISTRY else None
+
+
+@dataclass
+class Status:
+    lines: list[str] = field(default_factory=list)
+    next_commands: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        out = list(self.lines)
+        out.append("")
+        if self.next_commands:
+            out.append("next (what `axw run` would do, in order):")
+            out += [f"  {c}" for c in dict.fromkeys(self.next_commands)]
+        else:
+            out.append("next: nothing to do, every stage is complete and current")
+        return "\n".join(out)
+
+
+def _rows(cat: Catalog, query: str, params: list | None = None) -> list[tuple]:
     return cat.sql(query, params).fetchall() if params else cat.sql(query).fetchall()
 
 
-def status_report(cat: Catalog) -> str:
-    """Human-readable status of the warehouse."""
-    out = [f"catalog {cat.path}", f"code version {code_version()}", "", "tables:"]
+def _ids(ids: list[int], limit: int = 12) -> str:
+    ids = sorted(ids)
+    text = ", ".join(str(i) for i in ids[:limit])
+    return text + (f", … ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def _q(value: object) -> str:
+    text = str(value)
+    return text if text.replace("-", "").replace("_", "").replace(":", "").replace(".", "").isalnum() else f"'{text}'"
+
+
+def _current_hash(method: str, seed: int | None) -> str | None:
+    """config_hash the method's current code gives at ``seed`` (None when the method is not registered here)."""
+    from axwarehouse.errors import AxwError
+    from axwarehouse.methods import get
+    from stages.train import method_hash
+
+    try:
+        return method_hash(get(method)(seed=42 if seed is None else seed))
+    except (AxwError, TypeError):
+        return None
+
+
+def _seed_of(cat: Catalog, run_id: str) -> int | None:
+    rows = _rows(cat, "SELECT config FROM runs WHERE run_id = ?", [run_id])
+    try:
+        return int(json.loads(rows[0][0]).get("seed")) if rows else None
+    except (ValueError, TypeError):
+        return None
+
+
+def workflow_status(cat: Catalog) -> Status:
+    """Everything `axw status` prints, with the next commands collected."""
+    st = Status()
+    out = st.lines
+    out += [f"catalog {cat.path}", f"code version {code_version()}", "", "tables:"]
     for table in schemas.TABLES:
         try:
             n = cat.count(table)
         except Exception:  # a table registered by a newer stage than this catalog knows
             n = 0
         out.append(f"  {table:<18} {n:>10,} rows")
-    sets = _lines(cat, "SELECT concept_set, count(*) FROM concepts GROUP BY 1 ORDER BY 1")
+    sets = _rows(cat, "SELECT concept_set, count(*) FROM concepts GROUP BY 1 ORDER BY 1")
     if not sets:
-        out.append("\nno concept sets yet: run `axw import-axbench DIR` or `axw demo`")
-        return "\n".join(out)
+        out.append("\nno concept sets yet")
+        st.next_commands.append("axw import-axbench DIR   (or `axw demo` for the whole benchmark on shipped data)")
+        return st
     for concept_set, n_concepts in sets:
+        cs = _q(concept_set)
+        all_ids = [r[0] for r in _rows(cat, "SELECT concept_id FROM concepts WHERE concept_set = ?", [concept_set])]
         n_gen = cat.count("generations", "concept_set = ?", [concept_set])
         out.append(f"\nconcept set {concept_set}: {n_concepts} concepts, {n_gen} generations")
-        for model, layer, n_ex in _lines(cat, """
-                SELECT model, layer, count(DISTINCT (split, example_id)) FROM activations
-                WHERE concept_set = ? GROUP BY 1, 2 ORDER BY 1, 2""", [concept_set]):
+        groups = _rows(cat, """SELECT model, layer, count(DISTINCT (split, example_id)), min(code_version),
+                                      max(code_version)
+                               FROM activations WHERE concept_set = ? GROUP BY 1, 2 ORDER BY 1, 2""", [concept_set])
+        if not groups:
+            out.append("  activations: none yet")
+            st.next_commands.append(f"axw activations -c {cs}")
+        for model, layer, n_ex, cv_lo, cv_hi in groups:
+            target = f"-c {cs} --model {_q(model)} --layer {layer}"
             missing = n_gen - n_ex
-            state = "complete" if missing == 0 else f"MISSING {missing} examples (run `axw activations`)"
-            out.append(f"  activations {model} L{layer}: {n_ex} examples, {state}")
-        for method, model, layer, chash, n_art, n_scored, n_old in _lines(cat, """
-                WITH a AS (SELECT method, model, layer, config_hash, count(DISTINCT concept_id) AS n_art,
-                                  count(*) FILTER (WHERE code_version <> ?) AS n_old
-                           FROM method_artifacts WHERE concept_set = ? GROUP BY ALL),
-                     s AS (SELECT method, model, layer, config_hash, count(DISTINCT concept_id) AS n_scored
-                           FROM latent_scores WHERE concept_set = ? GROUP BY ALL)
-                SELECT a.method, a.model, a.layer, a.config_hash, a.n_art, coalesce(s.n_scored, 0), a.n_old
-                FROM a LEFT JOIN s USING (method, model, layer, config_hash) ORDER BY 1, 2, 3""",
-                [code_version(), concept_set, concept_set]):
-            notes = []
-            if n_art < n_concepts:
-                notes.append(f"MISSING artifacts for {n_concepts - n_art} concepts (run `axw train`)")
-            if n_scored < n_art:
-                notes.append(f"MISSING latent scores for {n_art - n_scored} concepts (run `axw latent`)")
-            if n_old:
-                notes.append(f"STALE: {n_old} rows from another code version")
-            out.append(f"  {method:<10} {model} L{layer} [{chash}]: {n_art} trained, {n_scored} scored"
-                       + ("; " + "; ".join(notes) if notes else ", up to date"))
-        orphans = _lines(cat, """
+            state = "complete" if missing == 0 else f"MISSING {missing} examples"
+            notes = [n for n in {code_change(cv, "activations") for cv in (cv_lo, cv_hi)} if n]
+            out.append(f"  activations {model} L{layer}: {n_ex}/{n_gen} examples, {state}"
+                       + "".join(f"; STALE: {n}" for n in notes))
+            if notes:  # same keys: delete the stale rows before re-capturing (no --replace for activations yet)
+                out.append("    (activations are incremental by key; remove the folder of this model/layer to "
+                           "re-capture)")
+            if missing:
+                st.next_commands.append(f"axw activations {target}")
+            _method_status(cat, st, concept_set, model, layer, all_ids, target)
+    return st
+
+
+def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer: int, all_ids: list[int],
+                   target: str) -> None:
+    out = st.lines
+    arts = _rows(cat, """SELECT method, config_hash, list(DISTINCT concept_id), any_value(run_id),
+                                list(DISTINCT code_version) FILTER (WHERE json_extract_string(extra, '$.source_hash')
+                                                                    IS NULL),
+                                list(DISTINCT json_extract_string(extra, '$.source_hash'))
+                                    FILTER (WHERE json_extract_string(extra, '$.source_hash') IS NOT NULL)
+                         FROM method_artifacts WHERE concept_set = ? AND model = ? AND layer = ?
+                         GROUP BY 1, 2 ORDER BY 1, 2""", [concept_set, model, layer])
+    scored = {(m, h): set(ids) for m, h, ids in _rows(cat, """
+        SELECT method, config_hash, list(DISTINCT concept_id) FROM latent_scores
+        WHERE concept_set = ? AND model = ? AND layer = ? GROUP BY 1, 2""", [concept_set, model, layer])}
+    if not arts:
+        out.append("    methods: none trained yet")
+        st.next_commands.append(f"axw train {target} --method all")
+    for method, chash, ids, run_id, cvs, hashes in arts:
+        trained = set(ids)
+        have = scored.get((method, chash), set())
+        notes = []
+        missing_art = sorted(set(all_ids) - trained)
+        if missing_art:
+            notes.append(f"MISSING artifacts for {len(missing_art)} concepts ({_ids(missing_art)})")
+            st.next_commands.append(f"axw train {target} --method {method}")
+        missing_scores = sorted(trained - have)
+        if missing_scores:
+            notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
+            st.next_commands.append(f"axw latent {target} --method {method}")
+        seed = _seed_of(cat, run_id)
+        current = _current_hash(method, seed)
+        if current is not None and current != chash:
+            notes.append(f"STALE config: {method}'s current settings hash to {current}")
+            st.next_commands.append(f"axw train {target} --method {method}"
+                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+            st.next_commands.append(f"axw latent {target} --method {method}"
+                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+        current_src = _source_hash(method)
+        stale = []
+        if current_src and any(h != current_src for h in hashes or []):
+            stale.append(f"trained by an older version of {method_file(method) or method}")
+        stale += sorted({n for n in (code_change(cv, "train", method, method_only=True) for cv in cvs or []) if n})
+        for note in stale:
+            notes.append(f"STALE code: {note}")
+        if stale:
+            st.next_commands.append(f"axw train {target} --method {method} --replace"
+                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+            st.next_commands.append(f"axw latent {target} --method {method}"
+                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+        out.append(f"    {method:<10} [{chash}]: {len(trained)} trained, {len(have & trained)} scored"
+                   + ("; " + "; ".join(notes) if notes else ", up to date"))
+    for method, n in _rows(cat, """
             SELECT s.method, count(DISTINCT s.concept_id) FROM latent_scores s
-            WHERE s.concept_set = ? AND NOT EXISTS (
+            WHERE s.concept_set = ? AND s.model = ? AND s.layer = ? AND NOT EXISTS (
                 SELECT 1 FROM method_artifacts a WHERE a.method = s.method AND a.model = s.model
                   AND a.layer = s.layer AND a.concept_set = s.concept_set AND a.concept_id = s.concept_id
                   AND a.config_hash = s.config_hash)
-            GROUP BY 1""", [concept_set])
-        for method, n in orphans:
-            out.append(f"  STALE: {n} concepts of {method} have latent scores but no matching artifact")
-    return "\n".join(out)
+            GROUP BY 1""", [concept_set, model, layer]):
+        out.append(f"    STALE: {n} concepts of {method} have latent scores but no matching artifact")
+
+
+def status_report(cat: Catalog) -> str:
+    """Human-readable status of the warehouse, ending with the next commands."""
+    return workflow_status(cat).render()

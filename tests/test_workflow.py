@@ -1,0 +1,180 @@
+"""`axw status` (missing, stale config/code, next commands), `axw compare` (paired tests) and `axw export`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import polars as pl
+import pytest
+
+from axwarehouse.catalog import Catalog
+from conftest import axw, tree_state
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory, tiny_model_dir):
+    from conftest import write_release
+
+    root = tmp_path_factory.mktemp("wf")
+    rel = write_release(root / "release")
+    cat_path = root / "wh" / "catalog.duckdb"
+    cat_path.parent.mkdir()
+    common = ["-c", "s3", "--model", tiny_model_dir, "--layer", "2"]
+    assert axw("--catalog", cat_path, "import-axbench", rel, "-c", "s3")[0] == 0
+    return cat_path, common
+
+
+def test_status_walks_the_workflow(wh, monkeypatch):
+    cat_path, common = wh
+    code, out, _ = axw("--catalog", cat_path, "status")
+    assert code == 0 and "activations: none yet" in out and "axw activations -c s3" in out
+    assert axw("--catalog", cat_path, "activations", *common)[0] == 0
+    code, out, _ = axw("--catalog", cat_path, "status")
+    assert "methods: none trained yet" in out and "axw train -c s3" in out
+    assert axw("--catalog", cat_path, "train", *common, "--method", "diffmean", "--method", "pca")[0] == 0
+    code, out, _ = axw("--catalog", cat_path, "status")
+    nxt = out.split("next (what `axw run` would do, in order):")[1]
+    assert "MISSING latent scores for 3 concepts (0, 1, 2)" in out
+    assert "axw latent" in nxt and "--method diffmean" in nxt and "--method pca" in nxt
+    assert axw("--catalog", cat_path, "latent", *common, "--method", "diffmean", "--method", "pca")[0] == 0
+    code, out, _ = axw("--catalog", cat_path, "status")
+    assert "3 trained, 3 scored, up to date" in out and "next: nothing to do" in out
+
+    # config change: PCA's settings now hash differently -> stale, and training again is the next step
+    from axwarehouse.methods import get
+
+    pca = get("pca")
+
+    @dataclasses.dataclass(frozen=True)
+    class NewConfig:
+        n_components: int = 3
+
+    monkeypatch.setattr(pca, "Config", NewConfig)
+    code, out, _ = axw("--catalog", cat_path, "status")
+    line = next(x for x in out.splitlines() if x.strip().startswith("pca"))
+    assert "STALE config" in line and "axw train" in out.split("next")[1]
+    assert "STALE config" not in next(x for x in out.splitlines() if x.strip().startswith("diffmean"))
+
+
+def test_status_flags_artifacts_of_an_older_method_file(wh, monkeypatch):
+    """Artifacts recorded with another source hash of their method file are stale; --replace is the next step."""
+    from axwarehouse.methods import get
+
+    cat_path, common = wh
+    assert axw("--catalog", cat_path, "activations", *common)[0] == 0
+    monkeypatch.setattr(get("probe"), "source_hash", classmethod(lambda cls: "0ld0ld0ld0ld"))
+    assert axw("--catalog", cat_path, "train", *common, "--method", "probe")[0] == 0
+    monkeypatch.undo()
+    code, out, _ = axw("--catalog", cat_path, "status")
+    line = next(x for x in out.splitlines() if x.strip().startswith("probe"))
+    assert "STALE code: trained by an older version of axwarehouse/methods/probe.py" in line
+    nxt = out.split("next (what `axw run` would do, in order):")[1]
+    assert "--method probe --replace" in nxt
+    assert axw("--catalog", cat_path, "train", *common, "--method", "probe", "--replace")[0] == 0
+    assert axw("--catalog", cat_path, "latent", *common, "--method", "probe")[0] == 0
+    line = next(x for x in axw("--catalog", cat_path, "status")[1].splitlines() if x.strip().startswith("probe"))
+    assert line.endswith("up to date")
+
+
+def test_code_change_compares_git_history():
+    """Rows without a source hash fall back to git: the first commit predates every method file."""
+    import subprocess
+
+    from axwarehouse.staleness import REPO_ROOT, code_change, commit_of
+
+    assert commit_of("0.1.0+b4a42b9-dirty") == "b4a42b9" and commit_of("0.1.0") is None
+    known = subprocess.run(["git", "cat-file", "-e", "b4a42b9^{commit}"], cwd=REPO_ROOT, capture_output=True)
+    note = code_change("0.1.0+b4a42b9", "train", "pca", method_only=True)
+    if known.returncode == 0:
+        assert note == "code changed since b4a42b9: axwarehouse/methods/pca.py"
+    else:  # a checkout without that history (e.g. squashed): still reported, as not comparable
+        assert note is not None and "cannot compare" in note
+
+
+def _trained(wh):
+    cat_path, common = wh
+    for m in ("diffmean", "pca"):
+        assert axw("--catalog", cat_path, "activations", *common)[0] == 0
+        assert axw("--catalog", cat_path, "train", *common, "--method", m)[0] == 0
+        assert axw("--catalog", cat_path, "latent", *common, "--method", m)[0] == 0
+    return cat_path
+
+
+def test_compare_matches_scipy(wh):
+    from scipy import stats
+
+    cat_path = _trained(wh)
+    with Catalog(cat_path, read_only=True) as cat:
+        a = dict(cat.sql("SELECT concept_id, auroc FROM latent_auroc WHERE method = 'diffmean'").fetchall())
+        b = dict(cat.sql("SELECT concept_id, auroc FROM latent_auroc WHERE method = 'pca'").fetchall())
+        run_pca = cat.sql("SELECT DISTINCT run_id FROM latent_scores WHERE method = 'pca'").fetchall()[0][0]
+    code, out, err = axw("--catalog", cat_path, "compare", "diffmean", "pca", "--format", "csv")
+    assert code == 0, err
+    got = pl.read_csv(out.encode())
+    ids = sorted(a)
+    assert got["concept_id"].to_list() == ids
+    assert got["delta"].to_list() == pytest.approx([b[i] - a[i] for i in ids], abs=1e-12)
+    d = np.array([b[i] - a[i] for i in ids])
+    assert f"mean delta (B - A) {d.mean():+.4f}" in err
+    nz = d[np.abs(d) > 1e-9]
+    if len(nz):
+        assert f"Wilcoxon signed-rank p = {stats.wilcoxon(nz).pvalue:.4g}" in err
+    # a run id prefix selects the rows that run wrote; a run that scored two methods is ambiguous
+    code, _, err = axw("--catalog", cat_path, "compare", "diffmean", run_pca[:8])
+    if "scored configs" in err:
+        assert code == 2 and "Pin one with METHOD@HASH" in err
+    cat_path_, common = wh
+    assert axw("--catalog", cat_path, "train", *common, "--method", "lat")[0] == 0
+    assert axw("--catalog", cat_path, "latent", *common, "--method", "lat")[0] == 0
+    with Catalog(cat_path, read_only=True) as cat:
+        run_lat = cat.sql("SELECT DISTINCT run_id FROM latent_scores WHERE method = 'lat'").fetchall()[0][0]
+    code, by_run, err = axw("--catalog", cat_path, "compare", "diffmean", run_lat[:8], "--format", "csv")
+    assert code == 0, err
+    assert by_run == axw("--catalog", cat_path, "compare", "diffmean", "lat", "--format", "csv")[1]
+    code, _, err = axw("--catalog", cat_path, "compare", "diffmean", "nosuch")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_paired_test_and_bootstrap():
+    from scipy import stats
+
+    from axwarehouse.report.stats import bootstrap_mean_ci, paired_test
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(0.8, 0.1, 60)
+    lo, hi = bootstrap_mean_ci(v)
+    ref = stats.bootstrap((v,), np.mean, method="percentile", n_resamples=4000, random_state=2).confidence_interval
+    assert lo < v.mean() < hi
+    assert lo == pytest.approx(ref.low, abs=0.01) and hi == pytest.approx(ref.high, abs=0.01)
+    assert bootstrap_mean_ci(v) == (lo, hi)  # seeded: the same pages every run
+    assert bootstrap_mean_ci(np.full(5, 0.7)) == pytest.approx((0.7, 0.7))
+    a, b = v, v + rng.normal(0.05, 0.02, 60)
+    t = paired_test(a, b)
+    assert t.wins + t.losses + t.ties == 60 and t.mean_delta == pytest.approx((b - a).mean())
+    assert t.wilcoxon_p == pytest.approx(stats.wilcoxon(b - a).pvalue)
+    assert t.t_p == pytest.approx(stats.ttest_rel(b, a).pvalue) and t.t_p < 1e-6
+    assert paired_test(a, a).ties == 60 and paired_test(a, a).wilcoxon_p == 1.0
+
+
+def test_export_parquet_and_csv_round_trip(wh, tmp_path):
+    cat_path = _trained(wh)
+    with Catalog(cat_path, read_only=True) as cat:
+        ref = pl.from_arrow(cat.arrow("SELECT * FROM latent_auroc ORDER BY method, concept_id"))
+    for fmt in ("parquet", "csv"):
+        path = tmp_path / f"auroc.{fmt}"
+        code, out, err = axw("--catalog", cat_path, "export", "latent_auroc", "--format", fmt, "--out", path)
+        assert code == 0, err
+        assert f"exported {ref.height} rows" in out
+        got = (pl.read_parquet(path) if fmt == "parquet" else pl.read_csv(path)).sort(["method", "concept_id"])
+        assert got.columns == ref.columns
+        assert got["auroc"].to_list() == pytest.approx(ref["auroc"].to_list(), abs=1e-12)
+    path = tmp_path / "auroc.csv"
+    before = tree_state(tmp_path)
+    code, _, err = axw("--catalog", cat_path, "export", "latent_auroc", "--format", "csv", "--out", path)
+    assert code == 2 and "exists" in err and tree_state(tmp_path) == before
+    code, _, err = axw("--catalog", cat_path, "export", "no_such_view", "--out", tmp_path / "x.parquet")
+    assert code == 2 and "no view or table" in err and not (tmp_path / "x.parquet").exists()
+    code, out, _ = axw("--catalog", cat_path, "export", "latent_scores", "--where", "method = 'pca'",
+                       "--out", tmp_path / "pca.parquet")
+    assert code == 0 and set(pl.read_parquet(tmp_path / "pca.parquet")["method"]) == {"pca"}
