@@ -206,8 +206,10 @@ def demo_cmd(
     method: Annotated[Optional[list[str]], typer.Option("--method", help="Methods (default: diffmean pca lat probe).")] = None,
     generate: Annotated[bool, typer.Option("--generate", help="Generate data for a few concepts with the embedded "
                                            "LLM first, then run the latent benchmark on it.")] = False,
+    steering: Annotated[bool, typer.Option("--steering/--no-steering", help="Also steer (DiffMean + prompt "
+                                           "baseline) and judge a few concepts.")] = True,
 ) -> None:
-    """The whole latent benchmark on the shipped Concept10 data and the embedded model."""
+    """The whole benchmark (latent, then steering) on the shipped Concept10 data and the embedded model."""
     from stages.demo import DemoConfig, run_demo
 
     if generate:
@@ -220,6 +222,10 @@ def demo_cmd(
     cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()))
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
+        if steering:
+            from stages.steer_demo import run_steering_demo
+
+            run_steering_demo(cat, model, layer, echo=typer.echo)
 
 
 # -- LLM data generation (issue 4) ------------------------------------------------------------------------------
@@ -264,6 +270,116 @@ def generate_cmd(
     with _catalog(ctx) as cat:
         out = run_generate(cat, cfg, dry_run=dry_run, replace=replace, progress=progress, echo=typer.echo)
     typer.echo(out.summary())
+
+
+# -- steering half (issue 5): axw steer, axw judge, axw leaderboard steering / winrate ---------------------------
+def _float_list(values: list[str] | None) -> tuple[float, ...]:
+    out: list[float] = []
+    for v in values or []:
+        for part in v.split(","):
+            if part.strip():
+                try:
+                    out.append(float(part))
+                except ValueError:
+                    raise AxwError(f"not a number: {part.strip()!r}") from None
+    return tuple(out)
+
+
+def _int_list(values: list[str] | None) -> tuple[int, ...]:
+    out: list[int] = []
+    for v in values or []:
+        for part in v.split(","):
+            if part.strip():
+                try:
+                    out.append(int(part))
+                except ValueError:
+                    raise AxwError(f"not a concept id: {part.strip()!r}") from None
+    return tuple(out)
+
+
+@app.command("steer")
+def steer_cmd(
+    ctx: typer.Context,
+    method: Annotated[list[str], typer.Option("--method", help="Method(s) to steer with (repeatable); 'prompt' = "
+                                              "the prompt baseline; 'all' = every steering method.")],
+    concept_set: ConceptSet = DEFAULT_CONCEPT_SET,
+    model: Model = DEFAULT_MODEL,
+    layer: Layer = None,
+    factors: Annotated[Optional[list[str]], typer.Option("--factors", help="Steering factors, comma-separated or "
+                                                         "repeated (default: AxBench's 14).")] = None,
+    concepts: Annotated[Optional[list[str]], typer.Option("--concepts", help="Concept ids (default: all).")] = None,
+    instructions: Annotated[int, typer.Option("--instructions", help="Instructions per concept (half select the "
+                                              "factor, half test).")] = 10,
+    instructions_file: Annotated[Optional[Path], typer.Option(help="JSONL/TXT instruction set (default: shipped).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per output.")] = 128,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
+    method_seed: Annotated[int, typer.Option(help="Seed of the trained artifacts.")] = 42,
+    batch_size: Annotated[int, typer.Option(help="Generations per padded batch.")] = 32,
+    llm: Annotated[str, typer.Option("--llm", help="BACKEND:MODEL writing the prompt baseline's prompts.")] = "embedded:smollm2",
+    llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Steered generations (methods x concepts x factors x instructions, batched) into `steering_outputs`."""
+    from stages.steer import AXBENCH_FACTORS, SteerConfig, run_steer
+
+    cfg = SteerConfig(concept_set=concept_set, methods=tuple(method), model=model, layer=layer,
+                      factors=_float_list(factors) or AXBENCH_FACTORS, concepts=_int_list(concepts),
+                      n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
+                      method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
+                      llm_base_url=llm_base_url)
+    with _catalog(ctx) as cat:
+        out = run_steer(cat, cfg, progress=progress)
+    typer.echo(out.summary())
+
+
+@app.command("judge")
+def judge_cmd(
+    ctx: typer.Context,
+    judge: Annotated[str, typer.Option("--judge", help="BACKEND:MODEL — embedded:smollm2 (offline default) | "
+                                       "openai:gpt-4o-mini (AxBench's judge) | openai-compatible:NAME.")] = "embedded:smollm2",
+    judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", envvar="AXW_LLM_BASE_URL",
+                                                          help="Server URL for openai-compatible judges.")] = None,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c", help="Only this concept set.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="Only these methods' outputs.")] = None,
+    criterion: Annotated[Optional[list[str]], typer.Option("--criterion", help="concept | instruction | fluency "
+                                                           "(default: all three).")] = None,
+    temperature: Annotated[float, typer.Option("--judge-temperature", help="Judge sampling temperature.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--judge-max-tokens", help="Tokens per judge answer.")] = 256,
+    seed: Annotated[int, typer.Option(help="Judge sampling seed.")] = 42,
+    concurrency: Annotated[int, typer.Option("--judge-concurrency", help="Simultaneous HTTP calls.")] = 8,
+    perplexity: Annotated[bool, typer.Option(help="Also compute perplexity under the unsteered model.")] = True,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+) -> None:
+    """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
+    from stages.judge import CRITERIA, JudgeConfig, run_judge
+
+    cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
+                      methods=tuple(m.strip().lower() for m in method or ()),
+                      criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
+                      seed=seed, concurrency=concurrency, perplexity=perplexity)
+    with _catalog(ctx) as cat:
+        out = run_judge(cat, cfg, progress=progress)
+    typer.echo(out.summary())
+
+
+@leaderboard_app.command("steering")
+def leaderboard_steering_cmd(
+    ctx: typer.Context,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Only this judge.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--winrate-vs", help="Also print win rates against this "
+                                                    "method (e.g. prompt).")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Steering score per method: test split at the factor chosen on the selection split (view steering_leaderboard)."""
+    from stages.leaderboard import steering_leaderboard, winrate_table
+
+    with _catalog(ctx, read_only=True) as cat:
+        _echo_table(steering_leaderboard(cat, concept_set, judge), fmt)
+        if baseline:
+            typer.echo("")
+            _echo_table(winrate_table(cat, baseline, concept_set), fmt)
 
 
 # -- reports, compare, export (issue 7) ---------------------------------------------------------------------------

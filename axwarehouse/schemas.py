@@ -158,3 +158,80 @@ def register_table(name: str, schema: pa.Schema, partition_by: list[str] | None 
 def data_columns(table: str) -> list[str]:
     """Columns a stage must supply (everything except lineage, which the catalog stamps)."""
     return [f.name for f in TABLES[table] if f.name not in LINEAGE_NAMES]
+
+
+# -- steering half (issue 5): instructions, steered generations, judge scores, perplexity -----------------------
+STEERING_INSTRUCTIONS = _schema(  # the instruction set steering generates from (AxBench: AlpacaEval)
+    pa.field("instruction_set", pa.string(), nullable=False),
+    pa.field("instruction_id", pa.int64(), nullable=False),
+    pa.field("instruction", pa.string(), nullable=False),
+    pa.field("source", pa.string()),  # provenance: file and license
+)
+
+STEERING_INPUTS = _schema(  # per concept: the n instructions drawn for it, split into factor selection and test
+    pa.field("concept_set", pa.string(), nullable=False),
+    pa.field("concept_id", pa.int64(), nullable=False),
+    pa.field("instruction_set", pa.string(), nullable=False),
+    pa.field("n_inputs", pa.int32(), nullable=False),
+    pa.field("input_id", pa.int32(), nullable=False),  # 0..n-1 in draw order (AxBench input_id)
+    pa.field("instruction_id", pa.int64(), nullable=False),
+    pa.field("split", pa.string(), nullable=False),  # selection | test
+)
+
+STEERING_OUTPUTS = _schema(  # one steered generation; key = output_id (hash of the key columns + config_hash)
+    pa.field("output_id", pa.string(), nullable=False),
+    pa.field("method", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("layer", pa.int32(), nullable=False),
+    pa.field("concept_set", pa.string(), nullable=False),
+    pa.field("concept_id", pa.int64(), nullable=False),
+    pa.field("factor", pa.float64(), nullable=False),
+    pa.field("input_id", pa.int32(), nullable=False),
+    pa.field("split", pa.string(), nullable=False),  # selection | test
+    pa.field("instruction_set", pa.string()),
+    pa.field("instruction_id", pa.int64()),
+    pa.field("instruction", pa.string()),
+    pa.field("steering_prompt", pa.string()),  # prompt baseline: the LLM-written steering prompt (else NULL)
+    pa.field("magnitude", pa.float64()),  # a_c (spec §4.2)
+    pa.field("magnitude_source", pa.string()),  # latent_max | latent_max<=0 -> 50 | none -> 1.0 | n/a
+    pa.field("strength", pa.float64()),  # factor * a_c
+    pa.field("seed", pa.int64()),  # the row's sampling seed
+    pa.field("generation", pa.string()),
+    pa.field("n_tokens", pa.int32()),
+    pa.field("finished", pa.bool_()),  # ended on end-of-turn (False: cut at max_new_tokens)
+    pa.field("method_config_hash", pa.string()),  # config_hash of the method artifact used (NULL for prompt)
+)
+
+JUDGE_SCORES = _schema(  # one judge rating of one output on one criterion
+    pa.field("output_id", pa.string(), nullable=False),
+    pa.field("judge", pa.string(), nullable=False),  # BACKEND:MODEL
+    pa.field("criterion", pa.string(), nullable=False),  # concept | instruction | fluency
+    pa.field("score", pa.float64()),  # 0..2; NULL when the answer could not be parsed (never 0)
+    pa.field("expected_score", pa.float64()),  # sum_k p(k) k over k in {0,1,2} at the rating token, if available
+    pa.field("parse_ok", pa.bool_()),
+    pa.field("parse_error", pa.string()),  # empty | no_rating | not_a_number | out_of_range | transport: ...
+    pa.field("raw", pa.string()),  # the judge's full answer
+    pa.field("request_hash", pa.string()),  # llm_calls key of the answer
+)
+
+OUTPUT_PERPLEXITY = _schema(  # perplexity of each generation under the unsteered target model
+    pa.field("output_id", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("perplexity", pa.float64()),  # exp(mean CE of the generated tokens given the plain prompt)
+    pa.field("n_tokens", pa.int32()),
+)
+
+TABLES.update({
+    "steering_instructions": STEERING_INSTRUCTIONS,
+    "steering_inputs": STEERING_INPUTS,
+    "steering_outputs": STEERING_OUTPUTS,
+    "judge_scores": JUDGE_SCORES,
+    "output_perplexity": OUTPUT_PERPLEXITY,
+})
+PARTITIONS.update({
+    "steering_instructions": [],
+    "steering_inputs": [],
+    "steering_outputs": ["method"],
+    "judge_scores": ["judge"],
+    "output_perplexity": [],
+})

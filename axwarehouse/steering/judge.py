@@ -1,0 +1,158 @@
+"""The three-criterion LLM judge of steered generations (spec §5.1–§5.2): rubric prompts (our wording), the answer
+parser, and the expected score from token probabilities.
+
+Each criterion is one user message asking for a short explanation followed by ``Rating: [[score]]`` on 0–2.
+Parsing follows AxBench (text after the **last** ``Rating:``, first line, brackets removed, trailing ``.``, quotes
+and ``*`` stripped, parsed as a number) except for failures: AxBench scores them 0, we record them as NULL with the
+reason (``empty``, ``no_rating``, ``not_a_number``, ``out_of_range``) and the raw answer, so they are counted and
+never mistaken for a verdict.
+
+Expected score: where the backend exposes the judge's token distribution (the embedded backend: we re-run the
+judge model over its own answer), E = Σ_k p(k)·k over k ∈ {0, 1, 2}, with p renormalised over those three digits,
+read at the position where the judge wrote its rating digit. NULL when the answer has no parseable rating there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+CRITERIA = ("concept", "instruction", "fluency")
+
+_TAIL = """First write a short explanation (one or two sentences). Then end your answer with the rating in exactly \
+this form: Rating: [[score]]"""
+
+PROMPTS = {
+    "concept": """JUDGE CONCEPT: You are an impartial judge. Decide how clearly the concept below appears in the \
+text fragment. Ignore grammar, coherence and whether the text makes sense: only ask whether the concept is there, \
+and point out the words that refer to it.
+Scale: 0 = the concept is absent; 1 = the concept is somewhat present, but minimal or awkward; 2 = the concept is \
+fully and naturally present.
+
+Concept: {concept}
+
+Text fragment start:
+{generation}
+Text fragment end.
+
+""" + _TAIL,
+    "instruction": """JUDGE INSTRUCTION: You are an impartial judge. Decide how closely the text fragment is \
+related to the topic of the instruction below. Only judge topical relatedness: ignore grammar, coherence and how \
+informative or complete the text is.
+Scale: 0 = unrelated to the instruction; 1 = somewhat or indirectly related; 2 = clearly and directly related.
+
+Instruction: {instruction}
+
+Text fragment start:
+{generation}
+Text fragment end.
+
+""" + _TAIL,
+    "fluency": """JUDGE FLUENCY: You are an impartial judge. Rate only the fluency of the text fragment below: \
+ignore whether it is complete, relevant or informative. Note unnatural phrasing, awkward transitions, grammatical \
+errors and repetition.
+Scale: 0 = not fluent: incomprehensible, broken or highly repetitive; 1 = somewhat fluent, with noticeable errors \
+or awkward phrasing; 2 = fluent, nearly perfect.
+
+Text fragment start:
+{generation}
+Text fragment end.
+
+""" + _TAIL,
+}
+
+MARKER = "Rating:"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    score: float | None
+    error: str | None  # None when score is valid
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def judge_prompt(criterion: str, concept: str, instruction: str, generation: str) -> str:
+    return PROMPTS[criterion].format(concept=concept, instruction=instruction, generation=generation)
+
+
+def parse_rating(text: str | None) -> Parsed:
+    """Score 0..2 from a judge answer, or NULL with the reason (spec §5.2 rules, failures kept as failures)."""
+    if text is None or not text.strip():
+        return Parsed(None, "empty")
+    if MARKER not in text:
+        return Parsed(None, "no_rating")
+    tail = text.rsplit(MARKER, 1)[1].strip()
+    first = tail.splitlines()[0] if tail else ""
+    value = first.replace("[", "").replace("]", "").strip().rstrip(".").strip().strip("\"'*").strip()
+    try:
+        score = float(value)
+    except ValueError:
+        return Parsed(None, "not_a_number")
+    if not 0.0 <= score <= 2.0 or score != score:
+        return Parsed(None, "out_of_range")
+    return Parsed(score, None)
+
+
+_DIGIT_AFTER = re.compile(r"[\s\[\*\"']*([0-9])")
+
+
+def rating_offset(text: str) -> int | None:
+    """Character offset of the rating digit after the last ``Rating:`` (None when there is none)."""
+    if MARKER not in text:
+        return None
+    start = text.rindex(MARKER) + len(MARKER)
+    m = _DIGIT_AFTER.match(text, start)
+    return m.start(1) if m else None
+
+
+def digit_token_ids(tokenizer) -> list[int] | None:
+    """Token ids of "0", "1", "2" when each is a single token (else None: no expected score)."""
+    ids = [tokenizer.encode(str(k), add_special_tokens=False) for k in range(3)]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+
+@torch.inference_mode()
+def expected_scores(lm, prompts: Sequence[str], answers: Sequence[str | None], batch_size: int = 8
+                    ) -> list[float | None]:
+    """E[score] = Σ p(k)·k of the judge model at the position of its rating digit, for each (prompt, answer).
+
+    The judge's input is re-rendered exactly as the embedded backend renders it (chat template with the
+    generation prompt, no extra special tokens) followed by the answer up to the digit.
+    """
+    tok = lm.tokenizer
+    digits = digit_token_ids(tok)
+    out: list[float | None] = [None] * len(prompts)
+    if digits is None:
+        return out
+    todo: list[tuple[int, list[int]]] = []
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        if not answer or not parse_rating(answer).ok:
+            continue
+        pos = rating_offset(answer)
+        if pos is None:
+            continue
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True) + answer[:pos]
+        todo.append((i, tok.encode(text, add_special_tokens=False)))
+    values = torch.tensor([0.0, 1.0, 2.0])
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        width = max(len(ids) for _, ids in chunk)
+        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (_, seq) in enumerate(chunk):
+            ids[r, :len(seq)] = torch.tensor(seq)
+            mask[r, :len(seq)] = 1
+        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        last = mask.sum(1) - 1
+        rows = logits[torch.arange(len(chunk)), last][:, digits].float()
+        p = torch.softmax(rows, dim=-1)  # renormalised over the three digits
+        for (i, _), e in zip(chunk, (p @ values).tolist()):
+            out[i] = float(e)
+    return out

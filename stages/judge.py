@@ -1,0 +1,225 @@
+"""`axw judge`: rate every steered generation on concept, instruction relevance and fluency (0–2) with an LLM
+judge into `judge_scores`, and its perplexity under the unsteered target model into `output_perplexity`.
+
+* Calls go through the cached LLM client (`llm_calls`): a re-run, or a second judge run over the same outputs,
+  asks nothing again. One attempt per rating (as AxBench): a bad answer is recorded, not redrawn. Transport
+  failures write no row, so the next run retries them.
+* Unparseable answers are stored as NULL with the reason and the raw text (never 0); the views count them.
+* The embedded judge also gets the expected score Σ p(k)·k (see :mod:`axwarehouse.steering.judge`).
+* Incremental by (output_id, judge, criterion, config_hash); config_hash = the judge's prompts, temperature, max
+  tokens and seed. Work is written in chunks, each one atomic file (plus the cache rows it paid for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from axwarehouse.catalog import Catalog, Run
+from axwarehouse.errors import AxwError
+from axwarehouse.lineage import config_hash
+from axwarehouse.steering.judge import CRITERIA, PROMPTS, expected_scores, judge_prompt, parse_rating
+
+DEFAULT_JUDGE = "embedded:smollm2"
+AXBENCH_JUDGE = "openai:gpt-4o-mini"
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    judge: str = DEFAULT_JUDGE
+    base_url: str | None = None
+    concept_set: str | None = None  # None = every concept set
+    methods: tuple[str, ...] = ()  # empty = every method with outputs
+    criteria: tuple[str, ...] = CRITERIA
+    temperature: float = 0.7  # AxBench's judge temperature
+    max_tokens: int = 256
+    seed: int = 42
+    concurrency: int = 8
+    timeout: float = 60.0
+    chunk: int = 96  # ratings per written file
+    batch_size: int = 16  # embedded judge: ratings per generate batch
+    perplexity: bool = True
+
+
+@dataclass
+class JudgeResult:
+    judge: str = ""
+    rated: int = 0
+    skipped: int = 0
+    parse_failures: dict[str, int] = field(default_factory=dict)
+    transport_failures: int = 0
+    expected: int = 0
+    perplexities: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+    cache_hits: int = 0
+
+    def summary(self) -> str:
+        if not self.rated and not self.perplexities:
+            return f"judge {self.judge}: all {self.skipped} ratings present, nothing to do"
+        fails = sum(self.parse_failures.values())
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(self.parse_failures.items()))
+        lines = [f"judge {self.judge}: {self.rated} ratings in {self.seconds:.1f}s "
+                 f"({self.calls} calls, {self.cache_hits} cache hits), {self.skipped} already present; "
+                 f"parse failures {fails}" + (f" ({detail})" if detail else "")
+                 + f"; expected scores {self.expected}"]
+        if self.transport_failures:
+            lines.append(f"judge: {self.transport_failures} calls failed in transport (no row written; re-run to "
+                         "retry)")
+        if self.perplexities:
+            lines.append(f"perplexity: {self.perplexities} outputs")
+        return "\n".join(lines)
+
+
+def judge_hash(cfg: JudgeConfig) -> str:
+    """What defines a rating besides the output: the rubric texts and the sampling parameters."""
+    return config_hash({"prompts": {k: PROMPTS[k] for k in sorted(PROMPTS)}, "temperature": cfg.temperature,
+                        "max_tokens": cfg.max_tokens, "seed": cfg.seed})
+
+
+def _request_seed(seed: int, output_id: str, criterion: str) -> int:
+    return int(hashlib.sha256(f"{seed}|{output_id}|{criterion}".encode()).hexdigest()[:8], 16)
+
+
+def _filters(cfg: JudgeConfig) -> tuple[str, list]:
+    where, params = ["true"], []
+    if cfg.concept_set:
+        where.append("o.concept_set = ?")
+        params.append(cfg.concept_set)
+    if cfg.methods:
+        where.append(f"o.method IN ({', '.join('?' for _ in cfg.methods)})")
+        params += list(cfg.methods)
+    return " AND ".join(where), params
+
+
+def pending_ratings(cat: Catalog, cfg: JudgeConfig, judge: str, jhash: str) -> tuple[list[tuple], int]:
+    """(output_id, criterion, concept, instruction, generation) still to rate, and how many are already rated."""
+    where, params = _filters(cfg)
+    crit = ", ".join(f"('{c}')" for c in cfg.criteria)
+    rows = cat.sql(f"""
+        WITH crit(criterion) AS (VALUES {crit}),
+             o AS (SELECT o.output_id, o.concept_set, o.concept_id, o.instruction, o.generation
+                   FROM steering_outputs o WHERE {where}),
+             todo AS (SELECT o.*, crit.criterion FROM o CROSS JOIN crit)
+        SELECT t.output_id, t.criterion, c.concept, t.instruction, t.generation,
+               EXISTS (SELECT 1 FROM judge_scores j WHERE j.output_id = t.output_id AND j.judge = ?
+                         AND j.criterion = t.criterion AND j.config_hash = ?) AS done
+        FROM todo t LEFT JOIN concepts c ON c.concept_set = t.concept_set AND c.concept_id = t.concept_id
+        ORDER BY t.output_id, t.criterion""", params + [judge, jhash]).fetchall()
+    return [r[:5] for r in rows if not r[5]], sum(1 for r in rows if r[5])
+
+
+def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeResult:
+    """Rate every output of the selection that has no rating by this judge and config yet; then perplexities."""
+    from axwarehouse.llm import LLMClient, LLMRequest, ResponseCache, make_backend, parse_llm
+
+    bad = [c for c in cfg.criteria if c not in CRITERIA]
+    if bad:
+        raise AxwError(f"unknown judge criterion {bad[0]!r}; choose from {', '.join(CRITERIA)}")
+    if not 0 <= cfg.temperature <= 2:
+        raise AxwError("--judge-temperature must be between 0 and 2")
+    spec = parse_llm(cfg.judge)
+    if cat.count("steering_outputs") == 0:
+        raise AxwError("no steering outputs to judge (run `axw steer` first)")
+    jhash = judge_hash(cfg)
+    backend = make_backend(spec, base_url=cfg.base_url, timeout=cfg.timeout, concurrency=cfg.concurrency,
+                           batch_size=cfg.batch_size)
+    judge = f"{spec.backend}:{backend.model}"
+    result = JudgeResult(judge=judge)
+    todo, result.skipped = pending_ratings(cat, cfg, judge, jhash)
+    config = {"judge": judge, "judge_config_hash": jhash, "concept_set": cfg.concept_set,
+              "methods": list(cfg.methods), "criteria": list(cfg.criteria)}
+    if not todo and not (cfg.perplexity and _missing_perplexity(cat, cfg)):
+        return result
+    started = time.perf_counter()
+    with cat.run("judge", config) as run:
+        if todo:
+            from tqdm import tqdm
+
+            cache = ResponseCache(cat, run, stage="judge")
+            bar = tqdm(total=len(todo), desc="judge", unit="rating", file=sys.stderr, disable=not progress,
+                       dynamic_ncols=True)
+            try:
+                with LLMClient(backend, cache, concurrency=cfg.concurrency, max_attempts=1) as client:
+                    for start in range(0, len(todo), cfg.chunk):
+                        chunk = todo[start:start + cfg.chunk]
+                        prompts = [judge_prompt(crit, concept or "", instr or "", gen or "")
+                                   for _, crit, concept, instr, gen in chunk]
+                        reqs = [LLMRequest.user(p, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                                seed=_request_seed(cfg.seed, oid, crit), purpose=f"judge_{crit}",
+                                                tag=oid)
+                                for p, (oid, crit, *_) in zip(prompts, chunk)]
+                        outcomes = client.run(reqs, validate=lambda comp: (comp.text, None))
+                        _write_chunk(run, cfg, judge, jhash, chunk, prompts, reqs, outcomes, client, result)
+                        cache.flush()
+                        bar.update(len(chunk))
+                        bar.set_postfix_str(client.stats.line())
+                    result.calls, result.cache_hits = client.stats.calls, client.stats.cache_hits
+            finally:
+                cache.flush()
+                bar.close()
+        if cfg.perplexity:
+            result.perplexities = _perplexity(cat, run, cfg)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, chunk: list[tuple], prompts: list[str],
+                 reqs: list, outcomes: list, client, result: JudgeResult) -> None:
+    keep = [k for k, o in enumerate(outcomes) if not (o.error or "").startswith("transport")]
+    result.transport_failures += len(outcomes) - len(keep)
+    if not keep:
+        return
+    parsed = [parse_rating(outcomes[k].text) for k in keep]
+    expected: list[float | None] = [None] * len(keep)
+    if judge.startswith("embedded:"):
+        from axwarehouse.lm.loader import load
+
+        lm = load(client.backend.model)  # the judge model (the loader caches it: the backend's own instance)
+        expected = expected_scores(lm, [prompts[k] for k in keep], [outcomes[k].text for k in keep])
+    for p in parsed:
+        if not p.ok:
+            result.parse_failures[p.error] = result.parse_failures.get(p.error, 0) + 1
+    result.rated += len(keep)
+    result.expected += sum(e is not None for e in expected)
+    run.write("judge_scores", pa.table({
+        "output_id": [chunk[k][0] for k in keep], "judge": [judge] * len(keep),
+        "criterion": [chunk[k][1] for k in keep],
+        "score": pa.array([p.score for p in parsed], pa.float64()),
+        "expected_score": pa.array(expected, pa.float64()),
+        "parse_ok": [p.ok for p in parsed], "parse_error": [p.error for p in parsed],
+        "raw": [outcomes[k].text for k in keep], "request_hash": [client.key(reqs[k]) for k in keep],
+        "config_hash": [jhash] * len(keep)}))
+
+
+def _missing_perplexity(cat: Catalog, cfg: JudgeConfig) -> list[tuple]:
+    where, params = _filters(cfg)
+    return cat.sql(f"""SELECT o.output_id, o.model, o.instruction, o.generation FROM steering_outputs o
+                       WHERE {where} AND NOT EXISTS (SELECT 1 FROM output_perplexity p
+                                                     WHERE p.output_id = o.output_id AND p.model = o.model)
+                       ORDER BY o.model, o.output_id""", params).fetchall()
+
+
+def _perplexity(cat: Catalog, run: Run, cfg: JudgeConfig) -> int:
+    from axwarehouse.lm.chat import ChatFormat
+    from axwarehouse.lm.loader import load
+    from axwarehouse.steering.perplexity import conditional_perplexity
+
+    rows = _missing_perplexity(cat, cfg)
+    written = 0
+    for model in sorted({r[1] for r in rows}):
+        mine = [r for r in rows if r[1] == model]
+        lm = load(model)
+        chat = ChatFormat.of(lm.tokenizer)
+        prompts = [chat.prompt_ids(r[2] or "") for r in mine]
+        gens = [lm.tokenizer.encode(r[3] or "", add_special_tokens=False) for r in mine]
+        ppl = conditional_perplexity(lm, prompts, gens)
+        written += run.write("output_perplexity", pa.table({
+            "output_id": [r[0] for r in mine], "model": [model] * len(mine),
+            "perplexity": pa.array(ppl, pa.float64()), "n_tokens": pa.array([len(g) for g in gens], pa.int32()),
+            "config_hash": [config_hash({"perplexity": "conditional-on-plain-prompt"})] * len(mine)}))
+    return written

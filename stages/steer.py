@@ -1,0 +1,368 @@
+"""`axw steer`: steered generations for methods × concepts × factors × instructions into `steering_outputs`.
+
+* Linear methods: add ``factor · a_c · w_c`` at the output of decoder layer L at every position (spec §2.4, §4.2);
+  a_c = the method's max latent score over the concept's latent-eval rows (≤ 0 → 50), so `axw latent` must run
+  first. The edit is the shared one in :mod:`axwarehouse.steering.intervention`.
+* ``prompt`` (baseline): an LLM-written steering prompt per concept (cached in `llm_calls`), answered by the
+  unsteered model. Its factor is meaningless (spec §7.6), so it is generated once per instruction, at factor 1.0.
+* Every pending row of every method goes into one pool, sorted by prompt length and generated in padded batches
+  (different directions and strengths per row). Each row samples from its own seed
+  ``hash(seed, concept_set, concept_id, input_id)``: the same instruction gets the same random stream for every
+  method and factor (common random numbers: factor comparisons are paired), and a row's text does not depend on
+  batching, so a killed run resumes to the same result.
+
+Incremental by output_id = hash(method, model, layer, concept_set, concept_id, factor, input_id, config_hash);
+config_hash covers what defines a generation (method artifact hash, instruction set, n, temperature, max new
+tokens, seed). Rows are flushed every ``flush_rows`` rows, each flush one atomic file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from axwarehouse.catalog import Catalog, Run
+from axwarehouse.errors import AxwError
+from axwarehouse.lineage import config_hash
+from axwarehouse.lm.info import model_info
+from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.methods import get, method_names
+from axwarehouse.steering.instructions import InstructionSet, load_instructions
+from axwarehouse.steering.prompt_baseline import METHOD as PROMPT
+from stages.train import concept_table, method_hash
+
+AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
+PROMPT_FACTOR = 1.0
+MAGNITUDE_FALLBACK_NONPOSITIVE = 50.0  # spec §4.2: a max latent <= 0 becomes 50
+MAGNITUDE_FALLBACK_MISSING = 1.0  # spec §4.2: no latent scores at all (steering-only methods)
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    concept_set: str
+    methods: tuple[str, ...] = ("diffmean",)
+    model: str = DEFAULT_MODEL
+    layer: int | None = None
+    factors: tuple[float, ...] = AXBENCH_FACTORS
+    concepts: tuple[int, ...] = ()  # empty = every concept of the set
+    n_inputs: int = 10  # instructions per concept (AxBench steering_num_of_examples)
+    temperature: float = 1.0  # 0 = greedy
+    max_new_tokens: int = 128
+    seed: int = 42  # sampling seed
+    method_seed: int = 42  # seed of the trained artifacts to steer with
+    batch_size: int = 32
+    flush_rows: int = 256
+    instructions_file: Path | None = None
+    llm: str = "embedded:smollm2"  # writes the prompt baseline's steering prompts
+    llm_base_url: str | None = None
+
+
+@dataclass
+class SteerResult:
+    generated: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    tokens: int = 0
+    seconds: float = 0.0
+    backend: str = ""
+
+    def summary(self) -> str:
+        lines = []
+        for m in sorted(set(self.generated) | set(self.skipped)):
+            n, s = self.generated.get(m, 0), self.skipped.get(m, 0)
+            lines.append(f"steer {m}: {n} generations, {s} already present" if n
+                         else f"steer {m}: all {s} generations already present, nothing to do")
+        if self.tokens:
+            lines.append(f"steer: {self.tokens} new tokens in {self.seconds:.1f}s "
+                         f"({self.tokens / max(self.seconds, 1e-9):,.0f} tok/s, intervention via {self.backend})")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Pending:
+    method: str
+    concept_id: int
+    factor: float
+    input_id: int
+    instruction_id: int
+    split: str
+    instruction: str
+    user_text: str  # what the target model is asked (steered input for the prompt baseline)
+    direction: np.ndarray | None
+    magnitude: float | None
+    magnitude_source: str
+    steering_prompt: str | None
+    method_config_hash: str | None
+    config_hash: str
+    output_id: str
+    seed: int
+
+
+def row_seed(seed: int, concept_set: str, concept_id: int, input_id: int) -> int:
+    """Sampling seed of one (concept, instruction): shared by every method and factor (common random numbers)."""
+    h = hashlib.sha256(f"{seed}|{concept_set}|{concept_id}|{input_id}".encode()).hexdigest()
+    return int(h[:12], 16)
+
+
+def output_id(method: str, model: str, layer: int, concept_set: str, concept_id: int, factor: float, input_id: int,
+              chash: str) -> str:
+    return config_hash([method, model, layer, concept_set, concept_id, float(factor), input_id, chash])
+
+
+def steer_hash(method_chash: str | None, instr: InstructionSet, cfg: SteerConfig, extra: dict | None = None) -> str:
+    """config_hash of a method's generations: what defines them (not factors or concepts, which are keys)."""
+    return config_hash({"method_config_hash": method_chash, "instruction_set": instr.name, "n_inputs": cfg.n_inputs,
+                        "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
+                        "edit": "addition", **(extra or {})})
+
+
+def _factors(cfg: SteerConfig) -> tuple[float, ...]:
+    if not cfg.factors:
+        raise AxwError("no steering factors given")
+    bad = [f for f in cfg.factors if not np.isfinite(f)]
+    if bad:
+        raise AxwError(f"steering factors must be finite numbers, got {bad}")
+    return tuple(sorted(set(float(f) for f in cfg.factors)))
+
+
+def _validate(cfg: SteerConfig) -> list[str]:
+    if cfg.temperature < 0:
+        raise AxwError("--temperature must be >= 0 (0 = greedy)")
+    if cfg.max_new_tokens < 1:
+        raise AxwError("--max-new-tokens must be at least 1")
+    if cfg.batch_size < 1:
+        raise AxwError("--batch-size must be at least 1")
+    names: list[str] = []
+    rest = []
+    for raw in cfg.methods:
+        if raw.strip().lower() == PROMPT:
+            names.append(PROMPT)
+        else:
+            rest.append(raw)
+    if rest:
+        names += method_names(rest, evaluation="steering")
+    if not names:
+        raise AxwError("no method given (use --method NAME)")
+    for n in names:
+        if n != PROMPT and "steering" not in get(n).evaluations:
+            raise AxwError(f"method {n!r} is detection-only; it cannot steer")
+    return list(dict.fromkeys(names))
+
+
+def ensure_instructions(cat: Catalog, run_factory: Callable[[], Run], instr: InstructionSet) -> None:
+    """Write the instruction set into `steering_instructions` once."""
+    if cat.count("steering_instructions", "instruction_set = ?", [instr.name]):
+        return
+    n = len(instr.instructions)
+    run_factory().write("steering_instructions", pa.table({
+        "instruction_set": [instr.name] * n, "instruction_id": pa.array(range(n), pa.int64()),
+        "instruction": list(instr.instructions), "source": [instr.source] * n}))
+
+
+def ensure_inputs(cat: Catalog, run_factory: Callable[[], Run], instr: InstructionSet, concept_set: str,
+                  draws: dict[int, list[tuple[int, int, str]]], n: int) -> None:
+    """Write the per-concept (input_id, instruction_id, split) draws missing from `steering_inputs`."""
+    concept_ids = sorted(draws)
+    have = {r[0] for r in cat.sql(
+        "SELECT DISTINCT concept_id FROM steering_inputs WHERE concept_set = ? AND instruction_set = ? "
+        "AND n_inputs = ?", [concept_set, instr.name, n]).fetchall()}
+    rows = [(c, i, iid, s) for c in concept_ids if c not in have for i, iid, s in draws[c]]
+    if rows:
+        run_factory().write("steering_inputs", pa.table({
+            "concept_set": [concept_set] * len(rows), "concept_id": pa.array([r[0] for r in rows], pa.int64()),
+            "instruction_set": [instr.name] * len(rows), "n_inputs": pa.array([n] * len(rows), pa.int32()),
+            "input_id": pa.array([r[1] for r in rows], pa.int32()),
+            "instruction_id": pa.array([r[2] for r in rows], pa.int64()), "split": [r[3] for r in rows]}))
+
+
+def magnitudes(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str,
+               concept_ids: list[int], has_latent: bool) -> dict[int, tuple[float, str]]:
+    """a_c per concept (spec §4.2): max latent score over the concept's latent-eval rows; <= 0 -> 50; missing ->
+    1.0 for steering-only methods, an error for methods that have a latent evaluation (run `axw latent` first)."""
+    rows = dict(cat.sql(
+        "SELECT concept_id, max(score) FROM latent_scores WHERE method = ? AND model = ? AND layer = ? "
+        "AND concept_set = ? AND config_hash = ? GROUP BY concept_id",
+        [method, model, layer, concept_set, chash]).fetchall())
+    out: dict[int, tuple[float, str]] = {}
+    missing = [c for c in concept_ids if rows.get(c) is None]
+    if missing and has_latent:
+        raise AxwError(f"no latent scores of {method} for concept(s) {missing[:10]} of {concept_set!r} at {model} "
+                       f"layer {layer}: the steering magnitude is the max latent score (run `axw latent --method "
+                       f"{method}` first)")
+    for c in concept_ids:
+        m = rows.get(c)
+        if m is None:
+            out[c] = (MAGNITUDE_FALLBACK_MISSING, "none -> 1.0")
+        elif m <= 0:
+            out[c] = (MAGNITUDE_FALLBACK_NONPOSITIVE, "latent_max<=0 -> 50")
+        else:
+            out[c] = (float(m), "latent_max")
+    return out
+
+
+def _existing(cat: Catalog, method: str, chash: str) -> set[str]:
+    return {r[0] for r in cat.sql("SELECT output_id FROM steering_outputs WHERE method = ? AND config_hash = ?",
+                                  [method, chash]).fetchall()}
+
+
+def _rows_table(model: str, layer: int, concept_set: str, instr: InstructionSet, done: list[tuple[_Pending, object]]
+                ) -> pa.Table:
+    def col(fn, typ=None):
+        return pa.array([fn(p, o) for p, o in done], typ)
+
+    return pa.table({
+        "output_id": col(lambda p, o: p.output_id), "method": col(lambda p, o: p.method),
+        "model": col(lambda p, o: model), "layer": col(lambda p, o: layer, pa.int32()),
+        "concept_set": col(lambda p, o: concept_set), "concept_id": col(lambda p, o: p.concept_id, pa.int64()),
+        "factor": col(lambda p, o: p.factor, pa.float64()), "input_id": col(lambda p, o: p.input_id, pa.int32()),
+        "split": col(lambda p, o: p.split), "instruction_set": col(lambda p, o: instr.name),
+        "instruction_id": col(lambda p, o: p.instruction_id, pa.int64()),
+        "instruction": col(lambda p, o: p.instruction), "steering_prompt": col(lambda p, o: p.steering_prompt),
+        "magnitude": col(lambda p, o: p.magnitude, pa.float64()),
+        "magnitude_source": col(lambda p, o: p.magnitude_source),
+        "strength": col(lambda p, o: None if p.magnitude is None else p.factor * p.magnitude, pa.float64()),
+        "seed": col(lambda p, o: p.seed, pa.int64()), "generation": col(lambda p, o: o.text),
+        "n_tokens": col(lambda p, o: len(o.token_ids), pa.int32()), "finished": col(lambda p, o: o.finished),
+        "method_config_hash": col(lambda p, o: p.method_config_hash),
+        "config_hash": col(lambda p, o: p.config_hash),
+    })
+
+
+def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerResult:
+    """Generate every (method, concept, factor, instruction) of ``cfg`` that has no output yet."""
+    methods = _validate(cfg)
+    factors = _factors(cfg)
+    info = model_info(cfg.model)
+    layer = info.check_layer(cfg.layer)
+    concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
+    concept_ids = [c for c, _, _ in concepts]
+    concept_text = {c: t for c, t, _ in concepts}
+    instr = load_instructions(cfg.instructions_file)
+    draws = {c: instr.draw(c, cfg.n_inputs) for c in concept_ids}  # validates n before anything is written
+    result = SteerResult()
+
+    # plan: the pending rows of every method, before any model or LLM is loaded
+    plans: list[tuple[str, str, str | None, dict, dict]] = []  # (method, chash, method_chash, dirs, mags)
+    for name in methods:
+        if name == PROMPT:
+            chash = steer_hash(None, instr, cfg, {"method": PROMPT, "llm": cfg.llm})
+            plans.append((name, chash, None, {}, {}))
+            continue
+        method = get(name)(seed=cfg.method_seed)
+        mchash = method_hash(method)
+        arts = cat.arrow("SELECT concept_id, direction FROM method_artifacts WHERE method = ? AND model = ? "
+                         "AND layer = ? AND concept_set = ? AND config_hash = ?",
+                         [name, info.name, layer, cfg.concept_set, mchash])
+        dirs = {c: np.asarray(d, dtype=np.float32) for c, d in zip(arts.column("concept_id").to_pylist(),
+                                                                   arts.column("direction").to_pylist())
+                if d is not None}
+        missing = [c for c in concept_ids if c not in dirs]
+        if missing:
+            raise AxwError(f"no trained {name} direction for concept(s) {missing[:10]} of {cfg.concept_set!r} at "
+                           f"{info.name} layer {layer} (run `axw train --method {name}` first)")
+        mags = magnitudes(cat, name, info.name, layer, cfg.concept_set, mchash, concept_ids,
+                          "latent" in method.evaluations)
+        plans.append((name, steer_hash(mchash, instr, cfg), mchash, dirs, mags))
+
+    config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "factors": list(factors),
+              "n_inputs": cfg.n_inputs, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+              "seed": cfg.seed, "instruction_set": instr.name, "methods": {m: h for m, h, *_ in plans}}
+    with cat.run("steer", config) as run:
+        ensure_instructions(cat, lambda: run, instr)
+        ensure_inputs(cat, lambda: run, instr, cfg.concept_set, draws, cfg.n_inputs)
+        pending: list[_Pending] = []
+        prompt_todo: list[tuple[int, int, int, str, str, str]] = []
+        for name, chash, mchash, dirs, mags in plans:
+            have = _existing(cat, name, chash)
+            n_before = len(pending) + len(prompt_todo)
+            for c in concept_ids:
+                for input_id, iid, split in draws[c]:
+                    text = instr.instructions[iid]
+                    for f in ([PROMPT_FACTOR] if name == PROMPT else factors):
+                        oid = output_id(name, info.name, layer, cfg.concept_set, c, f, input_id, chash)
+                        if oid in have:
+                            result.skipped[name] = result.skipped.get(name, 0) + 1
+                            continue
+                        seed = row_seed(cfg.seed, cfg.concept_set, c, input_id)
+                        if name == PROMPT:
+                            prompt_todo.append((c, input_id, iid, split, text, oid))
+                            continue
+                        mag, src = mags[c]
+                        pending.append(_Pending(name, c, f, input_id, iid, split, text, text, dirs[c], mag, src,
+                                                None, mchash, chash, oid, seed))
+            result.generated[name] = len(pending) + len(prompt_todo) - n_before
+        if prompt_todo:
+            pchash = next(h for m, h, *_ in plans if m == PROMPT)
+            prompts = _prompt_baseline_prompts(cat, run, cfg, {c: concept_text[c] for c, *_ in prompt_todo})
+            for c, input_id, iid, split, text, oid in prompt_todo:
+                from axwarehouse.steering.prompt_baseline import steered_instruction
+
+                sp = prompts[c]
+                pending.append(_Pending(PROMPT, c, PROMPT_FACTOR, input_id, iid, split, text,
+                                        steered_instruction(sp, text), None, None, "n/a", sp, None, pchash, oid,
+                                        row_seed(cfg.seed, cfg.concept_set, c, input_id)))
+        if pending:
+            _generate(cat, run, cfg, info.name, layer, instr, pending, result, progress)
+    return result
+
+
+def _prompt_baseline_prompts(cat: Catalog, run: Run, cfg: SteerConfig, concepts: dict[int, str]) -> dict[int, str]:
+    from axwarehouse.llm import LLMClient, ResponseCache, make_backend
+    from axwarehouse.steering.prompt_baseline import steering_prompts
+
+    cache = ResponseCache(cat, run, stage="steer")
+    backend = make_backend(cfg.llm, base_url=cfg.llm_base_url)
+    try:
+        with LLMClient(backend, cache) as client:
+            out = steering_prompts(client, concepts, seed=cfg.seed)
+    finally:
+        cache.flush()
+    return {c: p for c, (p, _fallback) in out.items()}
+
+
+def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
+              pending: list[_Pending], result: SteerResult, progress: bool) -> None:
+    from tqdm import tqdm
+
+    from axwarehouse.lm.chat import ChatFormat
+    from axwarehouse.lm.loader import load
+    from axwarehouse.steering import GenRow, Steerer, generate_rows
+
+    lm = load(cfg.model)
+    chat = ChatFormat.of(lm.tokenizer)
+    steerer = Steerer(lm.model, layer)
+    result.backend = steerer.backend + (f" (pyvene unavailable: {steerer.fallback_reason})"
+                                        if steerer.fallback_reason else "")
+    rows = [GenRow(tuple(chat.prompt_ids(p.user_text)), p.direction, p.factor * (p.magnitude or 0.0), p.seed)
+            for p in pending]
+    buffer: list[tuple[_Pending, object]] = []
+    bar = tqdm(total=len(rows), desc="steer", unit="gen", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter()
+
+    def flush() -> None:
+        if buffer:
+            run.write("steering_outputs", _rows_table(model, layer, cfg.concept_set, instr, buffer))
+            buffer.clear()
+
+    def on_batch(idx: list[int], outs: list, _seconds: float) -> None:
+        for i, o in zip(idx, outs):
+            buffer.append((pending[i], o))
+            result.tokens += len(o.token_ids)
+        bar.update(len(idx))
+        bar.set_postfix_str(f"{result.tokens / max(time.perf_counter() - started, 1e-9):,.0f} tok/s")
+        if len(buffer) >= cfg.flush_rows:
+            flush()
+
+    try:
+        generate_rows(lm, steerer, rows, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                      batch_size=cfg.batch_size, on_batch=on_batch)
+    finally:
+        flush()  # whatever finished survives an interrupt
+        bar.close()
+        result.seconds = time.perf_counter() - started

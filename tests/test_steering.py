@@ -1,0 +1,128 @@
+"""Steering on a tiny random-init Llama: the planted-direction sweep, factor 0 = unsteered bit for bit, batched =
+one-at-a-time, pyvene = plain forward hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from axwarehouse.lm.chat import ChatFormat
+from axwarehouse.lm.loader import LoadedModel
+from axwarehouse.steering import GenRow, Steerer, generate_rows
+from axwarehouse.steering.generate import RowSeededSampler, left_pad
+
+INSTRUCTIONS = ["Tell me a joke.", "What is the capital of France?", "List three colours.",
+                "Write a poem about rain.", "hello there", "Explain tides.", "Name a fruit.", "Why is the sky blue?"]
+LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir) -> LoadedModel:
+    """A private copy of the tiny model with its (tied) embeddings scaled up 40x, never the loader's cached instance.
+
+    A random init with std 0.02 gives near-uniform next-token distributions, where sampling ignores any edit; the
+    scaled copy has peaked logits like a trained model."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(40.0)
+    return LoadedModel("sharp-tiny", model, tok, 4, 32)
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny) -> list[tuple[int, ...]]:
+    chat = ChatFormat.of(tiny.tokenizer)
+    return [tuple(chat.prompt_ids(s)) for s in INSTRUCTIONS]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_planted_direction_raises_token_frequency_monotonically(tiny, prompts):
+    """Add factor x (unit embedding of ' cat') at layer 2: the share of ' cat' among sampled tokens rises with the
+    factor."""
+    lm, tok, model = tiny, tiny.tokenizer, tiny.model
+    target = tok.encode(" cat", add_special_tokens=False)[0]
+    w = _unit(model.get_input_embeddings().weight[target].detach().numpy())
+    steerer = Steerer(model, LAYER)
+    assert steerer.backend == "pyvene"
+    freqs = []
+    for factor in (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
+        rows = [GenRow(p, w, factor, seed=k) for k, p in enumerate(prompts)]
+        outs = generate_rows(lm, steerer, rows, max_new_tokens=16, temperature=1.0, batch_size=8)
+        toks = [t for o in outs for t in o.token_ids]
+        freqs.append(sum(t == target for t in toks) / len(toks))
+    assert freqs[0] == 0.0
+    assert all(b >= a for a, b in zip(freqs, freqs[1:])), freqs
+    assert freqs[-1] > 0.5, freqs
+
+
+def _plain_generate(lm: LoadedModel, prompt: tuple[int, ...], seed: int, temperature: float, n: int) -> list[int]:
+    """The unsteered model through plain ``model.generate`` (no pyvene, no hook), one prompt at a time."""
+    from transformers import LogitsProcessorList
+
+    inputs = left_pad([prompt], lm.tokenizer.pad_token_id)
+    kwargs = {"max_new_tokens": n, "do_sample": False, "pad_token_id": lm.tokenizer.pad_token_id,
+              "temperature": None, "top_p": None, "top_k": None}
+    if temperature > 0:
+        kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler([seed], temperature)])
+    with torch.inference_mode():
+        out = lm.model.generate(**inputs, **kwargs)[0, inputs["input_ids"].shape[1]:].tolist()
+    eos = lm.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos]) | {lm.tokenizer.eos_token_id}
+    end = next((k for k, t in enumerate(out) if t in eos), None)
+    return out if end is None else out[:end]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_factor_zero_is_the_unsteered_model_bit_for_bit(tiny, prompts, temperature):
+    """Factor-0 rows share a batch with strongly steered rows and still equal plain unsteered generation."""
+    rng = np.random.default_rng(0)
+    w = _unit(rng.standard_normal(32))
+    rows = [GenRow(p, w, f, seed=100 + k) for k, p in enumerate(prompts[:4]) for f in (0.0, 30.0)]
+    outs = generate_rows(tiny, Steerer(tiny.model, LAYER), rows, max_new_tokens=8, temperature=temperature,
+                         batch_size=8)
+    for row, out in zip(rows, outs):
+        plain = _plain_generate(tiny, row.prompt_ids, row.seed, temperature, 8)
+        if row.strength == 0.0:
+            assert out.token_ids == plain
+        else:
+            assert out.token_ids != plain  # the steered rows of the same batch did change
+
+
+def _sweep_rows(prompts) -> list[GenRow]:
+    rng = np.random.default_rng(1)
+    dirs = [_unit(rng.standard_normal(32)) for _ in range(2)]  # two "concepts"
+    return [GenRow(p, d, f, seed=7 * k) for k, p in enumerate(prompts[:3]) for d in dirs for f in (0.0, 4.0, 16.0)]
+
+
+def test_batched_sweep_equals_one_at_a_time_greedy(tiny, prompts):
+    rows = _sweep_rows(prompts)
+    steerer = Steerer(tiny.model, LAYER)
+    batched = generate_rows(tiny, steerer, rows, max_new_tokens=8, temperature=0.0, batch_size=18)
+    single = generate_rows(tiny, steerer, rows, max_new_tokens=8, temperature=0.0, batch_size=1)
+    assert [o.token_ids for o in batched] == [o.token_ids for o in single]
+    assert len({tuple(o.token_ids) for o in batched}) >= 3  # the sweep produced genuinely different outputs
+
+
+def test_batched_sampling_is_independent_of_batch_composition(tiny, prompts):
+    rows = _sweep_rows(prompts)
+    steerer = Steerer(tiny.model, LAYER)
+    a = generate_rows(tiny, steerer, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
+    b = generate_rows(tiny, steerer, rows[::-1], max_new_tokens=8, temperature=1.0, batch_size=5)[::-1]
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+
+
+def test_pyvene_intervention_equals_forward_hook(tiny, prompts):
+    """pyvene edits every position of the prompt and of every decoding step, exactly as a plain block hook does."""
+    rows = _sweep_rows(prompts)
+    via_pyvene = Steerer(tiny.model, LAYER)
+    via_hook = Steerer(tiny.model, LAYER, prefer="hook")
+    assert via_pyvene.backend == "pyvene" and via_hook.backend == "hook"
+    a = generate_rows(tiny, via_pyvene, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
+    b = generate_rows(tiny, via_hook, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
