@@ -62,8 +62,8 @@ class ReFTr1(Method):
         def before_step() -> None:
             torch.nn.utils.clip_grad_norm_([w], 1.0)
             with torch.no_grad():
-                w /= w.norm().clamp_min(torch.finfo(w.dtype).eps)
-                w.grad -= (w.grad * w).sum() * w
+                w.div_(w.norm().clamp_min(torch.finfo(w.dtype).eps))
+                w.grad.sub_((w.grad * w).sum() * w)
 
         loss = train_edit(lm, ctx.layer, examples, chat.prefix_len, [w], edit, lr=cfg.lr,
                           weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=self.seed,
