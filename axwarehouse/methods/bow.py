@@ -43,7 +43,8 @@ class BoW(Method):
         texts = [bow_text(i, o) for i, o in zip(data.inputs, data.outputs)]
         vec = CountVectorizer()
         X = vec.fit_transform(texts)
-        clf = LogisticRegression(penalty="l2", C=self.config.C, solver="lbfgs", max_iter=self.config.max_iter,
+        clf = LogisticRegression(C=self.config.C,  # L2 is the default penalty
+                                  solver="lbfgs", max_iter=self.config.max_iter,
                                  random_state=self.seed).fit(X, data.labels)
         vocab = vec.get_feature_names_out().tolist()
         return Artifact(None, float(clf.intercept_[0]), float(clf.predict_proba(X)[:, 1].max()),
