@@ -55,7 +55,9 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=None)
     ap.add_argument("--methods", default="all")
     ap.add_argument("--set", dest="settings", action="append", default=[])
-    ap.add_argument("--keep", type=Path, default=None, help="Keep the catalog in this folder.")
+    ap.add_argument("--keep", type=Path, default=None, help="Keep (and reuse) the catalog in this folder.")
+    ap.add_argument("--model-concepts", type=int, default=None,
+                    help="Train methods that run the model (ReFT-r1, SSV, IG, IxG) on the first N concepts only.")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="axw-bench-methods-")) if args.keep is None else args.keep
     tmp.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,14 @@ def main() -> None:
         rows = []
         for name in names:
             t = time.perf_counter()
-            tr = run_train(cat, TrainConfig(cs, args.model, args.layer, (name,), overrides=tuple(args.settings)))
+            from axwarehouse.methods import get
+
+            limit = ()
+            if args.model_concepts and "model" in get(name).needs:
+                limit = tuple(r[0] for r in cat.sql("SELECT concept_id FROM concepts WHERE concept_set = ? ORDER BY 1 "
+                                                    "LIMIT ?", [cs, args.model_concepts]).fetchall())
+            tr = run_train(cat, TrainConfig(cs, args.model, args.layer, (name,), concepts=limit,
+                                            overrides=tuple(args.settings)))
             train_s = time.perf_counter() - t
             if name in tr.unavailable:
                 print(f"{name}: skipped ({tr.unavailable[name]})", flush=True)
@@ -84,12 +93,14 @@ def main() -> None:
             latent_s = time.perf_counter() - t
             rows.append((name, train_s, latent_s))
             print(f"{name}: train {train_s:.1f}s, latent {latent_s:.1f}s", flush=True)
-        lb = dict(cat.sql("SELECT method, mean_auroc FROM latent_leaderboard WHERE concept_set = ?", [cs]).fetchall())
+        lb = {m: (a, n) for m, a, n in cat.sql("SELECT method, mean_auroc, n_concepts FROM latent_leaderboard "
+                                               "WHERE concept_set = ?", [cs]).fetchall()}
     base = rows[0][1] + rows[0][2]
     print(f"\n{cs}, {args.model}, settings {args.settings or 'defaults'}; SAE training {sae_s:.1f}s")
-    print(f"{'method':<10} {'train s':>9} {'latent s':>9} {'total/diffmean':>15} {'mean AUROC':>11}")
-    for name, tr_s, la_s in sorted(rows, key=lambda r: -(lb.get(r[0]) or 0)):
-        print(f"{name:<10} {tr_s:>9.1f} {la_s:>9.1f} {(tr_s + la_s) / base:>15.1f} {lb.get(name, float('nan')):>11.3f}")
+    print(f"{'method':<10} {'train s':>9} {'latent s':>9} {'total/diffmean':>15} {'mean AUROC':>11} {'concepts':>9}")
+    for name, tr_s, la_s in sorted(rows, key=lambda r: -(lb.get(r[0], (0, 0))[0] or 0)):
+        auc, n = lb.get(name, (float("nan"), 0))
+        print(f"{name:<10} {tr_s:>9.1f} {la_s:>9.1f} {(tr_s + la_s) / base:>15.1f} {auc:>11.3f} {n:>9}")
     print(f"\ncatalog kept at {tmp}" if args.keep else "")
 
 
