@@ -129,12 +129,13 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that train through the model (cpu, cuda, mps).")] = "cpu",
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
+    replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and latent scores, then re-train.")] = False,
 ) -> None:
     """Train methods into `method_artifacts` (cached activations; ReFT-r1/SSV/IG/IxG also run the model)."""
     from stages.train import TrainConfig, run_train
 
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                      device=device, overrides=tuple(settings or ()))
+                      device=device, overrides=tuple(settings or ()), replace=replace)
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())

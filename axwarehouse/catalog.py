@@ -255,9 +255,7 @@ class Catalog:
             hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}) WHERE {where}", params or []).fetchall()[0][0]
             if not hits:
                 continue
-            keep = self.con.execute(
-                f"SELECT * FROM read_parquet({src}) WHERE NOT ({where})", params or []
-            ).to_arrow_table()
+            keep = self.arrow(f"SELECT * FROM read_parquet({src}) WHERE NOT ({where})", params)
             if keep.num_rows:
                 atomic_write_parquet(keep.cast(pq.read_schema(path)), path)
             else:

@@ -1,8 +1,8 @@
 """`axw status`: row counts per table, then per concept set / model / layer / method what is done, missing or stale.
 
 * missing: generations without activations; concepts without artifacts; artifacts without latent scores.
-* stale: latent scores whose artifact (same config_hash) is gone, and rows written by another code version than
-  the one running now (worth re-running after a change to the method code).
+* stale: artifacts trained by an older version of their method's file (source hash differs), and latent scores
+  whose artifact (same config_hash) is gone.
 """
 
 from __future__ import annotations
@@ -10,6 +10,13 @@ from __future__ import annotations
 from axwarehouse import schemas
 from axwarehouse.catalog import Catalog
 from axwarehouse.lineage import code_version
+
+
+def _source_hash(method: str) -> str | None:
+    from axwarehouse.methods import REGISTRY, discover
+
+    discover()
+    return REGISTRY[method].source_hash() if method in REGISTRY else None
 
 
 def _lines(cat: Catalog, query: str, params: list | None = None) -> list[tuple]:
@@ -38,22 +45,23 @@ def status_report(cat: Catalog) -> str:
             missing = n_gen - n_ex
             state = "complete" if missing == 0 else f"MISSING {missing} examples (run `axw activations`)"
             out.append(f"  activations {model} L{layer}: {n_ex} examples, {state}")
-        for method, model, layer, chash, n_art, n_scored, n_old in _lines(cat, """
+        for method, model, layer, chash, n_art, n_scored, hashes in _lines(cat, """
                 WITH a AS (SELECT method, model, layer, config_hash, count(DISTINCT concept_id) AS n_art,
-                                  count(*) FILTER (WHERE code_version <> ?) AS n_old
+                                  list(DISTINCT json_extract_string(extra, '$.source_hash')) AS hashes
                            FROM method_artifacts WHERE concept_set = ? GROUP BY ALL),
                      s AS (SELECT method, model, layer, config_hash, count(DISTINCT concept_id) AS n_scored
                            FROM latent_scores WHERE concept_set = ? GROUP BY ALL)
-                SELECT a.method, a.model, a.layer, a.config_hash, a.n_art, coalesce(s.n_scored, 0), a.n_old
+                SELECT a.method, a.model, a.layer, a.config_hash, a.n_art, coalesce(s.n_scored, 0), a.hashes
                 FROM a LEFT JOIN s USING (method, model, layer, config_hash) ORDER BY 1, 2, 3""",
-                [code_version(), concept_set, concept_set]):
+                [concept_set, concept_set]):
             notes = []
             if n_art < n_concepts:
                 notes.append(f"MISSING artifacts for {n_concepts - n_art} concepts (run `axw train`)")
             if n_scored < n_art:
                 notes.append(f"MISSING latent scores for {n_art - n_scored} concepts (run `axw latent`)")
-            if n_old:
-                notes.append(f"STALE: {n_old} rows from another code version")
+            current = _source_hash(method)
+            if current and any(h != current for h in hashes):
+                notes.append(f"STALE: trained by an older version of methods/{method}.py (axw train --replace)")
             out.append(f"  {method:<10} {model} L{layer} [{chash}]: {n_art} trained, {n_scored} scored"
                        + ("; " + "; ".join(notes) if notes else ", up to date"))
         orphans = _lines(cat, """

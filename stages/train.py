@@ -42,6 +42,7 @@ class TrainConfig:
     concepts: tuple[int, ...] = ()  # empty = every concept of the set
     device: str = "cpu"  # where methods that need the model train (results do not depend on it: not hashed)
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE (part of the method's config, so hashed)
+    replace: bool = False  # drop this config's artifacts (and their latent scores) first, then re-train
 
 
 @dataclass
@@ -122,7 +123,8 @@ def _artifact_rows(method: Method, model: str, layer: int, concept_set: str, cha
         "bias": pa.array([a.bias for _, a in fitted], pa.float64()),
         "max_train_activation": pa.array([a.max_train_activation for _, a in fitted], pa.float64()),
         "weights_path": pa.array([a.weights_path for _, a in fitted], pa.string()),
-        "extra": pa.array([json.dumps(a.extra, sort_keys=True) for _, a in fitted], pa.string()),
+        "extra": pa.array([json.dumps({**a.extra, "source_hash": method.source_hash()}, sort_keys=True)
+                           for _, a in fitted], pa.string()),
         "config_hash": [chash] * len(fitted),
     })
 
@@ -146,6 +148,14 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
             result.unavailable[m.name] = why  # `all` covers what can run here
             continue
         chash = method_hash(m)
+        if cfg.replace:
+            where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
+            params = [m.name, info.name, layer, cfg.concept_set, chash]
+            if cfg.concepts:
+                where += f" AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})"
+            # scores first: a kill in between leaves artifacts without scores, which `axw latent` fills in
+            cat.delete_where("latent_scores", where, params)
+            cat.delete_where("method_artifacts", where, params)
         have = _existing(cat, m.name, info.name, layer, cfg.concept_set, chash)
         result.skipped[m.name] = sum(1 for c in concepts if c[0] in have)
         missing = [c for c in concepts if c[0] not in have]

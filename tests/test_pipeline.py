@@ -179,3 +179,26 @@ def test_catalog_opens_in_plain_duckdb(warehouse):
     assert {"concepts", "generations", "activations", "method_artifacts", "latent_scores", "latent_auroc",
             "latent_leaderboard"} <= views
     assert n > 0
+
+
+def test_status_reports_missing_and_replace_retrains(warehouse):
+    catalog_path, model = warehouse
+    base = ["--catalog", catalog_path]
+    common = ["-c", "s3", "--model", model, "--layer", "2"]
+    assert axw(*base, "train", *common, "--method", "diffmean")[0] == 0
+    code, out, _ = axw(*base, "status")
+    assert code == 0
+    assert "activations" in out and "complete" in out
+    assert "diffmean" in out and "MISSING latent scores for 3 concepts" in out
+    assert axw(*base, "latent", *common, "--method", "diffmean")[0] == 0
+    code, out, _ = axw(*base, "status")
+    assert "3 trained, 3 scored, up to date" in out
+    with Catalog(catalog_path, read_only=True) as cat:
+        first = set(cat.sql("SELECT run_id FROM method_artifacts").fetchall())
+    code, out, _ = axw(*base, "train", *common, "--method", "diffmean", "--replace")
+    assert code == 0 and "3 concepts trained" in out
+    with Catalog(catalog_path, read_only=True) as cat:
+        arts = cat.sql("SELECT run_id, count(*) FROM method_artifacts GROUP BY 1").fetchall()
+        scores = cat.count("latent_scores")
+    assert len(arts) == 1 and arts[0][1] == 3 and (arts[0][0],) not in first
+    assert scores == 0  # scores of replaced artifacts are dropped with them

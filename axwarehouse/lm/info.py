@@ -18,7 +18,7 @@ class ModelInfo:
 
     @property
     def default_layer(self) -> int:
-        return default_layer(self.n_layers)
+        return default_layer(self.n_layers, self.name)
 
     def check_layer(self, layer: int | None) -> int:
         """The layer to use (the default when None); AxwError when out of range."""

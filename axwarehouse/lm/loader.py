@@ -26,6 +26,10 @@ from axwarehouse.errors import AxwError
 EMBEDDED = ("embedded:smollm2", "embedded:gemma3-270m")
 DEFAULT_MODEL = "embedded:smollm2"
 DEFAULT_DEPTH = 0.4  # default layer = round(0.4 * n_layers): AxBench's 2B L10 of 26 layers is ~40 % depth
+# Measured defaults (docs/architecture.md, "Default layer"): SmolLM2-135M's concept directions are weak at 40 %
+# depth (layer 12: DiffMean 0.90, Probe 0.85 mean AUROC on Concept10); layer 18 (60 %, inside AxBench's 38-77 %
+# range of task layers) is where a DiffMean layer scan peaks.
+CONFIGURED_LAYERS = {"embedded:smollm2": 18}
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ class LoadedModel:
         return decoder_layers(self.model)
 
 
-def default_layer(n_layers: int) -> int:
+def default_layer(n_layers: int, name: str | None = None) -> int:
+    """The configured layer of a model we have measured, else round(0.4 * n_layers)."""
+    if name in CONFIGURED_LAYERS and CONFIGURED_LAYERS[name] < n_layers:
+        return CONFIGURED_LAYERS[name]
     return max(0, min(n_layers - 1, round(DEFAULT_DEPTH * n_layers)))
 
 

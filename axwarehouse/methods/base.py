@@ -141,6 +141,14 @@ class Method:
         """Everything that defines the result (hashed into config_hash)."""
         return {"method": self.name, "seed": self.seed, **dataclasses.asdict(self.config)}
 
+    @classmethod
+    def source_hash(cls) -> str:
+        """Hash of the file defining the method: artifacts from an older file are reported stale by `axw status`."""
+        import hashlib
+        import inspect
+
+        return hashlib.sha256(inspect.getsource(inspect.getmodule(cls)).encode()).hexdigest()[:12]
+
     def fit(self, data: ConceptData) -> Artifact:  # pragma: no cover - abstract
         raise NotImplementedError
 

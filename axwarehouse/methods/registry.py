@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def load_method_file(path: str | Path) -> None:
     name = f"axw_external_{path.stem}_{abs(hash(str(path))) % 10**8}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so inspect (Method.source_hash) finds the file like a package module
     spec.loader.exec_module(module)
 
 
