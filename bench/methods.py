@@ -36,8 +36,8 @@ def subset_release(dst: Path, n: int) -> Path:
 
     import polars as pl
 
-    (dst / "generate").mkdir(parents=True)
-    (dst / "inference").mkdir()
+    (dst / "generate").mkdir(parents=True, exist_ok=True)  # rewritten identically when --keep reuses a folder
+    (dst / "inference").mkdir(exist_ok=True)
     meta = (DEMO_DATA / "generate" / "metadata.jsonl").read_text().splitlines()[:n]
     ids = [json.loads(m)["concept_id"] for m in meta]
     (dst / "generate" / "metadata.jsonl").write_text("\n".join(meta) + "\n")
@@ -96,6 +96,9 @@ def main() -> None:
         lb = {m: (a, n) for m, a, n in cat.sql("SELECT method, mean_auroc, n_concepts FROM latent_leaderboard "
                                                "WHERE concept_set = ?", [cs]).fetchall()}
     base = rows[0][1] + rows[0][2]
+    if base < 0.5:  # DiffMean was already in a kept catalog: no baseline in this run
+        print("\nDiffMean was already trained and scored in this catalog (--keep): ratios need a fresh catalog")
+        base = float("nan")
     print(f"\n{cs}, {args.model}, settings {args.settings or 'defaults'}; SAE training {sae_s:.1f}s")
     print(f"{'method':<10} {'train s':>9} {'latent s':>9} {'total/diffmean':>15} {'mean AUROC':>11} {'concepts':>9}")
     for name, tr_s, la_s in sorted(rows, key=lambda r: -(lb.get(r[0], (0, 0))[0] or 0)):
