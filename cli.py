@@ -127,13 +127,15 @@ def train_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    device: Annotated[str, typer.Option(help="Device for methods that train through the model (cpu, cuda, mps).")] = "cpu",
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
     replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and latent scores, then re-train.")] = False,
 ) -> None:
-    """Train methods on cached activations (no model forward) into `method_artifacts`."""
+    """Train methods into `method_artifacts` (cached activations; ReFT-r1/SSV/IG/IxG also run the model)."""
     from stages.train import TrainConfig, run_train
 
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                      replace=replace)
+                      device=device, overrides=tuple(settings or ()), replace=replace)
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())
@@ -147,11 +149,14 @@ def latent_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Seed of the trained artifacts to score.")] = 42,
+    device: Annotated[str, typer.Option(help="Device for methods that run the model while scoring (IG, IxG, Prompt).")] = "cpu",
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
 ) -> None:
     """Score latent_eval examples against every concept direction (one matmul), max-pooled into `latent_scores`."""
     from stages.latent import LatentConfig, run_latent
 
-    cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed)
+    cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
+                       device=device, overrides=tuple(settings or ()))
     with _catalog(ctx) as cat:
         out = run_latent(cat, cfg)
     typer.echo(out.summary())
@@ -448,6 +453,36 @@ def export_cmd(
     with _catalog(ctx, read_only=True) as cat:
         path, n = export_view(cat, view, fmt.value, out, where, force)
     typer.echo(f"exported {n} rows of {view} to {path}")
+
+
+# --- issue 6: SAEs (`axw sae train`) -----------------------------------------------------------------------------
+sae_app = typer.Typer(help="Sparse autoencoders for the SAE / SAE-A methods.", no_args_is_help=True)
+app.add_typer(sae_app, name="sae")
+
+
+@sae_app.command("train")
+def sae_train_cmd(
+    ctx: typer.Context,
+    concept_set: ConceptSet = DEFAULT_CONCEPT_SET,
+    model: Model = DEFAULT_MODEL,
+    layer: Layer = None,
+    name: Annotated[str, typer.Option(help="SAE name (SAE/SAE-A use 'ours-topk' by default).")] = "ours-topk",
+    d_sae: Annotated[int, typer.Option(help="Number of features.")] = 4096,
+    k: Annotated[int, typer.Option(help="Active features per token (TopK).")] = 32,
+    epochs: Annotated[int, typer.Option(help="Passes over the cached training tokens.")] = 3,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 42,
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+) -> None:
+    """Fit a TopK SAE on cached train-split activations; written in the SAELens layout under the warehouse."""
+    from stages.sae import SaeTrainConfig, run_sae_train
+
+    if d_sae < 1 or epochs < 1:
+        raise AxwError("--d-sae and --epochs must be positive")
+    cfg = SaeTrainConfig(concept_set=concept_set, model=model, layer=layer, name=name, d_sae=d_sae, k=k,
+                         epochs=epochs, lr=lr, seed=seed, device=device)
+    with _catalog(ctx) as cat:
+        typer.echo(run_sae_train(cat, cfg))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -235,3 +235,19 @@ PARTITIONS.update({
     "judge_scores": ["judge"],
     "output_perplexity": [],
 })
+# --- issue 6: SAEs trained by `axw sae train` (files in the SAELens layout under warehouse/saes/) ---
+TABLES["saes"] = _schema(
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("layer", pa.int32(), nullable=False),
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("concept_set", pa.string()),  # whose train-split activations it was fitted on
+    pa.field("path", pa.string()),  # relative to the warehouse folder
+    pa.field("architecture", pa.string()),
+    pa.field("d_in", pa.int32()),
+    pa.field("d_sae", pa.int32()),
+    pa.field("k", pa.int32()),
+    pa.field("n_tokens", pa.int64()),
+    pa.field("fvu", pa.float64()),  # fraction of variance unexplained on the training tokens
+    pa.field("alive_features", pa.int32()),
+)
+PARTITIONS["saes"] = []

@@ -4,6 +4,10 @@ Per method: one matmul of the eval token matrix against all of its concept direc
 over scored tokens (positions after the chat prefix; AxBench pools over prompt and response, spec §3.1). Each
 concept's row is written for its own eval examples (positives, negatives, hard negatives), with the per-token
 scores kept for the highlighter. Incremental by (method, config_hash, concept_id).
+
+Methods whose scores are not a matmul plug in through ``Method.scoring``: ``"tokens"`` methods (IG, IxG, SAE-A on a
+TopK SAE) return per-token scores of a concept's eval examples, which go through the same ``max_pool``;
+``"examples"`` methods (BoW, Prompt) return one score per example (no token scores, max_position −1).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from axwarehouse.errors import AxwError
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL
 from axwarehouse.methods import Method, get, method_names
+from axwarehouse.methods.base import Artifact, Context
+from axwarehouse.methods.registry import explicit, parse_overrides
 from stages.train import method_hash
 
 SPLIT = "latent_eval"
@@ -33,6 +39,8 @@ class LatentConfig:
     layer: int | None = None
     methods: tuple[str, ...] = ("diffmean",)
     seed: int = 42
+    device: str = "cpu"  # for methods that run the model while scoring (IG, IxG, Prompt); not hashed
+    overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE, as given to `axw train`
 
 
 @dataclass
@@ -76,7 +84,7 @@ def max_pool(scores: torch.Tensor, tokens: TokenMatrix, rows: np.ndarray
 
 def _artifacts(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str) -> pa.Table:
     return cat.arrow(
-        """SELECT concept_id, direction, bias FROM method_artifacts
+        """SELECT concept_id, direction, bias, max_train_activation, weights_path, extra FROM method_artifacts
            WHERE method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?
              AND concept_id NOT IN (SELECT DISTINCT concept_id FROM latent_scores
                                     WHERE method = ? AND model = ? AND layer = ? AND concept_set = ?
@@ -84,17 +92,52 @@ def _artifacts(cat: Catalog, method: str, model: str, layer: int, concept_set: s
            ORDER BY concept_id""", [method, model, layer, concept_set, chash] * 2)
 
 
-def score_method(method: Method, arts: pa.Table, tokens: TokenMatrix, eval_rows: dict[int, np.ndarray],
-                 tok_strings: list[str]) -> dict[str, list]:
-    """latent_scores columns for every artifact row of one method (one matmul over all its concepts)."""
-    W = torch.tensor(np.stack(arts.column("direction").to_numpy(zero_copy_only=False)), dtype=torch.float32)
-    b = torch.tensor(arts.column("bias").to_numpy(zero_copy_only=False).astype(np.float32))
-    scores = method.token_scores(tokens.acts, W, b)  # [n_tokens, n_concepts]
+def _example_scores(method: Method, arts: pa.Table, tokens: TokenMatrix, eval_rows: dict[int, np.ndarray],
+                    ctx: Context, texts: dict[int, tuple[str, str]], concepts: dict[int, str]) -> dict[str, list]:
+    """latent_scores columns for methods that score whole examples (``scoring = "examples"``)."""
     out: dict[str, list] = {k: [] for k in ("concept_id", "example_id", "score", "max_position", "max_token",
                                             "token_scores")}
-    for col, cid in enumerate(arts.column("concept_id").to_pylist()):
+    for row in arts.to_pylist():
+        cid = row["concept_id"]
         rows = eval_rows.get(cid, np.zeros(0, dtype=int))
-        maxes, where, per_ex = max_pool(scores[:, col], tokens, rows)
+        ex = [int(tokens.example_ids[i]) for i in rows]
+        scores = method.score_examples(Artifact.from_row(row), concepts.get(cid, ""), [texts[e][0] for e in ex],
+                                       [texts[e][1] for e in ex], ctx)
+        for e, sc in zip(ex, np.asarray(scores, dtype=np.float64)):
+            out["concept_id"].append(cid)
+            out["example_id"].append(e)
+            out["score"].append(None if np.isnan(sc) else float(sc))
+            out["max_position"].append(-1)
+            out["max_token"].append(None)
+            out["token_scores"].append(None)
+    return out
+
+
+def score_method(method: Method, arts: pa.Table, tokens: TokenMatrix, eval_rows: dict[int, np.ndarray],
+                 tok_strings: list[str], ctx: Context | None = None) -> dict[str, list]:
+    """latent_scores columns for every artifact row of one method: one matmul over all its concepts, or per concept
+    through ``score_tokens`` for ``scoring = "tokens"`` methods; pooled by ``max_pool`` either way."""
+    cids = arts.column("concept_id").to_pylist()
+    if method.scoring == "matmul":
+        W = torch.tensor(np.stack(arts.column("direction").to_numpy(zero_copy_only=False)), dtype=torch.float32)
+        b = torch.tensor(arts.column("bias").to_numpy(zero_copy_only=False).astype(np.float32))
+        scores = method.token_scores(tokens.acts, W, b)  # [n_tokens, n_concepts]
+    out: dict[str, list] = {k: [] for k in ("concept_id", "example_id", "score", "max_position", "max_token",
+                                            "token_scores")}
+    for col, cid in enumerate(cids):
+        rows = eval_rows.get(cid, np.zeros(0, dtype=int))
+        if method.scoring == "matmul":
+            maxes, where, per_ex = max_pool(scores[:, col], tokens, rows)
+        else:
+            sub = tokens.select(tokens.example_ids[rows]) if len(rows) else None
+            if sub is None:
+                continue
+            art = Artifact.from_row(arts.slice(col, 1).to_pylist()[0])
+            sub_scores = method.score_tokens(art, sub, ctx).detach().to("cpu", torch.float32)
+            # map back: sub's examples are tokens' rows `rows` in ascending order; pool in sub coordinates
+            order = np.argsort(tokens.example_ids[rows], kind="stable")
+            rows = rows[order]
+            maxes, where, per_ex = max_pool(sub_scores, sub, np.arange(sub.n_examples))
         for i, m, p, ts in zip(rows, maxes, where, per_ex):
             out["concept_id"].append(cid)
             out["example_id"].append(int(tokens.example_ids[i]))
@@ -111,14 +154,17 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     result = LatentResult()
+    overrides = parse_overrides(cfg.overrides)
     todo = []
     for name in names:
-        method = get(name)(seed=cfg.seed)
+        method = get(name)(overrides.get(name), seed=cfg.seed)
         if "latent" not in method.evaluations:
             raise AxwError(f"method {name!r} is steering-only; it has no latent scores")
         chash = method_hash(method)
         n_art = cat.count("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? "
                           "AND config_hash = ?", [name, info.name, layer, cfg.concept_set, chash])
+        if n_art == 0 and name not in explicit(cfg.methods):
+            continue  # `all` scores what has been trained
         if n_art == 0:
             raise AxwError(f"no trained {name} artifacts for {info.name} layer {layer}, concept set "
                            f"{cfg.concept_set!r} (run `axw train --method {name}` first)")
@@ -130,6 +176,16 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
         return result
 
     tokens = load_tokens(cat, info.name, layer, cfg.concept_set, SPLIT, with_tokens=True)
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse)
+    texts: dict[int, tuple[str, str]] = {}
+    concepts: dict[int, str] = {}
+    if any(m.scoring == "examples" for m, _, _ in todo):
+        g = cat.arrow("SELECT example_id, input, output FROM generations WHERE concept_set = ? AND split = ?",
+                      [cfg.concept_set, SPLIT])
+        texts = {int(e): (i or "", o or "") for e, i, o in zip(*(g.column(c).to_pylist()
+                                                               for c in ("example_id", "input", "output")))}
+        concepts = {int(c): t for c, t in cat.sql("SELECT concept_id, concept FROM concepts WHERE concept_set = ?",
+                                                  [cfg.concept_set]).fetchall()}
     gen = cat.arrow("SELECT example_id, concept_id FROM generations WHERE concept_set = ? AND split = ? "
                     "ORDER BY example_id", [cfg.concept_set, SPLIT])
     index = {int(e): i for i, e in enumerate(tokens.example_ids)}
@@ -145,7 +201,10 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     with cat.run("latent", config) as run:
         for method, chash, arts in todo:
             started = time.perf_counter()
-            cols = score_method(method, arts, tokens, rows_by_concept, tokens.tokens)
+            if method.scoring == "examples":
+                cols = _example_scores(method, arts, tokens, rows_by_concept, ctx, texts, concepts)
+            else:
+                cols = score_method(method, arts, tokens, rows_by_concept, tokens.tokens, ctx)
             n = len(cols["concept_id"])
             table = pa.table({
                 "method": [method.name] * n, "model": [info.name] * n,
@@ -155,7 +214,8 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
                 "score": pa.array(cols["score"], pa.float64()),
                 "max_position": pa.array(cols["max_position"], pa.int32()),
                 "max_token": pa.array(cols["max_token"], pa.string()),
-                "token_scores": pa.array([t.tolist() for t in cols["token_scores"]], pa.list_(pa.float32())),
+                "token_scores": pa.array([None if t is None else t.tolist() for t in cols["token_scores"]],
+                                         pa.list_(pa.float32())),
                 "config_hash": [chash] * n,
             })
             run.write("latent_scores", table)

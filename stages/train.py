@@ -2,6 +2,10 @@
 
 Incremental by key (method, model, layer, concept_set, concept_id, config_hash): config_hash covers the method's
 hyperparameters and seed, so a new method or a new setting trains only its own rows.
+
+Methods declaring ``needs = {"texts"}`` or ``{"model"}`` also get the raw input/output texts of their examples and a
+:class:`~axwarehouse.methods.base.Context` whose ``lm`` loads the target model on ``--device`` on first use.
+Weights an artifact carries as tensors are written as safetensors under the warehouse folder before its row.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL
 from axwarehouse.methods import ConceptData, Method, get, method_names
+from axwarehouse.methods.registry import explicit, parse_overrides
+from axwarehouse.methods.base import Context
+from axwarehouse.weights import save_weights, weights_relpath
+
+
+FLUSH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,8 @@ class TrainConfig:
     methods: tuple[str, ...] = ("diffmean",)
     seed: int = 42
     concepts: tuple[int, ...] = ()  # empty = every concept of the set
+    device: str = "cpu"  # where methods that need the model train (results do not depend on it: not hashed)
+    overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE (part of the method's config, so hashed)
     replace: bool = False  # drop this config's artifacts (and their latent scores) first, then re-train
 
 
@@ -38,9 +50,10 @@ class TrainResult:
     trained: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lines = []
+        lines = [f"train {m}: skipped, {why}" for m, why in sorted(self.unavailable.items())]
         for m in sorted(set(self.trained) | set(self.skipped)):
             t, s = self.trained.get(m, 0), self.skipped.get(m, 0)
             lines.append(f"train {m}: {t} concepts trained in {self.seconds.get(m, 0):.1f}s, {s} already present"
@@ -82,6 +95,15 @@ def training_examples(cat: Catalog, concept_set: str) -> dict[int, tuple[np.ndar
     return {int(c): (ex[cid == c], lab[cid == c]) for c in np.unique(cid)}
 
 
+def example_texts(cat: Catalog, concept_set: str) -> dict[int, tuple[str, str]]:
+    """example_id -> (input, output) of the train split, for methods that need raw texts or the model."""
+    table = cat.arrow("SELECT example_id, input, output FROM generations WHERE concept_set = ? AND split = 'train'",
+                      [concept_set])
+    return {int(e): (i or "", o or "") for e, i, o in zip(table.column("example_id").to_pylist(),
+                                                         table.column("input").to_pylist(),
+                                                         table.column("output").to_pylist())}
+
+
 def _existing(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str) -> set[int]:
     return {r[0] for r in cat.sql(
         "SELECT DISTINCT concept_id FROM method_artifacts WHERE method = ? AND model = ? AND layer = ? "
@@ -113,10 +135,18 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
-    methods = [get(n)(seed=cfg.seed) for n in names]
+    overrides = parse_overrides(cfg.overrides)
+    methods = [get(n)(overrides.get(n), seed=cfg.seed) for n in names]
     result = TrainResult()
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse)
     todo: list[tuple[Method, str, list[tuple[int, str, str]]]] = []
     for m in methods:
+        why = m.unavailable(ctx)
+        if why:
+            if m.name in explicit(cfg.methods):
+                raise AxwError(f"method {m.name}: {why}")
+            result.unavailable[m.name] = why  # `all` covers what can run here
+            continue
         chash = method_hash(m)
         if cfg.replace:
             where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
@@ -136,12 +166,17 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
 
     tokens: TokenMatrix = load_tokens(cat, info.name, layer, cfg.concept_set, "train")
     examples = training_examples(cat, cfg.concept_set)
+    texts = example_texts(cat, cfg.concept_set) if any(m.needs - {"activations"} for m, _, _ in todo) else {}
+    sae_ids = {int(c): s for c, s in cat.sql("SELECT concept_id, sae_id FROM concepts WHERE concept_set = ?",
+                                             [cfg.concept_set]).fetchall()}
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
               "methods": {m.name: m.params() for m, _, _ in todo}}
     with cat.run("train", config) as run:
         for m, chash, missing in todo:
             started = time.perf_counter()
             fitted = []
+            flushed_at = started
+            result.trained[m.name] = 0
             for cid, concept, _genre in missing:
                 if cid not in examples:
                     raise AxwError(f"concept {cid} of {cfg.concept_set!r} has no training examples")
@@ -149,9 +184,24 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
                 if labels.min() == labels.max():
                     raise AxwError(f"concept {cid} of {cfg.concept_set!r} needs both positive and negative "
                                    "training examples")
-                data = ConceptData(cid, concept, tokens.select(ex_ids), labels)
-                fitted.append((cid, m.fit(data)))
-            run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
-            result.trained[m.name] = len(fitted)
+                sub = tokens.select(ex_ids)
+                pairs = [texts[int(e)] for e in sub.example_ids] if m.needs - {"activations"} else None
+                data = ConceptData(cid, concept, sub, labels, [p[0] for p in pairs] if pairs else None,
+                                   [p[1] for p in pairs] if pairs else None, ctx, sae_ids.get(cid))
+                art = m.fit(data)
+                if art.weights is not None:  # the file lands before the row that points at it
+                    art.weights_path = save_weights(
+                        cat.warehouse, weights_relpath(m.name, info.name, layer, cfg.concept_set, chash, cid),
+                        art.weights, art.weights_meta)
+                fitted.append((cid, art))
+                # slow methods (minutes per concept) write every FLUSH_SECONDS so a killed run keeps its work;
+                # fast ones write one file per method, not one per concept
+                if time.perf_counter() - flushed_at > FLUSH_SECONDS:
+                    run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
+                    result.trained[m.name] += len(fitted)
+                    fitted, flushed_at = [], time.perf_counter()
+            if fitted:
+                run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
+                result.trained[m.name] += len(fitted)
             result.seconds[m.name] = time.perf_counter() - started
     return result

@@ -9,18 +9,65 @@ A method is one file in this package with a class registered under a lowercase n
 Data plumbing (reading tables, selecting a concept's examples, max-pooling, writing rows) lives in the stages, so
 a method file reads like its equation. Linear methods return a direction; scoring every concept of a method is then
 ``acts @ W.T (+ b)`` in one matmul, optionally through ``nonlinearity``.
+
+Two class attributes widen the protocol for methods that are not a matmul over cached activations:
+
+* ``needs``: what ``fit`` receives besides the cached training activations. ``"texts"`` fills
+  ``ConceptData.inputs/outputs`` (BoW); ``"model"`` also hands over ``ConceptData.ctx`` with the loaded target
+  model on ``--device`` (ReFT-r1, SSV, IG/IxG train through the frozen model).
+* ``scoring``: how `axw latent` scores a concept's eval examples. ``"matmul"`` (default) is the single matmul;
+  ``"tokens"`` calls :meth:`Method.score_tokens` (per-token scores, max-pooled by the stage like every other method:
+  IG, IxG, SAE-A on a TopK SAE); ``"examples"`` calls :meth:`Method.score_examples` (one score per example, no
+  token scores: BoW, Prompt).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from axwarehouse.activation_store import TokenMatrix
+
+
+@dataclass
+class Context:
+    """Where a method runs: the target model (loaded on first use), layer, device and the warehouse folder.
+
+    Only methods with ``"model"`` in ``needs`` (or scoring hooks that need it) touch ``lm``, so the cached-activation
+    methods never pay for loading weights.
+    """
+
+    model: str  # model spec / canonical name
+    layer: int
+    device: str = "cpu"
+    warehouse: Path | None = None  # where weight files (safetensors) live
+    _lm: Any = None
+    _chat: Any = None
+
+    @property
+    def lm(self):
+        """The loaded target model (transformers, eval mode, frozen) on ``device``."""
+        if self._lm is None:
+            from axwarehouse.lm.loader import load
+
+            lm = load(self.model)
+            lm.model.to(self.device)
+            self._lm = lm
+        return self._lm
+
+    @property
+    def chat(self):
+        from axwarehouse.lm.chat import ChatFormat
+
+        if self._chat is None:
+            self._chat = ChatFormat.of(self.lm.tokenizer)
+        return self._chat
 
 
 @dataclass
@@ -31,6 +78,10 @@ class ConceptData:
     concept: str
     tokens: TokenMatrix  # rows of every training example, ordered by example_id
     labels: np.ndarray  # [n_examples] 1 = positive, 0 = negative (aligned with tokens.example_ids)
+    inputs: list[str] | None = None  # raw instructions, aligned with labels ("texts"/"model" methods)
+    outputs: list[str] | None = None  # raw responses, aligned with labels
+    ctx: Context | None = None
+    sae_id: int | None = None  # the SAE feature the concept was labelled from (Neuronpedia ref), if any
 
     @property
     def token_labels(self) -> np.ndarray:
@@ -51,7 +102,18 @@ class Artifact:
     bias: float = 0.0
     max_train_activation: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    weights_path: str | None = None
+    weights_path: str | None = None  # relative to the warehouse folder (see axwarehouse.weights)
+    #: tensors to save as safetensors beside the catalog; train.py writes them and fills weights_path
+    weights: dict[str, torch.Tensor] | None = None
+    weights_meta: dict[str, str] | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Artifact:
+        """Rebuild from a `method_artifacts` row (as a dict)."""
+        direction = row.get("direction")
+        return cls(None if direction is None else np.asarray(direction, dtype=np.float32),
+                   float(row.get("bias") or 0.0), row.get("max_train_activation"),
+                   json.loads(row.get("extra") or "{}"), row.get("weights_path"))
 
 
 class Method:
@@ -62,6 +124,10 @@ class Method:
     evaluations: ClassVar[tuple[str, ...]] = ("latent", "steering")
     #: per-token score = nonlinearity(h @ w + b); "identity" or "relu"
     nonlinearity: ClassVar[str] = "identity"
+    #: extra training inputs: "activations" (always), "texts" (raw input/output), "model" (texts + ctx.lm)
+    needs: ClassVar[frozenset[str]] = frozenset({"activations"})
+    #: latent scoring: "matmul" (one matmul for all concepts), "tokens" (score_tokens), "examples" (score_examples)
+    scoring: ClassVar[str] = "matmul"
 
     @dataclass(frozen=True)
     class Config:
@@ -86,10 +152,23 @@ class Method:
     def fit(self, data: ConceptData) -> Artifact:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def unavailable(self, ctx: Context) -> str | None:
+        """Why this method cannot run in ``ctx`` (e.g. no SAE for the model), or None. ``--method all`` skips it."""
+        return None
+
     def token_scores(self, acts: torch.Tensor, directions: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
         """Scores [n_tokens, n_concepts] of every token against every concept's direction: one matmul."""
         scores = acts @ directions.T + biases
         return torch.relu(scores) if self.nonlinearity == "relu" else scores
+
+    def score_tokens(self, artifact: Artifact, tokens: TokenMatrix, ctx: Context) -> torch.Tensor:
+        """Per-token scores [n_tokens] of one concept's eval examples (``scoring = "tokens"``)."""
+        raise NotImplementedError(f"{self.name} does not score tokens")
+
+    def score_examples(self, artifact: Artifact, concept: str, inputs: list[str], outputs: list[str],
+                       ctx: Context) -> np.ndarray:
+        """One score per eval example [n_examples] (``scoring = "examples"``)."""
+        raise NotImplementedError(f"{self.name} does not score examples")
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
