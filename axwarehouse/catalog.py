@@ -185,7 +185,7 @@ class Catalog:
             for sql_file in pending:
                 try:
                     self.con.execute(sql_file.read_text())
-                except duckdb.CatalogException as exc:  # depends on a view not created yet
+                except (duckdb.CatalogException, duckdb.BinderException) as exc:  # depends on a later view
                     failed.append((sql_file, str(exc)))
             if len(failed) == len(pending):
                 names = ", ".join(f"{p.name}: {msg.splitlines()[0]}" for p, msg in failed)

@@ -234,51 +234,68 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
     cat_path, out = built
     assert "No steering data yet" in (out / "steering.html").read_text()
     assert "No steering data yet" in (out / "leaderboard.html").read_text()
-    # steering views with the columns the steering stage (issue 5) defines: one row per judged generation (a NULL
-    # score = failed judge parse), and the factor chosen on the selection split
+    # real steering rows in the base tables (steering_outputs, judge_scores); the real views compute the rest.
+    # One rating fails to parse (NULL, parse_ok false): its output has no score and is left out of the means.
+    import pyarrow as pa
+
     rng = np.random.default_rng(0)
-    rows = []
+    outs, judged, scores = [], [], {}
     for m in ("diffmean", "prompt"):
         for c in range(3):
             for f in (0.5, 1.0, 2.0):
                 for i in range(4):
-                    s = rng.uniform(0, 2, 3).round(2)
-                    agg = "NULL" if (c, f, i) == (1, 1.0, 3) else 0.0 if s.min() == 0 else 3 / (1 / s).sum()
-                    rows.append(f"('{m}', 'tiny', 2, 's3', 'embedded:smollm2', 'st{m[:2]}', 'j1', {c}, {f}, {i}, "
-                                f"'{'selection' if i < 2 else 'test'}', {s[0]}, {s[1]}, {s[2]}, {agg})")
+                    oid = f"{m}-{c}-{f}-{i}"
+                    split = "selection" if i < 2 else "test"
+                    outs.append({"output_id": oid, "method": m, "model": "tiny", "layer": 2, "concept_set": "s3",
+                                 "concept_id": c, "factor": f, "input_id": i, "split": split,
+                                 "instruction_set": "t", "instruction_id": i, "instruction": "<b>do</b>",
+                                 "steering_prompt": None, "magnitude": 1.0, "magnitude_source": "test",
+                                 "strength": f, "seed": i, "generation": "<script>alert(1)</script>",
+                                 "n_tokens": 5, "finished": True, "method_config_hash": None,
+                                 "config_hash": f"st{m[:2]}"})
+                    s3 = rng.integers(0, 3, 3).astype(float)
+                    failed = (m, c, f, i) == ("diffmean", 1, 1.0, 3)
+                    for crit, v in zip(("concept", "instruction", "fluency"), s3):
+                        bad = failed and crit == "fluency"
+                        judged.append({"output_id": oid, "judge": "embedded:smollm2", "criterion": crit,
+                                       "score": None if bad else v, "expected_score": None, "parse_ok": not bad,
+                                       "parse_error": "no_rating" if bad else "", "raw": "Rating: [[x]]",
+                                       "request_hash": oid + crit, "config_hash": "j1"})
+                    scores[(m, c, f, split, i)] = (None if failed else 0.0 if s3.min() == 0
+                                                   else 3 / (1 / s3).sum())
+    with Catalog(cat_path) as cat, cat.run("test-steering", {"synthetic": True}) as run:
+        run.write("steering_outputs", pa.Table.from_pylist(outs))
+        run.write("judge_scores", pa.Table.from_pylist(judged))
+    # expected leaderboard by hand: best factor on selection (ties -> smallest), test mean there, mean over concepts
+    expected = {}
+    for m in ("diffmean", "prompt"):
+        per_concept = []
+        for c in range(3):
+            def mean(split, f):
+                vals = [v for (mm, cc, ff, sp, _), v in scores.items() if (mm, cc, ff, sp) == (m, c, f, split)
+                        and v is not None]
+                return sum(vals) / len(vals)
+            best = max((0.5, 1.0, 2.0), key=lambda f: (mean("selection", f), -f))
+            per_concept.append(mean("test", best))
+        expected[m] = sum(per_concept) / 3
+    out2 = tmp_path / "rep"
+    code, _, err = axw("--catalog", cat_path, "report", "--out", out2, "--no-images")
+    assert code == 0, err
+    steer = (out2 / "steering.html").read_text()
+    assert "No steering data yet" not in steer
+    assert "<script>alert(1)</script>" not in steer
+    sp = specs(out2 / "steering.html")
+    assert {"steering_factor_0", "steering_tradeoff_0"} <= set(sp)
+    curve = dataset_with(sp["steering_factor_0"], "criterion", "factor", "score")
+    assert {r["criterion"] for r in curve} == {"aggregate", "concept", "instruction", "fluency"}
+    lb = dataset_with(specs(out2 / "leaderboard.html")["steering_leaderboard"], "method", "mean")
+    assert {r["method"]: r["mean"] for r in lb} == pytest.approx(expected, abs=1e-12)
+    code, cmp_out, err = axw("--catalog", cat_path, "compare", "diffmean", "prompt", "--metric", "steering")
+    assert code == 0, err
+    assert "paired tests" in cmp_out
     with Catalog(cat_path) as cat:
-        cat.con.execute("CREATE OR REPLACE VIEW steering_scores AS SELECT * FROM (VALUES " + ", ".join(rows) + ") "
-                        "AS t(method, model, layer, concept_set, judge, steer_config_hash, judge_config_hash, concept_id, "
-                        "factor, input_id, split, concept_score, instruction_score, fluency_score, score)")
-        cat.con.execute("""CREATE OR REPLACE VIEW steering_best_factor AS
-            SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id,
-                   arg_max(factor, m) AS best_factor FROM (
-              SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id,
-                     factor, avg(score) - factor * 1e-9 AS m
-              FROM steering_scores WHERE split = 'selection' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9) GROUP BY ALL""")
-        expected = dict(cat.sql("""SELECT s.method, avg(s.m) FROM (
-              SELECT method, concept_id, factor, avg(score) AS m FROM steering_scores WHERE split = 'test'
-              GROUP BY ALL) s JOIN steering_best_factor b ON b.method = s.method AND b.concept_id = s.concept_id
-              AND b.best_factor = s.factor GROUP BY 1""").fetchall())
-    try:
-        out2 = tmp_path / "rep"
-        code, _, err = axw("--catalog", cat_path, "report", "--out", out2, "--no-images")
-        assert code == 0, err
-        steer = (out2 / "steering.html").read_text()
-        assert "No steering data yet" not in steer
-        sp = specs(out2 / "steering.html")
-        assert {"steering_factor_0", "steering_tradeoff_0"} <= set(sp)
-        curve = dataset_with(sp["steering_factor_0"], "criterion", "factor", "score")
-        assert {r["criterion"] for r in curve} == {"aggregate", "concept", "instruction", "fluency"}
-        lb = dataset_with(specs(out2 / "leaderboard.html")["steering_leaderboard"], "method", "mean")
-        assert {r["method"]: r["mean"] for r in lb} == pytest.approx(expected, abs=1e-12)
-        code, cmp_out, err = axw("--catalog", cat_path, "compare", "diffmean", "prompt", "--metric", "steering")
-        assert code == 0, err
-        assert "paired tests" in cmp_out
-    finally:
-        with Catalog(cat_path) as cat:
-            cat.con.execute("DROP VIEW steering_best_factor")
-            cat.con.execute("DROP VIEW steering_scores")
+        cat.delete_where("judge_scores", "true")
+        cat.delete_where("steering_outputs", "true")
 
 
 def test_report_bad_input(built, tmp_path):
