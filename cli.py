@@ -221,7 +221,7 @@ def demo_cmd(
         from stages.generate_demo import run_generate_demo
 
         with _catalog(ctx) as cat:
-            run_generate_demo(cat, model, layer, echo=typer.echo)
+            run_generate_demo(cat, model, layer, echo=typer.echo, **({"methods": tuple(method)} if method else {}))
         return
 
     cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()))
