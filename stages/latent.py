@@ -27,7 +27,7 @@ from axwarehouse.lm.loader import DEFAULT_MODEL
 from axwarehouse.methods import Method, get, method_names
 from axwarehouse.methods.base import Artifact, Context
 from axwarehouse.methods.registry import explicit, parse_overrides
-from stages.train import method_hash
+from axwarehouse.concept_queries import method_hash
 
 SPLIT = "latent_eval"
 

@@ -65,7 +65,7 @@ def _current_hash(method: str, seed: int | None) -> str | None:
     """config_hash the method's current code gives at ``seed`` (None when the method is not registered here)."""
     from axwarehouse.errors import AxwError
     from axwarehouse.methods import get
-    from stages.train import method_hash
+    from axwarehouse.concept_queries import method_hash
 
     try:
         return method_hash(get(method)(seed=42 if seed is None else seed))

@@ -36,7 +36,7 @@ from axwarehouse.lm.loader import DEFAULT_MODEL
 from axwarehouse.methods import get, method_names
 from axwarehouse.steering.instructions import InstructionSet, load_instructions
 from axwarehouse.steering.prompt_baseline import METHOD as PROMPT
-from stages.train import concept_table, method_hash
+from axwarehouse.concept_queries import concept_table, method_hash
 
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
 PROMPT_FACTOR = 1.0

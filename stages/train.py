@@ -20,9 +20,9 @@ import pyarrow as pa
 from axwarehouse.activation_store import TokenMatrix, load_tokens
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.concept_queries import concept_table, method_hash
 from axwarehouse.methods import ConceptData, Method, get, method_names
 from axwarehouse.methods.registry import explicit, parse_overrides
 from axwarehouse.methods.base import Context
@@ -59,25 +59,6 @@ class TrainResult:
             lines.append(f"train {m}: {t} concepts trained in {self.seconds.get(m, 0):.1f}s, {s} already present"
                          if t else f"train {m}: all {s} concepts already present, nothing to do")
         return "\n".join(lines)
-
-
-def method_hash(method: Method) -> str:
-    """config_hash of a method's artifacts: hyperparameters + seed (model/layer/concept set are key columns)."""
-    return config_hash(method.params())
-
-
-def concept_table(cat: Catalog, concept_set: str, concepts: tuple[int, ...] = ()) -> list[tuple[int, str, str]]:
-    """(concept_id, concept, genre) of a concept set; AxwError when empty or when asked-for ids are absent."""
-    rows = cat.sql("SELECT concept_id, concept, coalesce(genre, 'text') FROM concepts WHERE concept_set = ? "
-                   "ORDER BY concept_id", [concept_set]).fetchall()
-    if not rows:
-        raise AxwError(f"concept set {concept_set!r} has no concepts (import or generate it first)")
-    if concepts:
-        missing = sorted(set(concepts) - {r[0] for r in rows})
-        if missing:
-            raise AxwError(f"concept id(s) {missing} not in concept set {concept_set!r}")
-        rows = [r for r in rows if r[0] in set(concepts)]
-    return rows
 
 
 def training_examples(cat: Catalog, concept_set: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
