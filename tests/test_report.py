@@ -234,28 +234,45 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
     cat_path, out = built
     assert "No steering data yet" in (out / "steering.html").read_text()
     assert "No steering data yet" in (out / "leaderboard.html").read_text()
-    # steering views with the columns the steering stage (issue 5) defines: one row per judged generation (a NULL
-    # score = failed judge parse), and the factor chosen on the selection split
+    # steering data written the way `axw steer` / `axw judge` write it (raw rows into steering_outputs and
+    # judge_scores); the steering views of issue 5 turn them into steering_scores (one row per judged generation,
+    # NULL score = a failed judge parse) and steering_best_factor (chosen on the selection split)
+    import pyarrow as pa
+
     rng = np.random.default_rng(0)
-    rows = []
+    outs, ratings = [], []
     for m in ("diffmean", "prompt"):
         for c in range(3):
             for f in (0.5, 1.0, 2.0):
                 for i in range(4):
                     s = rng.uniform(0, 2, 3).round(2)
-                    agg = "NULL" if (c, f, i) == (1, 1.0, 3) else 0.0 if s.min() == 0 else 3 / (1 / s).sum()
-                    rows.append(f"('{m}', 'tiny', 2, 's3', 'embedded:smollm2', 'st{m[:2]}', 'j1', {c}, {f}, {i}, "
-                                f"'{'selection' if i < 2 else 'test'}', {s[0]}, {s[1]}, {s[2]}, {agg})")
+                    oid = f"{m}-{c}-{f}-{i}"
+                    outs.append((oid, m, c, f, i, "selection" if i < 2 else "test", f"st{m[:2]}"))
+                    for crit, v in zip(("concept", "instruction", "fluency"), s):
+                        failed = (c, f, i, crit) == (1, 1.0, 3, "fluency")
+                        ratings.append((oid, crit, None if failed else float(v), not failed))
     with Catalog(cat_path) as cat:
-        cat.con.execute("CREATE OR REPLACE VIEW steering_scores AS SELECT * FROM (VALUES " + ", ".join(rows) + ") "
-                        "AS t(method, model, layer, concept_set, judge, steer_config_hash, judge_config_hash, concept_id, "
-                        "factor, input_id, split, concept_score, instruction_score, fluency_score, score)")
-        cat.con.execute("""CREATE OR REPLACE VIEW steering_best_factor AS
-            SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id,
-                   arg_max(factor, m) AS best_factor FROM (
-              SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id,
-                     factor, avg(score) - factor * 1e-9 AS m
-              FROM steering_scores WHERE split = 'selection' GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9) GROUP BY ALL""")
+        with cat.run("steer", {"test": "report"}) as run:
+            n = len(outs)
+            run.write("steering_outputs", pa.table({
+                "output_id": [o[0] for o in outs], "method": [o[1] for o in outs], "model": ["tiny"] * n,
+                "layer": pa.array([2] * n, pa.int32()), "concept_set": ["s3"] * n,
+                "concept_id": pa.array([o[2] for o in outs], pa.int64()),
+                "factor": pa.array([o[3] for o in outs], pa.float64()),
+                "input_id": pa.array([o[4] for o in outs], pa.int32()), "split": [o[5] for o in outs],
+                "instruction_set": ["t"] * n, "instruction_id": pa.array([o[4] for o in outs], pa.int64()),
+                "instruction": ["an instruction"] * n, "steering_prompt": pa.array([None] * n, pa.string()),
+                "magnitude": pa.array([1.0] * n), "magnitude_source": ["latent_max"] * n,
+                "strength": pa.array([o[3] for o in outs]), "seed": pa.array([0] * n, pa.int64()),
+                "generation": ["text"] * n, "n_tokens": pa.array([1] * n, pa.int32()), "finished": [True] * n,
+                "method_config_hash": ["m"] * n, "config_hash": [o[6] for o in outs]}))
+            k = len(ratings)
+            run.write("judge_scores", pa.table({
+                "output_id": [r[0] for r in ratings], "judge": ["embedded:smollm2"] * k,
+                "criterion": [r[1] for r in ratings], "score": pa.array([r[2] for r in ratings], pa.float64()),
+                "expected_score": pa.array([None] * k, pa.float64()), "parse_ok": [r[3] for r in ratings],
+                "parse_error": [None if r[3] else "no_rating" for r in ratings], "raw": ["Rating: [[1]]"] * k,
+                "request_hash": ["h"] * k, "config_hash": ["j1"] * k}))
         expected = dict(cat.sql("""SELECT s.method, avg(s.m) FROM (
               SELECT method, concept_id, factor, avg(score) AS m FROM steering_scores WHERE split = 'test'
               GROUP BY ALL) s JOIN steering_best_factor b ON b.method = s.method AND b.concept_id = s.concept_id
@@ -277,8 +294,8 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
         assert "paired tests" in cmp_out
     finally:
         with Catalog(cat_path) as cat:
-            cat.con.execute("DROP VIEW steering_best_factor")
-            cat.con.execute("DROP VIEW steering_scores")
+            cat.delete_where("judge_scores", "true")
+            cat.delete_where("steering_outputs", "true")
 
 
 def test_report_bad_input(built, tmp_path):
