@@ -270,6 +270,7 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
             run.write("judge_scores", pa.table({
                 "output_id": [r[0] for r in ratings], "judge": ["embedded:smollm2"] * k,
                 "criterion": [r[1] for r in ratings], "score": pa.array([r[2] for r in ratings], pa.float64()),
+                "score_source": ["parsed" if r[3] else None for r in ratings],
                 "expected_score": pa.array([None] * k, pa.float64()), "parse_ok": [r[3] for r in ratings],
                 "parse_error": [None if r[3] else "no_rating" for r in ratings], "raw": ["Rating: [[1]]"] * k,
                 "request_hash": ["h"] * k, "config_hash": ["j1"] * k}))
