@@ -169,7 +169,12 @@ class Catalog:
         schema = schemas.TABLES[table]
         if self.table_files(table):
             glob = str(self.table_dir(table) / "**" / "*.parquet")
-            body = f"SELECT * FROM read_parquet({_sql_str(glob)}, union_by_name = true, hive_partitioning = false)"
+            source = f"read_parquet({_sql_str(glob)}, union_by_name = true, hive_partitioning = false)"
+            have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            # columns added to a schema after some files were written read as NULL (tables grow columns)
+            extra = "".join(f', CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema
+                            if f.name not in have)
+            body = f"SELECT *{extra} FROM {source}"
         else:
             cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
             body = f"SELECT {cols} WHERE false"
@@ -185,7 +190,8 @@ class Catalog:
             for sql_file in pending:
                 try:
                     self.con.execute(sql_file.read_text())
-                except (duckdb.CatalogException, duckdb.BinderException) as exc:  # depends on a later view
+                except (duckdb.CatalogException, duckdb.BinderException) as exc:  # depends on a view not
+                    # created yet, or one whose new definition comes later in this pass (columns changed)
                     failed.append((sql_file, str(exc)))
             if len(failed) == len(pending):
                 names = ", ".join(f"{p.name}: {msg.splitlines()[0]}" for p, msg in failed)

@@ -206,9 +206,10 @@ JUDGE_SCORES = _schema(  # one judge rating of one output on one criterion
     pa.field("output_id", pa.string(), nullable=False),
     pa.field("judge", pa.string(), nullable=False),  # BACKEND:MODEL
     pa.field("criterion", pa.string(), nullable=False),  # concept | instruction | fluency
-    pa.field("score", pa.float64()),  # 0..2; NULL when the answer could not be parsed (never 0)
-    pa.field("expected_score", pa.float64()),  # sum_k p(k) k over k in {0,1,2} at the rating token, if available
-    pa.field("parse_ok", pa.bool_()),
+    pa.field("score", pa.float64()),  # 0..2; NULL when no rating could be read (never 0 for a failure)
+    pa.field("score_source", pa.string()),  # parsed | constrained (rating slot decoded by the judge model) | NULL
+    pa.field("expected_score", pa.float64()),  # sum_k p(k) k over k in {0,1,2} at the rating slot, if available
+    pa.field("parse_ok", pa.bool_()),  # the judge's free answer had a valid `Rating: [[k]]`
     pa.field("parse_error", pa.string()),  # empty | no_rating | not_a_number | out_of_range | transport: ...
     pa.field("raw", pa.string()),  # the judge's full answer
     pa.field("request_hash", pa.string()),  # llm_calls key of the answer

@@ -7,6 +7,7 @@ SELECT method, model, layer, concept_set, steer_config_hash, judge, judge_config
        avg(concept_score) AS mean_concept, avg(instruction_score) AS mean_instruction,
        avg(fluency_score) AS mean_fluency, avg(expected_score) AS mean_expected_score,
        avg(perplexity) AS mean_perplexity, avg(strength) AS mean_strength,
-       count(*) AS n_outputs, count(score) AS n_scored, sum(n_parse_failures) AS n_parse_failures
+       count(*) AS n_outputs, count(score) AS n_scored, sum(n_parse_failures) AS n_parse_failures,
+       sum(n_constrained) AS n_constrained
 FROM steering_scores
 GROUP BY method, model, layer, concept_set, steer_config_hash, judge, judge_config_hash, concept_id, split, factor;

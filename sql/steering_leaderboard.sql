@@ -6,7 +6,7 @@ CREATE OR REPLACE VIEW steering_leaderboard AS
 WITH per_concept AS (
     SELECT b.method, b.model, b.layer, b.concept_set, b.steer_config_hash, b.judge, b.judge_config_hash,
            b.concept_id, b.best_factor, t.mean_score, t.mean_concept, t.mean_instruction, t.mean_fluency,
-           t.mean_expected_score, t.mean_perplexity, t.n_outputs, t.n_parse_failures
+           t.mean_expected_score, t.mean_perplexity, t.n_outputs, t.n_parse_failures, t.n_constrained
     FROM steering_best_factor AS b
     JOIN steering_factor_means AS t
       ON t.method = b.method AND t.model = b.model AND t.layer = b.layer AND t.concept_set = b.concept_set
@@ -23,7 +23,8 @@ SELECT method, model, layer, concept_set, judge,
        avg(mean_fluency) AS mean_fluency, avg(mean_expected_score) AS mean_expected_score,
        avg(mean_perplexity) AS mean_perplexity, avg(best_factor) AS mean_best_factor,
        count(mean_score) AS n_concepts, sum(n_outputs) AS n_test_outputs,
-       sum(n_parse_failures) AS n_parse_failures, steer_config_hash, judge_config_hash
+       sum(n_parse_failures) AS n_parse_failures, sum(n_constrained) AS n_constrained_ratings,
+       steer_config_hash, judge_config_hash
 FROM per_concept
 GROUP BY method, model, layer, concept_set, judge, steer_config_hash, judge_config_hash
 ORDER BY concept_set, model, layer, judge, mean_score DESC;

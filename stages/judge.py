@@ -4,8 +4,9 @@ judge into `judge_scores`, and its perplexity under the unsteered target model i
 * Calls go through the cached LLM client (`llm_calls`): a re-run, or a second judge run over the same outputs,
   asks nothing again. One attempt per rating (as AxBench): a bad answer is recorded, not redrawn. Transport
   failures write no row, so the next run retries them.
-* Unparseable answers are stored as NULL with the reason and the raw text (never 0); the views count them.
-* The embedded judge also gets the expected score Σ p(k)·k (see :mod:`axwarehouse.steering.judge`).
+* Unparseable answers keep the reason and the raw text and are never scored 0: NULL for hosted judges; the
+  embedded judge's rating slot is decoded under constraint instead (``score_source = 'constrained'``, see
+  :mod:`axwarehouse.steering.judge`), which also gives every embedded rating an expected score Σ p(k)·k.
 * Incremental by (output_id, judge, criterion, config_hash); config_hash = the judge's prompts, temperature, max
   tokens and seed. Work is written in chunks, each one atomic file (plus the cache rows it paid for).
 """
@@ -22,7 +23,7 @@ import pyarrow as pa
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
-from axwarehouse.steering.judge import CRITERIA, PROMPTS, expected_scores, judge_prompt, parse_rating
+from axwarehouse.steering.judge import CRITERIA, PROMPTS, judge_prompt, parse_rating, rating_slot
 
 DEFAULT_JUDGE = "embedded:smollm2"
 AXBENCH_JUDGE = "openai:gpt-4o-mini"
@@ -53,6 +54,7 @@ class JudgeResult:
     parse_failures: dict[str, int] = field(default_factory=dict)
     transport_failures: int = 0
     expected: int = 0
+    constrained: int = 0
     perplexities: int = 0
     seconds: float = 0.0
     calls: int = 0
@@ -66,7 +68,7 @@ class JudgeResult:
         lines = [f"judge {self.judge}: {self.rated} ratings in {self.seconds:.1f}s "
                  f"({self.calls} calls, {self.cache_hits} cache hits), {self.skipped} already present; "
                  f"parse failures {fails}" + (f" ({detail})" if detail else "")
-                 + f"; expected scores {self.expected}"]
+                 + f"; constrained ratings {self.constrained}; expected scores {self.expected}"]
         if self.transport_failures:
             lines.append(f"judge: {self.transport_failures} calls failed in transport (no row written; re-run to "
                          "retry)")
@@ -128,7 +130,8 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     jhash = judge_hash(cfg)
     backend = make_backend(spec, base_url=cfg.base_url, timeout=cfg.timeout, concurrency=cfg.concurrency,
                            batch_size=cfg.batch_size)
-    judge = f"{spec.backend}:{backend.model}"
+    # embedded model names already carry their "embedded:" prefix (embedded:smollm2, or embedded:<path>)
+    judge = backend.model if backend.model.startswith("embedded:") else f"{spec.backend}:{backend.model}"
     result = JudgeResult(judge=judge)
     todo, result.skipped = pending_ratings(cat, cfg, judge, jhash)
     config = {"judge": judge, "judge_config_hash": jhash, "concept_set": cfg.concept_set,
@@ -175,21 +178,28 @@ def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, chunk: list
     if not keep:
         return
     parsed = [parse_rating(outcomes[k].text) for k in keep]
+    scores = [p.score for p in parsed]
+    sources = ["parsed" if p.ok else None for p in parsed]
     expected: list[float | None] = [None] * len(keep)
     if judge.startswith("embedded:"):
         from axwarehouse.lm.loader import load
 
         lm = load(client.backend.model)  # the judge model (the loader caches it: the backend's own instance)
-        expected = expected_scores(lm, [prompts[k] for k in keep], [outcomes[k].text for k in keep])
+        slots = rating_slot(lm, [prompts[k] for k in keep], [outcomes[k].text for k in keep])
+        expected = [e for _, e in slots]
+        for j, (k_score, _e) in enumerate(slots):
+            if scores[j] is None and k_score is not None:
+                scores[j], sources[j] = k_score, "constrained"
     for p in parsed:
         if not p.ok:
             result.parse_failures[p.error] = result.parse_failures.get(p.error, 0) + 1
     result.rated += len(keep)
     result.expected += sum(e is not None for e in expected)
+    result.constrained += sum(src == "constrained" for src in sources)
     run.write("judge_scores", pa.table({
         "output_id": [chunk[k][0] for k in keep], "judge": [judge] * len(keep),
         "criterion": [chunk[k][1] for k in keep],
-        "score": pa.array([p.score for p in parsed], pa.float64()),
+        "score": pa.array(scores, pa.float64()), "score_source": pa.array(sources, pa.string()),
         "expected_score": pa.array(expected, pa.float64()),
         "parse_ok": [p.ok for p in parsed], "parse_error": [p.error for p in parsed],
         "raw": [outcomes[k].text for k in keep], "request_hash": [client.key(reqs[k]) for k in keep],

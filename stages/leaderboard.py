@@ -27,7 +27,7 @@ def steering_leaderboard(cat: Catalog, concept_set: str | None = None, judge: st
     clause = ("WHERE " + " AND ".join(where)) if where else ""
     return cat.sql(f"""SELECT method, model, layer, concept_set, judge, judge_note, mean_score, mean_concept,
                               mean_instruction, mean_fluency, mean_perplexity, mean_best_factor, n_concepts,
-                              n_parse_failures
+                              n_parse_failures, n_constrained_ratings
                        FROM steering_leaderboard {clause}
                        ORDER BY concept_set, model, layer, judge, mean_score DESC NULLS LAST""", params or None)
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from axwarehouse.catalog import Catalog
 from axwarehouse.display import render
 
-DEMO_CONCEPTS = (0, 1, 2)
+DEMO_CONCEPTS = (0, 1)
 DEMO_FACTORS = (0.5, 1.0, 2.0)
 DEMO_INSTRUCTIONS = 4  # 2 select the factor, 2 test it
 DEMO_MAX_NEW_TOKENS = 48
 DEMO_JUDGE = "embedded:smollm2"
-DEMO_JUDGE_MAX_TOKENS = 96
+DEMO_JUDGE_MAX_TOKENS = 32  # the embedded judge's rating slot is read under constraint after its explanation
 
 
 def run_steering_demo(cat: Catalog, model: str, layer: int | None, echo: Callable[[str], None] = print,

@@ -56,26 +56,36 @@ def test_prompts_embed_their_inputs_and_ask_for_the_format():
     assert "ocean waves" not in judge_prompt("fluency", "ocean waves", "Explain tides.", "y")
 
 
-def test_expected_score_from_the_judge_distribution(tiny_model_dir):
-    """E = sum p(k) k over the three digit tokens, at the rating position; NULL where no rating was parsed."""
+def test_rating_slot_reads_the_judge_distribution(tiny_model_dir):
+    """Parsed answers: E = sum p(k) k at the judge's own digit. Unparsed answers: the slot after the explanation +
+    'Rating: [[' is decoded under constraint (argmax over 0/1/2), never left as a silent 0."""
     import torch
 
     from axwarehouse.lm.loader import load
-    from axwarehouse.steering.judge import digit_token_ids, expected_scores
+    from axwarehouse.steering.judge import digit_token_ids, rating_prefix, rating_slot
 
     lm = load(str(tiny_model_dir))
-    assert digit_token_ids(lm.tokenizer) is not None
-    prompt = judge_prompt("fluency", "", "", "Hello world.")
-    answers = ["Fine.\nRating: [[2]]", "Fine.\nRating: [[0]]", "no rating", None]
-    got = expected_scores(lm, [prompt] * 4, answers)
-    assert got[2] is None and got[3] is None
-    assert 0.0 <= got[0] <= 2.0 and got[0] == pytest.approx(got[1])  # same prefix up to the digit
-    # by hand: the digit distribution after the rendered prefix
     tok = lm.tokenizer
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                   add_generation_prompt=True) + "Fine.\nRating: [["
-    ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
-    with torch.inference_mode():
-        logits = lm.model(input_ids=ids).logits[0, -1, digit_token_ids(tok)]
-    p = torch.softmax(logits.float(), -1)
-    assert got[0] == pytest.approx(float(p[1] + 2 * p[2]), abs=1e-5)
+    assert digit_token_ids(tok) is not None
+    prompt = judge_prompt("fluency", "", "", "Hello world.")
+    answers = ["Fine.\nRating: [[2]]", "Fine.\nRating: [[0]]", "Looks fine to me", None]
+    assert rating_prefix(answers[0]) == ("Fine.\nRating: [[", True)
+    assert rating_prefix(answers[2]) == ("Looks fine to me\nRating: [[", False)
+    assert rating_prefix("Bad. Rating: [[9]]") == ("Bad.\nRating: [[", False)
+    assert rating_prefix(None) == ("Rating: [[", False)
+    got = rating_slot(lm, [prompt] * 4, answers)
+    assert all(k in (0.0, 1.0, 2.0) and 0.0 <= e <= 2.0 for k, e in got)
+    assert got[0] == pytest.approx(got[1])  # same prefix up to the digit
+
+    def by_hand(prefix: str) -> tuple[float, float]:
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True) + prefix
+        ids = torch.tensor([tok.encode(text, add_special_tokens=False)])
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids).logits[0, -1, digit_token_ids(tok)]
+        p = torch.softmax(logits.float(), -1)
+        return float(p.argmax()), float(p[1] + 2 * p[2])
+
+    for answer, (k, e) in zip(answers, got):
+        hk, he = by_hand(rating_prefix(answer)[0])
+        assert k == hk and e == pytest.approx(he, abs=1e-5)

@@ -260,6 +260,7 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
                         judged.append({"output_id": oid, "judge": "embedded:smollm2", "criterion": crit,
                                        "score": None if bad else v, "expected_score": None, "parse_ok": not bad,
                                        "parse_error": "no_rating" if bad else "", "raw": "Rating: [[x]]",
+                                       "score_source": None if bad else "parsed",
                                        "request_hash": oid + crit, "config_hash": "j1"})
                     scores[(m, c, f, split, i)] = (None if failed else 0.0 if s3.min() == 0
                                                    else 3 / (1 / s3).sum())

@@ -7,9 +7,12 @@ and ``*`` stripped, parsed as a number) except for failures: AxBench scores them
 reason (``empty``, ``no_rating``, ``not_a_number``, ``out_of_range``) and the raw answer, so they are counted and
 never mistaken for a verdict.
 
-Expected score: where the backend exposes the judge's token distribution (the embedded backend: we re-run the
-judge model over its own answer), E = Σ_k p(k)·k over k ∈ {0, 1, 2}, with p renormalised over those three digits,
-read at the position where the judge wrote its rating digit. NULL when the answer has no parseable rating there.
+Where the backend exposes the judge's token distribution (the embedded backend: we re-run the judge model over
+its own answer), the *rating slot* is read too (:func:`rating_slot`): E = Σ_k p(k)·k over k ∈ {0, 1, 2}, with p
+renormalised over those three digits, at the position of the judge's rating digit. When the answer has no
+parseable rating, the slot is constrained: the judge's explanation + ``Rating: [[`` and the most probable digit
+(constrained decoding of one token) becomes the score, recorded with ``score_source = 'constrained'`` and the
+parse failure kept (a 135M-parameter judge rarely follows the free format; a hosted judge's failures stay NULL).
 """
 
 from __future__ import annotations
@@ -117,28 +120,40 @@ def digit_token_ids(tokenizer) -> list[int] | None:
     return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
 
 
+def rating_prefix(answer: str | None) -> tuple[str, bool]:
+    """The judge's answer up to its rating digit, and whether the judge wrote that rating itself.
+
+    Parsed answers are cut right before the digit the judge wrote. Otherwise the rating slot is *constrained*:
+    the judge's explanation (its text before any ``Rating:``) followed by ``\nRating: [[``, so the digit the
+    judge model puts there is its verdict in the requested format (constrained decoding of one token)."""
+    text = answer or ""
+    if parse_rating(text).ok:
+        pos = rating_offset(text)
+        if pos is not None:
+            return text[:pos], True
+    explanation = text.split(MARKER, 1)[0].rstrip()
+    return (explanation + "\n" if explanation else "") + MARKER + " [[", False
+
+
 @torch.inference_mode()
-def expected_scores(lm, prompts: Sequence[str], answers: Sequence[str | None], batch_size: int = 8
-                    ) -> list[float | None]:
-    """E[score] = Σ p(k)·k of the judge model at the position of its rating digit, for each (prompt, answer).
+def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch_size: int = 8
+                ) -> list[tuple[float | None, float | None]]:
+    """Per (prompt, answer): (constrained rating = the most probable of "0"/"1"/"2" in the rating slot,
+    expected score = Σ p(k)·k with p renormalised over those three digits), read from the judge model.
 
     The judge's input is re-rendered exactly as the embedded backend renders it (chat template with the
-    generation prompt, no extra special tokens) followed by the answer up to the digit.
+    generation prompt, no extra special tokens) followed by :func:`rating_prefix` of the answer. (None, None)
+    when the tokenizer has no single-token digits.
     """
     tok = lm.tokenizer
     digits = digit_token_ids(tok)
-    out: list[float | None] = [None] * len(prompts)
+    out: list[tuple[float | None, float | None]] = [(None, None)] * len(prompts)
     if digits is None:
         return out
     todo: list[tuple[int, list[int]]] = []
     for i, (prompt, answer) in enumerate(zip(prompts, answers)):
-        if not answer or not parse_rating(answer).ok:
-            continue
-        pos = rating_offset(answer)
-        if pos is None:
-            continue
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True) + answer[:pos]
+                                       add_generation_prompt=True) + rating_prefix(answer)[0]
         todo.append((i, tok.encode(text, add_special_tokens=False)))
     values = torch.tensor([0.0, 1.0, 2.0])
     for start in range(0, len(todo), batch_size):
@@ -151,8 +166,7 @@ def expected_scores(lm, prompts: Sequence[str], answers: Sequence[str | None], b
             mask[r, :len(seq)] = 1
         logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         last = mask.sum(1) - 1
-        rows = logits[torch.arange(len(chunk)), last][:, digits].float()
-        p = torch.softmax(rows, dim=-1)  # renormalised over the three digits
-        for (i, _), e in zip(chunk, (p @ values).tolist()):
-            out[i] = float(e)
+        p = torch.softmax(logits[torch.arange(len(chunk)), last][:, digits].float(), dim=-1)
+        for (i, _), e, k in zip(chunk, (p @ values).tolist(), p.argmax(-1).tolist()):
+            out[i] = (float(k), float(e))
     return out

@@ -33,7 +33,7 @@ def steering_prompts(client: LLMClient, concepts: dict[int, str], seed: int = 42
     """concept_id -> (steering prompt, used_fallback). One call per concept; an empty or failed answer falls back
     to a fixed sentence naming the concept (as AxBench does)."""
     ids = sorted(concepts)
-    reqs = [LLMRequest.user(PROMPT_REQUEST.format(concept=concepts[c]), temperature=1.0, max_tokens=256,
+    reqs = [LLMRequest.user(PROMPT_REQUEST.format(concept=concepts[c]), temperature=1.0, max_tokens=128,
                             seed=seed + c, purpose="steering_prompt", tag=str(c)) for c in ids]
     outcomes = client.run(reqs, validate=lambda comp: (_clean(comp.text), None if _clean(comp.text) else "empty"))
     out = {}
