@@ -1,7 +1,8 @@
 """Probe: per-token logistic regression on the example label, w kept on the unit sphere (spec §2.3, §2.4).
 
-Loss = BCE(sigmoid(h_t . w + b), y_example) averaged over real tokens at positions >= 1 (AxBench's probe loader
-skips only BOS, so chat-prefix tokens are trained too). After backward, w is renormalised to unit length and the
+Loss = BCE(sigmoid(h_t . w), y_example) averaged over real tokens at positions >= 1 (AxBench's probe loader
+skips only BOS, so chat-prefix tokens are trained too). The logit has no bias: AxBench's ProbeIntervention computes
+the latent as a plain dot product, so its nn.Linear bias never receives a gradient and stays at its init. After backward, w is renormalised to unit length and the
 gradient component parallel to w removed, then AdamW steps; one step per batch, linear decay to 0, no warmup.
 s_t = h_t . w (the bias is not part of the score).
 """
@@ -46,7 +47,7 @@ class Probe(Method):
             for batch in torch.randperm(n, generator=gen).split(cfg.batch_size):
                 rows = np.concatenate([rows_of[i] for i in batch.tolist()])
                 y = torch.repeat_interleave(labels[batch], torch.tensor([len(rows_of[i]) for i in batch.tolist()]))
-                logits = linear(data.tokens.acts[torch.from_numpy(rows)]).squeeze(-1)
+                logits = data.tokens.acts[torch.from_numpy(rows)] @ linear.weight[0]
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
                 opt.zero_grad()
                 loss.backward()
