@@ -108,7 +108,7 @@ def _rows(cat: Catalog) -> list[tuple]:
 def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(warehouse):
     catalog_path, common = warehouse
     base = ["--catalog", catalog_path]
-    fast = ["--set", "reft-r1-joint.epochs=1"]
+    fast = ["--set", "reft-r1-joint.epochs=1", "--set", "reft-r1-joint.train_on_negative=false"]  # quick fits
     code, out, err = axw(*base, "train", *common, "--method", "reft-r1-joint", *fast)
     assert code == 0, err
     assert "train reft-r1-joint: 3 concepts trained jointly" in out and "0 earlier rows replaced" in out
@@ -133,7 +133,8 @@ def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(
     with Catalog(catalog_path, read_only=True) as cat:
         n_eval = cat.count("generations", "split = 'latent_eval'")
         n_scores = cat.count("latent_scores", "method = 'reft-r1-joint'")
-        lb = cat.sql("SELECT n_concepts, mean_auroc FROM latent_leaderboard WHERE method = 'reft-r1-joint'").fetchall()
+        lb = cat.sql("SELECT n_concepts, mean_auroc, note FROM latent_leaderboard WHERE method = 'reft-r1-joint'"
+                     ).fetchall()
         # scoring is the plain matmul: a token's score is ReLU(h . W[c]) of its concept's row
         s, ex, c = cat.sql("SELECT score, example_id, concept_id FROM latent_scores WHERE method = 'reft-r1-joint' "
                            "ORDER BY score DESC LIMIT 1").fetchall()[0]
@@ -142,6 +143,7 @@ def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(
             [ex]).fetchall()], dtype=np.float32)
     assert n_scores == n_eval
     assert len(lb) == 1 and lb[0][0] == 3 and 0.0 <= lb[0][1] <= 1.0
+    assert lb[0][2] == "joint dictionary over 3 concepts (one fit)"
     assert s == pytest.approx(round(float(np.maximum(acts @ dirs[c], 0).max()), 3), abs=2e-3)
 
     # a concept's row goes missing: the whole dictionary is re-fitted and replaces the config's rows (no duplicates)
@@ -165,4 +167,4 @@ def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(
 
     with Catalog(catalog_path) as cat, pytest.raises(AxwError, match="every concept of the set"):
         run_train(cat, TrainConfig("s3", common[3], 2, ("reft-r1-joint",), concepts=(0,),
-                                   overrides=("reft-r1-joint.epochs=1",)))
+                                   overrides=("reft-r1-joint.epochs=1", "reft-r1-joint.train_on_negative=false")))

@@ -1,4 +1,4 @@
-"""ReFT-r1, joint dictionary form: one encoder matrix W ∈ R^{n×d} with a row per concept of the set, trained together.
+"""ReFT-r1, joint dictionary form: one encoder W ∈ R^{n×d} with a row per concept of the set, trained together.
 
 Same objective, edit and per-step rule as ``reft-r1`` (spec §2.4), but one AdamW run over every concept: each training
 example is the (example, concept) pair of a concept's own ReFT-r1 training set (its positives and, with
