@@ -35,6 +35,17 @@ class ReFTr1Joint(Method):
     joint = True
     Config = ReFTr1.Config  # same hyperparameters and defaults as reft-r1
 
+    @classmethod
+    def source_hash(cls) -> str:
+        """This file and reft_r1.py (the edit and the per-step rule) define the result: `axw status` watches both."""
+        import hashlib
+        import inspect
+
+        from axwarehouse.methods import reft_r1
+
+        src = inspect.getsource(inspect.getmodule(cls)) + inspect.getsource(reft_r1)
+        return hashlib.sha256(src.encode()).hexdigest()[:12]
+
     def fit(self, data: ConceptData) -> Artifact:
         """A dictionary of one row (= reft-r1 on this concept)."""
         return self.fit_all({data.concept_id: data})[data.concept_id]
