@@ -6,6 +6,13 @@ hyperparameters and seed, so a new method or a new setting trains only its own r
 Methods declaring ``needs = {"texts"}`` or ``{"model"}`` also get the raw input/output texts of their examples and a
 :class:`~axwarehouse.methods.base.Context` whose ``lm`` loads the target model on ``--device`` on first use.
 Weights an artifact carries as tensors are written as safetensors under the warehouse folder before its row.
+
+Joint methods (``Method.joint``, e.g. ``reft-r1-joint``) learn every concept of the set at once through ``fit_all``.
+Their rows of one config come from one fit: if any concept of the set lacks its row, the whole set is re-fitted and
+the config's old rows (and their latent scores) are replaced by the new ones after training, in one file written
+atomically (a kill before that leaves the old rows; between the delete and the write, none, so the next run re-fits);
+otherwise there is nothing to do. They always cover the whole set, so ``--concepts`` selecting a subset skips them
+(an error when named explicitly).
 """
 
 from __future__ import annotations
@@ -51,11 +58,16 @@ class TrainResult:
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    replaced: dict[str, int] = field(default_factory=dict)  # joint methods: earlier rows of the config replaced
 
     def summary(self) -> str:
         lines = [f"train {m}: skipped, {why}" for m, why in sorted(self.unavailable.items())]
         for m in sorted(set(self.trained) | set(self.skipped)):
             t, s = self.trained.get(m, 0), self.skipped.get(m, 0)
+            if m in self.replaced and t:
+                lines.append(f"train {m}: {t} concepts trained jointly in {self.seconds.get(m, 0):.1f}s, "
+                             f"{self.replaced[m]} earlier rows replaced")
+                continue
             lines.append(f"train {m}: {t} concepts trained in {self.seconds.get(m, 0):.1f}s, {s} already present"
                          if t else f"train {m}: all {s} concepts already present, nothing to do")
         return "\n".join(lines)
@@ -111,7 +123,8 @@ def _artifact_rows(method: Method, model: str, layer: int, concept_set: str, cha
 
 
 def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
-    """Train every (method, concept) of ``cfg`` that has no artifact yet."""
+    """Train every (method, concept) of ``cfg`` that has no artifact yet (joint methods: every concept of the set
+    when one lacks its row)."""
     names = method_names(list(cfg.methods))
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
     info = model_info(cfg.model)
@@ -121,25 +134,32 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     result = TrainResult()
     ctx = Context(cfg.model, layer, cfg.device, cat.warehouse)
     todo: list[tuple[Method, str, list[tuple[int, str, str]]]] = []
+    whole_set = concept_table(cat, cfg.concept_set, ()) if any(m.joint for m in methods) else concepts
     for m in methods:
         why = m.unavailable(ctx)
+        if not why and m.joint and {c[0] for c in concepts} != {c[0] for c in whole_set}:
+            why = "a joint dictionary is trained over every concept of the set, not a --concepts subset"
         if why:
             if m.name in explicit(cfg.methods):
                 raise AxwError(f"method {m.name}: {why}")
             result.unavailable[m.name] = why  # `all` covers what can run here
             continue
         chash = method_hash(m)
+        where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
+        params = [m.name, info.name, layer, cfg.concept_set, chash]
         if cfg.replace:
-            where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
-            params = [m.name, info.name, layer, cfg.concept_set, chash]
-            if cfg.concepts:
+            if cfg.concepts and not m.joint:
                 where += f" AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})"
             # scores first: a kill in between leaves artifacts without scores, which `axw latent` fills in
             cat.delete_where("latent_scores", where, params)
             cat.delete_where("method_artifacts", where, params)
         have = _existing(cat, m.name, info.name, layer, cfg.concept_set, chash)
-        result.skipped[m.name] = sum(1 for c in concepts if c[0] in have)
         missing = [c for c in concepts if c[0] not in have]
+        if m.joint and missing:
+            result.skipped[m.name] = 0
+            todo.append((m, chash, list(whole_set)))  # one fit for the whole set; old rows replaced after it
+            continue
+        result.skipped[m.name] = sum(1 for c in concepts if c[0] in have)
         if missing:
             todo.append((m, chash, missing))
     if not todo:
@@ -150,30 +170,41 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     texts = example_texts(cat, cfg.concept_set) if any(m.needs - {"activations"} for m, _, _ in todo) else {}
     sae_ids = {int(c): s for c, s in cat.sql("SELECT concept_id, sae_id FROM concepts WHERE concept_set = ?",
                                              [cfg.concept_set]).fetchall()}
+
+    def concept_data(m: Method, cid: int, concept: str) -> ConceptData:
+        if cid not in examples:
+            raise AxwError(f"concept {cid} of {cfg.concept_set!r} has no training examples")
+        ex_ids, labels = examples[cid]
+        if labels.min() == labels.max():
+            raise AxwError(f"concept {cid} of {cfg.concept_set!r} needs both positive and negative "
+                           "training examples")
+        sub = tokens.select(ex_ids)
+        pairs = [texts[int(e)] for e in sub.example_ids] if m.needs - {"activations"} else None
+        return ConceptData(cid, concept, sub, labels, [p[0] for p in pairs] if pairs else None,
+                           [p[1] for p in pairs] if pairs else None, ctx, sae_ids.get(cid))
+
+    def save(m: Method, chash: str, cid: int, art) -> None:
+        if art.weights is not None:  # the file lands before the row that points at it
+            art.weights_path = save_weights(
+                cat.warehouse, weights_relpath(m.name, info.name, layer, cfg.concept_set, chash, cid),
+                art.weights, art.weights_meta)
+
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
               "methods": {m.name: m.params() for m, _, _ in todo}}
     with cat.run("train", config) as run:
         for m, chash, missing in todo:
             started = time.perf_counter()
+            result.trained[m.name] = 0
+            if m.joint:
+                _train_joint(cat, run, m, chash, info.name, layer, cfg.concept_set, missing, concept_data, save,
+                             result)
+                result.seconds[m.name] = time.perf_counter() - started
+                continue
             fitted = []
             flushed_at = started
-            result.trained[m.name] = 0
             for cid, concept, _genre in missing:
-                if cid not in examples:
-                    raise AxwError(f"concept {cid} of {cfg.concept_set!r} has no training examples")
-                ex_ids, labels = examples[cid]
-                if labels.min() == labels.max():
-                    raise AxwError(f"concept {cid} of {cfg.concept_set!r} needs both positive and negative "
-                                   "training examples")
-                sub = tokens.select(ex_ids)
-                pairs = [texts[int(e)] for e in sub.example_ids] if m.needs - {"activations"} else None
-                data = ConceptData(cid, concept, sub, labels, [p[0] for p in pairs] if pairs else None,
-                                   [p[1] for p in pairs] if pairs else None, ctx, sae_ids.get(cid))
-                art = m.fit(data)
-                if art.weights is not None:  # the file lands before the row that points at it
-                    art.weights_path = save_weights(
-                        cat.warehouse, weights_relpath(m.name, info.name, layer, cfg.concept_set, chash, cid),
-                        art.weights, art.weights_meta)
+                art = m.fit(concept_data(m, cid, concept))
+                save(m, chash, cid, art)
                 fitted.append((cid, art))
                 # slow methods (minutes per concept) write every FLUSH_SECONDS so a killed run keeps its work;
                 # fast ones write one file per method, not one per concept
@@ -186,3 +217,22 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
                 result.trained[m.name] += len(fitted)
             result.seconds[m.name] = time.perf_counter() - started
     return result
+
+
+def _train_joint(cat: Catalog, run, m: Method, chash: str, model: str, layer: int, concept_set: str,
+                 concepts: list[tuple[int, str, str]], concept_data, save, result: TrainResult) -> None:
+    """Fit every concept of the set with ``m.fit_all``, then replace this config's rows by the new ones."""
+    datas = {cid: concept_data(m, cid, concept) for cid, concept, _genre in concepts}
+    arts = m.fit_all(datas)
+    if set(arts) != set(datas):
+        raise AxwError(f"method {m.name}: fit_all returned concepts {sorted(arts)}, expected {sorted(datas)}")
+    fitted = [(cid, arts[cid]) for cid in sorted(arts)]
+    for cid, art in fitted:
+        save(m, chash, cid, art)
+    table = _artifact_rows(m, model, layer, concept_set, chash, fitted)
+    where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
+    params = [m.name, model, layer, concept_set, chash]
+    cat.delete_where("latent_scores", where, params)  # scores of the old rows first (see `replace`)
+    result.replaced[m.name] = cat.delete_where("method_artifacts", where, params)
+    run.write("method_artifacts", table)  # one file for the method's partition: all new rows appear at once
+    result.trained[m.name] = len(fitted)

@@ -10,9 +10,10 @@ from axwarehouse.methods import registry
 from conftest import axw, tree_state
 
 # small settings so CI stays fast; they are part of each method's config hash like any setting
-FAST = ["--set", "reft-r1.epochs=1", "--set", "ssv.epochs=1", "--set", "ig.epochs=2", "--set", "ixg.epochs=2",
+FAST = ["--set", "reft-r1.epochs=1", "--set", "reft-r1-joint.epochs=1", "--set", "ssv.epochs=1", "--set", "ig.epochs=2", "--set", "ixg.epochs=2",
         "--set", "ig.steps=3", "--set", "prompt.max_new_tokens=4", "--set", "probe.epochs=2"]
-LATENT = {"bow", "diffmean", "ig", "ixg", "lat", "pca", "probe", "prompt", "reft-r1", "sae-a", "ssv"}
+LATENT = {"bow", "diffmean", "ig", "ixg", "lat", "pca", "probe", "prompt", "reft-r1", "reft-r1-joint", "sae-a",
+          "ssv"}
 
 TOY = '''
 from axwarehouse.methods import Artifact, Method, register

@@ -19,6 +19,13 @@ Two class attributes widen the protocol for methods that are not a matmul over c
   ``"tokens"`` calls :meth:`Method.score_tokens` (per-token scores, max-pooled by the stage like every other method:
   IG, IxG, SAE-A on a TopK SAE); ``"examples"`` calls :meth:`Method.score_examples` (one score per example, no
   token scores: BoW, Prompt).
+
+One more widens how ``axw train`` calls a method:
+
+* ``joint``: ``True`` for a method that learns all concepts of a concept set together (one dictionary, one row per
+  concept: ``reft-r1-joint``). The stage then calls :meth:`Method.fit_all` once with every concept of the set and
+  writes one artifact row per concept; if any concept's row of that config is missing it re-fits the whole set and
+  replaces the config's rows (never a mix of two fits), otherwise it does nothing.
 """
 
 from __future__ import annotations
@@ -128,6 +135,8 @@ class Method:
     needs: ClassVar[frozenset[str]] = frozenset({"activations"})
     #: latent scoring: "matmul" (one matmul for all concepts), "tokens" (score_tokens), "examples" (score_examples)
     scoring: ClassVar[str] = "matmul"
+    #: True: `axw train` fits every concept of the set at once through ``fit_all`` (a joint dictionary)
+    joint: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Config:
@@ -151,6 +160,11 @@ class Method:
 
     def fit(self, data: ConceptData) -> Artifact:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def fit_all(self, datas: dict[int, ConceptData]) -> dict[int, Artifact]:
+        """Artifacts of every concept in ``datas`` (concept_id -> its data), learned together; called instead of
+        ``fit`` when ``joint`` is True. The default fits each concept alone."""
+        return {cid: self.fit(data) for cid, data in datas.items()}
 
     def unavailable(self, ctx: Context) -> str | None:
         """Why this method cannot run in ``ctx`` (e.g. no SAE for the model), or None. ``--method all`` skips it."""

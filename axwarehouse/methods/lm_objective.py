@@ -44,6 +44,9 @@ class LMBatch:
     attention_mask: torch.Tensor  # [B, T]
     labels: torch.Tensor  # [B, T], -100 on prompt and padding
     edit_mask: torch.Tensor  # [B, T] bool: real tokens at positions >= P (prompt after the chat prefix + response)
+    #: positions of the batch's examples in the list given to train_edit (set by train_edit; reft-r1-joint reads it
+    #: to pick each example's dictionary row)
+    index: torch.Tensor | None = None
 
 
 def collate(batch: list[LMExample], pad_id: int, prefix_len: int, device: str = "cpu") -> LMBatch:
@@ -100,6 +103,7 @@ def train_edit(lm, layer: int, examples: list[LMExample], prefix_len: int, param
     for _ in range(epochs):
         for idx in torch.randperm(len(examples), generator=gen).split(batch_size):
             batch = collate([examples[i] for i in idx.tolist()], pad_id, prefix_len, device)
+            batch.index = idx
             state: dict = {}
             with edit_block_output(block, lambda h: edit(h, batch, state)):
                 out = lm.model(input_ids=batch.ids, attention_mask=batch.attention_mask, labels=batch.labels,

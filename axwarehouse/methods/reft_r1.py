@@ -21,14 +21,30 @@ from axwarehouse.methods.registry import register
 
 
 def topk_edit(h: torch.Tensor, w: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(edited h, per-example L1 of the non-top-k latents) of the ReFT-r1 training edit on positions ``mask``."""
-    z = torch.relu(h @ w) * mask  # [B, T]; masked positions contribute 0
+    """(edited h, per-example L1 of the non-top-k latents) of the ReFT-r1 training edit on positions ``mask``.
+
+    ``w`` is one direction [d] for the whole batch or one per example [B, d] (the dictionary row of each example's
+    concept in ``reft-r1-joint``, AxBench's ``subspaces``). Both go through the same batched matmul, so a batch
+    direction and its per-example copies give bit-identical edits.
+    """
+    w = w.expand(h.shape[0], -1) if w.dim() == 1 else w  # [B, d]
+    z = torch.relu(torch.bmm(h, w.unsqueeze(-1)).squeeze(-1)) * mask  # [B, T]; masked positions contribute 0
     k = min(k, z.shape[1])
     top, idx = z.topk(k, dim=1)
     m = top.mean(1)  # [B]
     rest = z.scatter(1, idx, 0.0)
     l1 = rest.sum(1) / mask.sum(1).clamp_min(1)
-    return h + mask.unsqueeze(-1) * m[:, None, None] * w, l1
+    return h + mask.unsqueeze(-1) * m[:, None, None] * w[:, None, :], l1
+
+
+def unit_norm_step(w: torch.nn.Parameter) -> None:
+    """AxBench's rule before each optimizer step, for one direction [d] or a dictionary [n, d] row by row: clip the
+    gradient norm (of the whole parameter) to 1, renormalise every row to unit length, drop each row's gradient
+    component parallel to the row."""
+    torch.nn.utils.clip_grad_norm_([w], 1.0)
+    with torch.no_grad():
+        w.div_(w.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(w.dtype).eps))
+        w.grad.sub_((w.grad * w).sum(-1, keepdim=True) * w)
 
 
 @register("reft-r1")
@@ -59,16 +75,10 @@ class ReFTr1(Method):
             new, state["l1"] = topk_edit(h, w.to(h.dtype), batch.edit_mask, cfg.topk)
             return new
 
-        def before_step() -> None:
-            torch.nn.utils.clip_grad_norm_([w], 1.0)
-            with torch.no_grad():
-                w.div_(w.norm().clamp_min(torch.finfo(w.dtype).eps))
-                w.grad.sub_((w.grad * w).sum() * w)
-
         loss = train_edit(lm, ctx.layer, examples, chat.prefix_len, [w], edit, lr=cfg.lr,
                           weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=self.seed,
                           device=ctx.device, aux_loss=lambda st, progress: cfg.l1_coeff * progress * st["l1"].mean(),
-                          before_step=before_step)
+                          before_step=lambda: unit_norm_step(w))
         direction = unit(w.detach().cpu())  # AxBench renormalises before each step, so the last row is ~unit
         return Artifact(direction.numpy(), 0.0, max_relu_activation(data, direction),
                         extra={"final_loss": loss, "n_train": len(examples)})

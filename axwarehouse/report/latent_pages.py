@@ -51,7 +51,8 @@ def method_labels(df: pd.DataFrame) -> pd.Series:
 def latent_leaderboard_rows(cat: Catalog, groups: list[Group]) -> pd.DataFrame:
     """latent_leaderboard rows plus a bootstrap-over-concepts CI of each mean AUROC (from latent_auroc)."""
     if not groups:
-        return pd.DataFrame(columns=["group", "method", "config_hash", "mean", "ci_low", "ci_high", "n_concepts"])
+        return pd.DataFrame(columns=["group", "method", "config_hash", "mean", "ci_low", "ci_high", "n_concepts",
+                                     "note"])
     sets = sorted({g.concept_set for g in groups})
     lb = cat.sql(f"SELECT * FROM latent_leaderboard WHERE concept_set IN ({','.join('?' * len(sets))})",
                  sets).df()
@@ -79,9 +80,12 @@ def add_latent_leaderboard(page: Page, lb: pd.DataFrame) -> list[tuple[str, dict
     page.para(f"AUROC per concept: positives vs negatives (hard negatives excluded, as AxBench). Mean = unweighted "
               f"mean over concepts (view latent_leaderboard); 95% CI = percentile bootstrap over concepts "
               f"({N_BOOT} resamples, seed 0).")
+    # note: what an SAE row is built on (ours vs a loaded SAE), joint dictionaries (view latent_leaderboard)
+    notes = "note" in lb.columns and bool(lb["note"].notna().any())
     rows = [(r.group, r.method, r.config_hash, r.mean, r.ci_low, r.ci_high, int(r.n_concepts))
-            for r in lb.itertuples()]
-    page.add(table(["group", "method", "config", "mean AUROC", "CI low", "CI high", "concepts"], rows))
+            + ((r.note if isinstance(r.note, str) else "",) if notes else ()) for r in lb.itertuples()]
+    page.add(table(["group", "method", "config", "mean AUROC", "CI low", "CI high", "concepts"]
+                   + (["note"] if notes else []), rows))
     spec = page.chart(charts.leaderboard_ci(lb[["group", "method", "mean", "ci_low", "ci_high", "n_concepts"]],
                                             "mean AUROC", "Latent leaderboard (95% bootstrap CI over concepts)"),
                       "latent_leaderboard")
