@@ -256,3 +256,65 @@ def test_sft_lowers_the_loss_stores_deltas_and_reloads_the_trained_model(ctx, mo
     torch.testing.assert_close(reloaded.logits, seen["out"].logits, atol=tol, rtol=0)
     assert float(reloaded.loss) < float(base.loss) - 0.1
     assert _same_state(ctx, before)  # the edit restores the originals bit for bit
+
+
+# ------------------------------------------------------------------------------------------------- the shared loop
+
+def test_train_lm_accumulates_averaged_gradients_clips_and_decays_linearly(ctx, monkeypatch):
+    """5 examples, batch 2, GA 2: steps after batches 2 and 3 of each epoch; schedule over epochs × (3 // 2) steps
+    (transformers' linear schedule, held at 0 past its end); the first step's gradient = mean of two batches'."""
+    from axwarehouse.methods.lm_objective import collate, lm_examples, train_lm
+    from axwarehouse.methods.lora import lora_hooks
+
+    data = _data(ctx, n=10)
+    pos = [i for i, y in enumerate(data.labels) if y == 1]
+    ex = lm_examples(ctx.chat, [data.inputs[i] for i in pos], [data.outputs[i] for i in pos], data.labels[pos])
+    g = torch.Generator().manual_seed(0)
+    a0, b0 = torch.randn(4, 32, generator=g), torch.randn(32, 4, generator=g) * 0.1
+    a, b = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+
+    def around(_batch, _state):
+        return lora_hooks(ctx.lm, {1: (a, b)}, "self_attn.o_proj", 2.0)
+
+    def grads_of(idx: list[int]) -> torch.Tensor:
+        a1, b1 = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        batch = collate([ex[i] for i in idx], ctx.lm.tokenizer.pad_token_id, ctx.chat.prefix_len)
+        with lora_hooks(ctx.lm, {1: (a1, b1)}, "self_attn.o_proj", 2.0):
+            loss = ctx.lm.model(input_ids=batch.ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+        return torch.cat([t.flatten() for t in torch.autograd.grad(loss, [a1, b1])])
+
+    order = torch.randperm(5, generator=torch.Generator().manual_seed(7)).split(2)  # train_lm's first epoch
+    expect = (grads_of(order[0].tolist()) + grads_of(order[1].tolist())) / 2
+    created = []
+
+    class SpyAdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
+    grads, lrs = [], []
+
+    def before_step():
+        grads.append(torch.cat([a.grad.flatten(), b.grad.flatten()]).clone())
+        lrs.append(created[-1].param_groups[0]["lr"])
+
+    train_lm(ctx.lm, ex, ctx.chat.prefix_len, [a, b], around, lr=0.1, weight_decay=0.0, epochs=2, batch_size=2,
+             seed=7, grad_accum=2, clip_norm=None, before_step=before_step)
+    assert len(grads) == 4  # 2 optimizer steps per epoch
+    torch.testing.assert_close(grads[0], expect, atol=1e-6, rtol=1e-4)
+    assert lrs == pytest.approx([0.1, 0.05, 0.0, 0.0])
+    # accum_mean=False (upstream LoReFT): the accumulated gradient is the sum
+    grads.clear()
+    with torch.no_grad():
+        a.copy_(a0)
+        b.copy_(b0)
+    train_lm(ctx.lm, ex, ctx.chat.prefix_len, [a, b], around, lr=0.1, weight_decay=0.0, epochs=1, batch_size=2,
+             seed=7, grad_accum=2, accum_mean=False, before_step=before_step)
+    torch.testing.assert_close(grads[0], 2 * expect, atol=1e-6, rtol=1e-4)
+    # clipping happens before before_step: every step's gradient has norm <= clip_norm
+    grads.clear()
+    train_lm(ctx.lm, ex, ctx.chat.prefix_len, [a, b], around, lr=0.1, weight_decay=0.0, epochs=1, batch_size=2,
+             seed=7, grad_accum=2, clip_norm=1e-3, before_step=before_step)
+    assert len(grads) == 2 and all(float(t.norm()) <= 1e-3 * (1 + 1e-5) for t in grads)
+    assert float(expect.norm()) > 1e-2  # so clipping did act

@@ -89,16 +89,17 @@ BatchContext = Callable[[LMBatch, dict], AbstractContextManager]
 def train_lm(lm, examples: list[LMExample], prefix_len: int, params: list[torch.nn.Parameter],
              around_batch: BatchContext | None, *, lr: float, weight_decay: float, epochs: int, batch_size: int,
              seed: int, device: str = "cpu", grad_accum: int = 1, clip_norm: float | None = None,
-             aux_loss: Callable[[dict, float], torch.Tensor] | None = None,
+             accum_mean: bool = True, aux_loss: Callable[[dict, float], torch.Tensor] | None = None,
              before_step: Callable[[], None] | None = None) -> float:
     """Output-token cross-entropy of the model as changed by ``around_batch(batch, state)`` (a context manager open
     during each forward: hooks, adapters; None = the model itself, e.g. SFT), minimised over ``params``.
 
     AxBench's loop (``LoRA.train``, ``LoReFT.train``, ``SFT._train``): AdamW, shuffled batches of ``batch_size``,
-    the loss divided by ``grad_accum``, an optimizer step every ``grad_accum`` batches and after an epoch's last
-    batch, the gradient norm of ``params`` clipped to ``clip_norm`` first (None: no clipping), learning rate decaying
-    linearly from ``lr`` to 0 without warmup over ``epochs × max(1, n_batches // grad_accum)`` steps (held at 0 past
-    that, as transformers' linear schedule). ``around_batch`` may stash tensors in ``state`` for
+    the loss divided by ``grad_accum`` (``accum_mean=False``: not divided, so accumulated gradients add up, as
+    upstream LoReFT, which divides only after ``backward``), an optimizer step every ``grad_accum`` batches and
+    after an epoch's last batch, the gradient norm of ``params`` clipped to ``clip_norm`` first (None: no
+    clipping), learning rate decaying linearly from ``lr`` to 0 without warmup over
+    ``epochs × max(1, n_batches // grad_accum)`` steps (held at 0 past that, as transformers' linear schedule). ``around_batch`` may stash tensors in ``state`` for
     ``aux_loss(state, progress)`` (progress = optimizer step / total steps, e.g. ReFT-r1's L1 ramp);
     ``before_step`` runs after clipping, before each optimizer step (renormalisation). Returns the last batch loss
     (not divided by ``grad_accum``).
@@ -123,7 +124,7 @@ def train_lm(lm, examples: list[LMExample], prefix_len: int, params: list[torch.
             loss = out.loss
             if aux_loss is not None:
                 loss = loss + aux_loss(state, step / total)
-            (loss / grad_accum if grad_accum > 1 else loss).backward()
+            (loss / grad_accum if grad_accum > 1 and accum_mean else loss).backward()
             last = float(loss.detach())
             if (k + 1) % grad_accum == 0 or k + 1 == n_batches:
                 if clip_norm is not None:

@@ -12,9 +12,11 @@ rendering with generation prompt, counted from its first token: the chat prefix 
 from position 0), f = min(n // 2, 5), l = min(n // 2, 5): positions 0..f−1 and n−l..n−1. Upstream pads a short
 prompt's missing positions with a dummy location (the first response token in training, a pad token in
 generation); we leave them out. Training edits those prompt positions and trains on the positives' response CE:
-AdamW lr 9e-4, batch 18, gradient accumulation 2, 24 epochs, linear decay, grad-norm clip 1.0. Steering applies the
-same edit to the prompt forward only: generated tokens are not edited, they see the edited prompt through the KV
-cache (pyvene's generate with ``unit_locations`` on the prompt).
+AdamW lr 9e-4, batch 18, gradient accumulation 2 (gradients summed over the two batches, not averaged: upstream
+divides the loss only after ``backward``), 24 epochs, linear decay, grad-norm clip 1.0 (of the summed gradient).
+Steering applies the same edit to the prompt forward only: generated tokens are not edited, they see the edited
+prompt through the KV cache (pyvene's ``generate`` with ``unit_locations`` and ``intervene_on_prompt=True`` calls
+the intervention on the prompt pass only).
 
 The upstream intervention keeps W, b in bfloat16 (pyreft's default dtype); we train everything in the model's
 dtype (float32 here). A model with fewer blocks keeps the listed layers it has (``--set loreft.layers=...``).
@@ -169,7 +171,8 @@ class LoReFT(Method):
 
         loss = train_lm(lm, examples, chat.prefix_len, params, around, lr=cfg.lr, weight_decay=cfg.weight_decay,
                         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=self.seed, device=ctx.device,
-                        grad_accum=cfg.grad_accum, clip_norm=cfg.clip_norm)
+                        grad_accum=cfg.grad_accum, clip_norm=cfg.clip_norm,
+                        accum_mean=False)  # upstream divides by GA after backward: accumulated gradients are summed
         weights = {}
         with torch.no_grad():
             for layer, m in modules.items():
