@@ -61,6 +61,21 @@ def _q(value: object) -> str:
     return text if text.replace("-", "").replace("_", "").replace(":", "").replace(".", "").isalnum() else f"'{text}'"
 
 
+def _method_facts(method: str) -> tuple[bool, int | None]:
+    """(has a latent evaluation, concept limit of its default config) of a registered method; (True, None) else."""
+    from axwarehouse.methods import REGISTRY, discover
+
+    discover()
+    if method not in REGISTRY:
+        return True, None
+    cls = REGISTRY[method]
+    try:
+        limit = cls().concept_limit()
+    except TypeError:
+        limit = None
+    return "latent" in cls.evaluations, limit
+
+
 def _current_hash(method: str, seed: int | None) -> str | None:
     """config_hash the method's current code gives at ``seed`` (None when the method is not registered here)."""
     from axwarehouse.errors import AxwError
@@ -144,11 +159,13 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         trained = set(ids)
         have = scored.get((method, chash), set())
         notes = []
-        missing_art = sorted(set(all_ids) - trained)
+        latent, limit = _method_facts(method)  # steering-only methods (LoReFT, LoRA, SFT) have no latent scores
+        expected = all_ids if limit is None else sorted(all_ids)[:limit]
+        missing_art = sorted(set(expected) - trained)
         if missing_art:
             notes.append(f"MISSING artifacts for {len(missing_art)} concepts ({_ids(missing_art)})")
             st.next_commands.append(f"axw train {target} --method {method}")
-        missing_scores = sorted(trained - have)
+        missing_scores = sorted(trained - have) if latent else []
         if missing_scores:
             notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
             st.next_commands.append(f"axw latent {target} --method {method}")
@@ -158,8 +175,9 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
             notes.append(f"STALE config: {method}'s current settings hash to {current}")
             st.next_commands.append(f"axw train {target} --method {method}"
                                     + (f" --seed {seed}" if seed not in (None, 42) else ""))
-            st.next_commands.append(f"axw latent {target} --method {method}"
-                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+            if latent:
+                st.next_commands.append(f"axw latent {target} --method {method}"
+                                        + (f" --seed {seed}" if seed not in (None, 42) else ""))
         current_src = _source_hash(method)
         stale = []
         if current_src and any(h != current_src for h in hashes or []):
@@ -170,9 +188,11 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         if stale:
             st.next_commands.append(f"axw train {target} --method {method} --replace"
                                     + (f" --seed {seed}" if seed not in (None, 42) else ""))
-            st.next_commands.append(f"axw latent {target} --method {method}"
-                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
-        out.append(f"    {method:<10} [{chash}]: {len(trained)} trained, {len(have & trained)} scored"
+            if latent:
+                st.next_commands.append(f"axw latent {target} --method {method}"
+                                        + (f" --seed {seed}" if seed not in (None, 42) else ""))
+        out.append(f"    {method:<10} [{chash}]: {len(trained)} trained, "
+                   + (f"{len(have & trained)} scored" if latent else "steering only")
                    + ("; " + "; ".join(notes) if notes else ", up to date"))
     for method, n in _rows(cat, """
             SELECT s.method, count(DISTINCT s.concept_id) FROM latent_scores s

@@ -5,7 +5,12 @@
   first. The edit is the shared one in :mod:`axwarehouse.steering.intervention`.
 * ``prompt`` (baseline): an LLM-written steering prompt per concept (cached in `llm_calls`), answered by the
   unsteered model. Its factor is meaningless (spec §7.6), so it is generated once per instruction, at factor 1.0.
-* Every pending row of every method goes into one pool, sorted by prompt length and generated in padded batches
+* Methods that change the model (``steering = "model"``: LoReFT, LoRA, SFT) ignore the factor too (spec §2.4), so
+  they are also generated once per instruction at ``FACTOR_FREE`` (= 1.0, the prompt baseline's convention); with
+  one factor per concept, `steering_best_factor` picks it and the test split is scored at it. Their rows are
+  grouped per (method, concept): the method's ``steering_edit`` installs that concept's weights, the concept's
+  instructions are generated in padded batches, the edit is removed.
+* Every other pending row of every method goes into one pool, sorted by prompt length and generated in padded batches
   (different directions and strengths per row). Each row samples from its own seed
   ``hash(seed, concept_set, concept_id, input_id)``: the same instruction gets the same random stream for every
   method and factor (common random numbers: factor comparisons are paired), and a row's text does not depend on
@@ -40,6 +45,7 @@ from axwarehouse.concept_queries import concept_table, method_hash
 
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
 PROMPT_FACTOR = 1.0
+FACTOR_FREE = PROMPT_FACTOR  # the one factor of methods whose steering ignores it (steering = "model")
 MAGNITUDE_FALLBACK_NONPOSITIVE = 50.0  # spec §4.2: a max latent <= 0 becomes 50
 MAGNITUDE_FALLBACK_MISSING = 1.0  # spec §4.2: no latent scores at all (steering-only methods)
 
@@ -62,6 +68,7 @@ class SteerConfig:
     instructions_file: Path | None = None
     llm: str = "embedded:smollm2"  # writes the prompt baseline's steering prompts
     llm_base_url: str | None = None
+    overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE: which trained config to steer with (as in train)
 
 
 @dataclass
@@ -153,6 +160,27 @@ def _validate(cfg: SteerConfig) -> list[str]:
         if n != PROMPT and "steering" not in get(n).evaluations:
             raise AxwError(f"method {n!r} is detection-only; it cannot steer")
     return list(dict.fromkeys(names))
+
+
+@dataclass
+class _Plan:
+    name: str
+    chash: str
+    mchash: str | None
+    dirs: dict
+    mags: dict
+    concepts: list[int]
+    factors: tuple[float, ...]
+    method: object = None  # the Method instance (model-editing methods)
+    artifacts: dict = field(default_factory=dict)  # concept_id -> Artifact (model-editing methods)
+
+
+def limited_concepts(cat: Catalog, concept_set: str, concept_ids: list[int], limit: int | None) -> list[int]:
+    """The ids of ``concept_ids`` among the first ``limit`` concepts of the set (ascending concept_id)."""
+    if limit is None:
+        return list(concept_ids)
+    first = {c for c, _, _ in concept_table(cat, concept_set)[:limit]}
+    return [c for c in concept_ids if c in first]
 
 
 def ensure_instructions(cat: Catalog, run_factory: Callable[[], Run], instr: InstructionSet) -> None:
@@ -248,14 +276,32 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     result = SteerResult()
 
     # plan: the pending rows of every method, before any model or LLM is loaded
-    plans: list[tuple[str, str, str | None, dict, dict]] = []  # (method, chash, method_chash, dirs, mags)
+    from axwarehouse.methods.base import Artifact
+    from axwarehouse.methods.registry import parse_overrides
+
+    overrides = parse_overrides(cfg.overrides)
+    plans: list[_Plan] = []
     for name in methods:
         if name == PROMPT:
             chash = steer_hash(None, instr, cfg, {"method": PROMPT, "llm": cfg.llm})
-            plans.append((name, chash, None, {}, {}))
+            plans.append(_Plan(name, chash, None, {}, {}, concept_ids, (PROMPT_FACTOR,)))
             continue
-        method = get(name)(seed=cfg.method_seed)
+        method = get(name)(overrides.get(name), seed=cfg.method_seed)
         mchash = method_hash(method)
+        if method.steering == "model":
+            mine = limited_concepts(cat, cfg.concept_set, concept_ids, method.concept_limit())
+            arts = cat.arrow("SELECT concept_id, weights_path, extra FROM method_artifacts WHERE method = ? "
+                             "AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?",
+                             [name, info.name, layer, cfg.concept_set, mchash]).to_pylist()
+            found = {int(r["concept_id"]): Artifact.from_row(r) for r in arts if r["weights_path"]}
+            missing = [c for c in mine if c not in found]
+            if missing:
+                raise AxwError(f"no trained {name} weights for concept(s) {missing[:10]} of {cfg.concept_set!r} at "
+                               f"{info.name} layer {layer} (run `axw train --method {name}` first, with the same "
+                               "--set options)")
+            plans.append(_Plan(name, steer_hash(mchash, instr, cfg, {"edit": "model", "factor": FACTOR_FREE}),
+                               mchash, {}, {}, mine, (FACTOR_FREE,), method, found))
+            continue
         arts = cat.arrow("SELECT concept_id, direction FROM method_artifacts WHERE method = ? AND model = ? "
                          "AND layer = ? AND concept_set = ? AND config_hash = ?",
                          [name, info.name, layer, cfg.concept_set, mchash])
@@ -268,23 +314,24 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
                            f"{info.name} layer {layer} (run `axw train --method {name}` first)")
         mags = magnitudes(cat, name, info.name, layer, cfg.concept_set, mchash, concept_ids,
                           "latent" in method.evaluations)
-        plans.append((name, steer_hash(mchash, instr, cfg), mchash, dirs, mags))
+        plans.append(_Plan(name, steer_hash(mchash, instr, cfg), mchash, dirs, mags, concept_ids, factors))
 
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "factors": list(factors),
               "n_inputs": cfg.n_inputs, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
-              "seed": cfg.seed, "instruction_set": instr.name, "methods": {m: h for m, h, *_ in plans}}
+              "seed": cfg.seed, "instruction_set": instr.name, "methods": {p.name: p.chash for p in plans}}
     with cat.run("steer", config) as run:
         ensure_instructions(cat, lambda: run, instr)
         ensure_inputs(cat, lambda: run, instr, cfg.concept_set, draws, cfg.n_inputs)
         pending: list[_Pending] = []
         prompt_todo: list[tuple[int, int, int, str, str, str]] = []
-        for name, chash, mchash, dirs, mags in plans:
+        for plan in plans:
+            name, chash, mchash, dirs, mags = plan.name, plan.chash, plan.mchash, plan.dirs, plan.mags
             have = _existing(cat, name, chash)
             n_before = len(pending) + len(prompt_todo)
-            for c in concept_ids:
+            for c in plan.concepts:
                 for input_id, iid, split in draws[c]:
                     text = instr.instructions[iid]
-                    for f in ([PROMPT_FACTOR] if name == PROMPT else factors):
+                    for f in plan.factors:
                         oid = output_id(name, info.name, layer, cfg.concept_set, c, f, input_id, chash)
                         if oid in have:
                             result.skipped[name] = result.skipped.get(name, 0) + 1
@@ -293,12 +340,16 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
                         if name == PROMPT:
                             prompt_todo.append((c, input_id, iid, split, text, oid))
                             continue
+                        if plan.method is not None:  # the model itself is edited: no direction, no magnitude
+                            pending.append(_Pending(name, c, f, input_id, iid, split, text, text, None, None,
+                                                    "n/a", None, mchash, chash, oid, seed))
+                            continue
                         mag, src = mags[c]
                         pending.append(_Pending(name, c, f, input_id, iid, split, text, text, dirs[c], mag, src,
                                                 None, mchash, chash, oid, seed))
             result.generated[name] = len(pending) + len(prompt_todo) - n_before
         if prompt_todo:
-            pchash = next(h for m, h, *_ in plans if m == PROMPT)
+            pchash = next(p.chash for p in plans if p.name == PROMPT)
             prompts = _prompt_baseline_prompts(cat, run, cfg, {c: concept_text[c] for c, *_ in prompt_todo})
             for c, input_id, iid, split, text, oid in prompt_todo:
                 from axwarehouse.steering.prompt_baseline import steered_instruction
@@ -308,7 +359,8 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
                                         steered_instruction(sp, text), None, None, "n/a", sp, None, pchash, oid,
                                         row_seed(cfg.seed, cfg.concept_set, c, input_id)))
         if pending:
-            _generate(cat, run, cfg, info.name, layer, instr, pending, result, progress)
+            edits = {p.name: p for p in plans if p.method is not None}
+            _generate(cat, run, cfg, info.name, layer, instr, pending, result, progress, edits)
     return result
 
 
@@ -327,11 +379,16 @@ def _prompt_baseline_prompts(cat: Catalog, run: Run, cfg: SteerConfig, concepts:
 
 
 def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
-              pending: list[_Pending], result: SteerResult, progress: bool) -> None:
+              pending: list[_Pending], result: SteerResult, progress: bool, edits: dict[str, _Plan]) -> None:
+    """Generate ``pending``: the addition and prompt rows in one pool, then each (method, concept) of a
+    model-editing method under its ``steering_edit``. Rows are flushed every ``flush_rows`` across groups."""
+    from contextlib import nullcontext
+
     from tqdm import tqdm
 
     from axwarehouse.lm.chat import ChatFormat
     from axwarehouse.lm.loader import load
+    from axwarehouse.methods.base import Context
     from axwarehouse.steering import GenRow, Steerer, generate_rows
 
     lm = load(cfg.model)
@@ -359,9 +416,21 @@ def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, 
         if len(buffer) >= cfg.flush_rows:
             flush()
 
+    groups: dict[tuple[str, int] | None, list[int]] = {}
+    for i, p in enumerate(pending):
+        groups.setdefault((p.method, p.concept_id) if p.method in edits else None, []).append(i)
+    ctx = Context(cfg.model, layer, str(next(lm.model.parameters()).device), cat.warehouse, _lm=lm, _chat=chat)
     try:
-        generate_rows(lm, steerer, rows, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                      batch_size=cfg.batch_size, on_batch=on_batch)
+        for key, group in groups.items():
+            if key is None:
+                edit = nullcontext()
+            else:
+                plan = edits[key[0]]
+                edit = plan.method.steering_edit(lm, plan.artifacts[key[1]], ctx)
+            with edit:
+                generate_rows(lm, steerer, [rows[i] for i in group], max_new_tokens=cfg.max_new_tokens,
+                              temperature=cfg.temperature, batch_size=cfg.batch_size,
+                              on_batch=lambda idx, outs, sec, g=group: on_batch([g[i] for i in idx], outs, sec))
     finally:
         flush()  # whatever finished survives an interrupt
         bar.close()

@@ -59,9 +59,12 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     replaced: dict[str, int] = field(default_factory=dict)  # joint methods: earlier rows of the config replaced
+    limited: dict[str, tuple[int, int]] = field(default_factory=dict)  # method -> (limit, concepts left out)
 
     def summary(self) -> str:
         lines = [f"train {m}: skipped, {why}" for m, why in sorted(self.unavailable.items())]
+        lines += [f"train {m}: only the first {n} concepts of the set (max_concepts), {k} left out"
+                  for m, (n, k) in sorted(self.limited.items())]
         for m in sorted(set(self.trained) | set(self.skipped)):
             t, s = self.trained.get(m, 0), self.skipped.get(m, 0)
             if m in self.replaced and t:
@@ -154,12 +157,19 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
             cat.delete_where("latent_scores", where, params)
             cat.delete_where("method_artifacts", where, params)
         have = _existing(cat, m.name, info.name, layer, cfg.concept_set, chash)
-        missing = [c for c in concepts if c[0] not in have]
+        mine = concepts
+        limit = m.concept_limit()
+        if limit is not None:  # the first `limit` concepts of the whole set (AxBench's max_concepts)
+            first = {c for c, _, _ in concept_table(cat, cfg.concept_set)[:limit]}
+            mine = [c for c in concepts if c[0] in first]
+            if len(mine) < len(concepts):
+                result.limited[m.name] = (limit, len(concepts) - len(mine))
+        missing = [c for c in mine if c[0] not in have]
         if m.joint and missing:
             result.skipped[m.name] = 0
             todo.append((m, chash, list(whole_set)))  # one fit for the whole set; old rows replaced after it
             continue
-        result.skipped[m.name] = sum(1 for c in concepts if c[0] in have)
+        result.skipped[m.name] = sum(1 for c in mine if c[0] in have)
         if missing:
             todo.append((m, chash, missing))
     if not todo:

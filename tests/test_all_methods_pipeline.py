@@ -10,8 +10,9 @@ from axwarehouse.methods import registry
 from conftest import axw, tree_state
 
 # small settings so CI stays fast; they are part of each method's config hash like any setting
-FAST = ["--set", "reft-r1.epochs=1", "--set", "reft-r1-joint.epochs=1", "--set", "ssv.epochs=1", "--set", "ig.epochs=2", "--set", "ixg.epochs=2",
-        "--set", "ig.steps=3", "--set", "prompt.max_new_tokens=4", "--set", "probe.epochs=2"]
+FAST = ["--set", "reft-r1.epochs=1", "--set", "reft-r1-joint.epochs=1", "--set", "ssv.epochs=1", "--set",
+        "ig.epochs=2", "--set", "ixg.epochs=2", "--set", "ig.steps=3", "--set", "prompt.max_new_tokens=4", "--set",
+        "probe.epochs=2", "--set", "sft.epochs=1"]
 LATENT = {"bow", "diffmean", "ig", "ixg", "lat", "pca", "probe", "prompt", "reft-r1", "reft-r1-joint", "sae-a",
           "ssv"}
 
@@ -67,14 +68,14 @@ def test_all_methods_train_score_and_rerun_incrementally(warehouse):
     assert set(lb) == LATENT
     assert all(n == 3 and 0.0 <= auc <= 1.0 for n, auc in lb.values())
     assert per_method == {m: n_eval for m in LATENT}
-    assert {m for m, _ in weights} == {"bow", "ig", "ixg"}
+    assert {m for m, _ in weights} == {"bow", "ig", "ixg", "sft"}  # lora/loreft: none of their layers in 4 blocks
     assert all((catalog_path.parent / "warehouse" / p).is_file() for _, p in weights)
     assert no_lineage == 0 and sae_row == [("topk", 64, 4)]
 
     wh = catalog_path.parent / "warehouse"
     before = tree_state(wh)
     code, out, err = axw(*base, "train", *common, "--method", "all", *FAST)
-    assert code == 0 and out.count("nothing to do") == len(LATENT), out
+    assert code == 0 and out.count("nothing to do") == len(LATENT) + 1, out  # + sft (steering only)
     code, out, err = axw(*base, "latent", *common, "--method", "all", *FAST)
     assert code == 0 and out.count("nothing to do") == len(LATENT), out
     assert tree_state(wh) == before

@@ -15,6 +15,11 @@ Two class attributes widen the protocol for methods that are not a matmul over c
 * ``needs``: what ``fit`` receives besides the cached training activations. ``"texts"`` fills
   ``ConceptData.inputs/outputs`` (BoW); ``"model"`` also hands over ``ConceptData.ctx`` with the loaded target
   model on ``--device`` (ReFT-r1, SSV, IG/IxG train through the frozen model).
+* ``steering``: how `axw steer` uses an artifact. ``"addition"`` (default): f·a_c·direction added at layer L, the
+  rows of every concept batched together. ``"model"``: the artifact changes the model itself (LoReFT, LoRA, SFT):
+  :meth:`Method.steering_edit` installs one concept's edit (hooks, adapters, weight deltas) as a context manager,
+  the stage generates that concept's instructions, then the edit is removed. Such methods ignore the factor.
+* ``concept_limit``: train (and steer) only the first N concepts of a set (SFT: AxBench's ``max_concepts: 20``).
 * ``scoring``: how `axw latent` scores a concept's eval examples. ``"matmul"`` (default) is the single matmul;
   ``"tokens"`` calls :meth:`Method.score_tokens` (per-token scores, max-pooled by the stage like every other method:
   IG, IxG, SAE-A on a TopK SAE); ``"examples"`` calls :meth:`Method.score_examples` (one score per example, no
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,6 +143,9 @@ class Method:
     scoring: ClassVar[str] = "matmul"
     #: True: `axw train` fits every concept of the set at once through ``fit_all`` (a joint dictionary)
     joint: ClassVar[bool] = False
+    #: steering: "addition" (f·a_c·direction at layer L) or "model" (``steering_edit`` changes the model per concept;
+    #: the factor is ignored)
+    steering: ClassVar[str] = "addition"
 
     @dataclass(frozen=True)
     class Config:
@@ -169,6 +178,19 @@ class Method:
     def unavailable(self, ctx: Context) -> str | None:
         """Why this method cannot run in ``ctx`` (e.g. no SAE for the model), or None. ``--method all`` skips it."""
         return None
+
+    def concept_limit(self) -> int | None:
+        """Only the first N concepts of a set (ascending concept_id) are trained and steered; None = all.
+
+        Read from a ``max_concepts`` Config field when the method has one (0 or less = no limit)."""
+        n = getattr(self.config, "max_concepts", None)
+        return int(n) if n is not None and int(n) > 0 else None
+
+    def steering_edit(self, lm, artifact: Artifact, ctx: Context) -> AbstractContextManager:
+        """(``steering = "model"``) A context manager that installs ``artifact``'s edit on ``lm.model`` on entry and
+        restores the model exactly on exit. Everything it adds lives on the model's device. While it is open, the
+        stage generates from the plain chat prompt of each instruction in left-padded batches."""
+        raise NotImplementedError(f"{self.name} does not edit the model for steering")
 
     def token_scores(self, acts: torch.Tensor, directions: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
         """Scores [n_tokens, n_concepts] of every token against every concept's direction: one matmul."""

@@ -1,16 +1,19 @@
-"""Shared machinery of the methods trained with the language-modelling objective through the frozen target model
-(ReFT-r1, SSV; spec §2.2 "LM-style", §2.3): example tensorisation, an edit of the block-L output, the training loop.
+"""Shared machinery of the methods trained with the language-modelling objective through the target model
+(ReFT-r1, SSV, LoReFT, LoRA, SFT; spec §2.2 "LM-style", §2.3): example tensorisation, an edit of the block-L output,
+the training loop.
 
-Not a method (nothing registered here). The edit is a forward hook on decoder block L that replaces its output
-hidden state: the same place pyvene's ``block_output`` intervention writes to. Gradients flow only through the
-edit's parameters and the blocks above L (the model is frozen, so the blocks below build no graph).
+Not a method (nothing registered here). :func:`train_lm` is the one loop (AdamW, linear decay to 0 without warmup,
+gradient accumulation, optional clipping); what a method changes in the model during a batch is a context manager
+it passes in (``around_batch``). :func:`train_edit` is the rank-1 case: a forward hook on decoder block L that
+replaces its output hidden state, the same place pyvene's ``block_output`` intervention writes to. Gradients flow
+only through the trained parameters and what lies above them (the model is frozen unless a method unfreezes it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +50,7 @@ class LMBatch:
     #: positions of the batch's examples in the list given to train_edit (set by train_edit; reft-r1-joint reads it
     #: to pick each example's dictionary row)
     index: torch.Tensor | None = None
+    prompt_len: torch.Tensor | None = None  # [B] prompt tokens per row (right padding: positions 0..len-1)
 
 
 def collate(batch: list[LMExample], pad_id: int, prefix_len: int, device: str = "cpu") -> LMBatch:
@@ -62,7 +66,8 @@ def collate(batch: list[LMExample], pad_id: int, prefix_len: int, device: str = 
         labels[r, e.n_prompt:n] = ids[r, e.n_prompt:n]
         mask[r, :n] = 1
         edit[r, prefix_len:n] = True
-    return LMBatch(ids.to(device), mask.to(device), labels.to(device), edit.to(device))
+    return LMBatch(ids.to(device), mask.to(device), labels.to(device), edit.to(device),
+                   torch.tensor([e.n_prompt for e in batch], device=device))
 
 
 @contextmanager
@@ -81,45 +86,91 @@ def edit_block_output(block: torch.nn.Module, fn: Callable[[torch.Tensor], torch
 
 
 EditFn = Callable[[torch.Tensor, LMBatch, dict], torch.Tensor]
+BatchContext = Callable[[LMBatch, dict], AbstractContextManager]
+
+
+def train_lm(lm, examples: list[LMExample], prefix_len: int, params: list[torch.nn.Parameter],
+             around_batch: BatchContext | None, *, lr: float, weight_decay: float, epochs: int, batch_size: int,
+             seed: int, device: str = "cpu", grad_accum: int = 1, clip_norm: float | None = None,
+             accum_mean: bool = True, aux_loss: Callable[[dict, float], torch.Tensor] | None = None,
+             before_step: Callable[[], None] | None = None) -> float:
+    """Output-token cross-entropy of the model as changed by ``around_batch(batch, state)`` (a context manager open
+    during each forward: hooks, adapters; None = the model itself, e.g. SFT), minimised over ``params``.
+
+    AxBench's loop (``LoRA.train``, ``LoReFT.train``, ``SFT._train``): AdamW, shuffled batches of ``batch_size``,
+    the loss divided by ``grad_accum`` (``accum_mean=False``: not divided, so accumulated gradients add up, as
+    upstream LoReFT, which divides only after ``backward``), an optimizer step every ``grad_accum`` batches and
+    after an epoch's last batch, the gradient norm of ``params`` clipped to ``clip_norm`` first (None: no
+    clipping), learning rate decaying linearly from ``lr`` to 0 without warmup over
+    ``epochs × max(1, n_batches // grad_accum)`` steps (held at 0 past that, as transformers' linear schedule). ``around_batch`` may stash tensors in ``state`` for
+    ``aux_loss(state, progress)`` (progress = optimizer step / total steps, e.g. ReFT-r1's L1 ramp);
+    ``before_step`` runs after clipping, before each optimizer step (renormalisation). Returns the last batch loss
+    (not divided by ``grad_accum``).
+    """
+    if grad_accum < 1:
+        raise ValueError("grad_accum must be at least 1")
+    pad_id = lm.tokenizer.pad_token_id
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    n_batches = math.ceil(len(examples) / batch_size)
+    total = max(1, epochs * max(1, n_batches // grad_accum))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / total))
+    gen = torch.Generator().manual_seed(seed)
+    step, last = 0, float("nan")
+    opt.zero_grad()
+    for _ in range(epochs):
+        for k, idx in enumerate(torch.randperm(len(examples), generator=gen).split(batch_size)):
+            batch = collate([examples[i] for i in idx.tolist()], pad_id, prefix_len, device)
+            batch.index = idx
+            state: dict = {}
+            with around_batch(batch, state) if around_batch is not None else _nothing():
+                out = lm.model(input_ids=batch.ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                               use_cache=False)
+            loss = out.loss
+            if aux_loss is not None:
+                loss = loss + aux_loss(state, step / total)
+            (loss / grad_accum if grad_accum > 1 and accum_mean else loss).backward()
+            last = float(loss.detach())
+            if (k + 1) % grad_accum == 0 or k + 1 == n_batches:
+                if clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                if before_step is not None:
+                    before_step()
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                step += 1
+    return last
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def train_edit(lm, layer: int, examples: list[LMExample], prefix_len: int, params: list[torch.nn.Parameter],
                edit: EditFn, *, lr: float, weight_decay: float, epochs: int, batch_size: int, seed: int,
                device: str = "cpu", aux_loss: Callable[[dict, float], torch.Tensor] | None = None,
                before_step: Callable[[], None] | None = None) -> float:
-    """AdamW with linear decay to 0 (no warmup), one step per batch, output-token cross-entropy of the edited model.
-
-    ``edit(h, batch, state)`` returns block L's new output and may stash tensors in ``state`` for ``aux_loss(state,
-    progress)`` (progress = step / total steps, e.g. ReFT-r1's L1 ramp). ``before_step`` runs after backward (clipping,
-    renormalisation). Returns the last batch loss.
-    """
+    """:func:`train_lm` with block L's output replaced by ``edit(h, batch, state)``, one step per batch (ReFT-r1,
+    SSV). ``before_step`` runs after backward (clipping, renormalisation)."""
     block = lm.decoder_layers()[layer]
-    pad_id = lm.tokenizer.pad_token_id
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    total = max(1, epochs * math.ceil(len(examples) / batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / total)
-    gen = torch.Generator().manual_seed(seed)
-    step, last = 0, float("nan")
-    for _ in range(epochs):
-        for idx in torch.randperm(len(examples), generator=gen).split(batch_size):
-            batch = collate([examples[i] for i in idx.tolist()], pad_id, prefix_len, device)
-            batch.index = idx
-            state: dict = {}
-            with edit_block_output(block, lambda h: edit(h, batch, state)):
-                out = lm.model(input_ids=batch.ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                               use_cache=False)
-            loss = out.loss
-            if aux_loss is not None:
-                loss = loss + aux_loss(state, step / total)
-            opt.zero_grad()
-            loss.backward()
-            if before_step is not None:
-                before_step()
-            opt.step()
-            sched.step()
-            step += 1
-            last = float(loss.detach())
-    return last
+    return train_lm(lm, examples, prefix_len, params,
+                    lambda batch, state: edit_block_output(block, lambda h: edit(h, batch, state)),
+                    lr=lr, weight_decay=weight_decay, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
+                    aux_loss=aux_loss, before_step=before_step)
+
+
+def existing_layers(spec: str, n_layers: int) -> tuple[list[int], list[int]]:
+    """(layers of the comma-separated ``spec`` that exist in a model of ``n_layers`` blocks, the ones dropped).
+
+    AxBench trains LoReFT and LoRA at layers 5, 10, 15, 20 of Gemma-2-2B (26 blocks); a shallower model keeps the
+    listed layers it has."""
+    try:
+        wanted = [int(x) for x in str(spec).replace(" ", "").split(",") if x != ""]
+    except ValueError as exc:
+        raise ValueError(f"layers must be comma-separated integers, got {spec!r}") from exc
+    keep = sorted({x for x in wanted if 0 <= x < n_layers})
+    return keep, sorted({x for x in wanted if not 0 <= x < n_layers})
 
 
 def max_relu_activation(data, w: torch.Tensor) -> float:
