@@ -78,7 +78,8 @@ def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, spl
     )
 
 
-def _rows(info: dict, tokenizer, prefix_len: int, batch: list[tuple[str, int, list[int], np.ndarray]]) -> pa.Table:
+def activation_rows(info: dict, tokenizer, prefix_len: int,
+                    batch: list[tuple[str, int, list[int], np.ndarray]]) -> pa.Table:
     """Per-token rows for whole examples: (split, example_id, token ids, acts [len, d] float16)."""
     lengths = np.array([len(ids) for _, _, ids, _ in batch])
     n = int(lengths.sum())
@@ -141,7 +142,7 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
         def flush() -> None:
             nonlocal pending, pending_tokens
             if pending:
-                table = _rows(meta, lm.tokenizer, chat.prefix_len, pending)
+                table = activation_rows(meta, lm.tokenizer, chat.prefix_len, pending)
                 table = table.append_column("config_hash", pa.array([config_hash(row_hash)] * table.num_rows))
                 run.write("activations", table)
                 pending, pending_tokens = [], 0

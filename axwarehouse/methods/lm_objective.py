@@ -47,10 +47,10 @@ class LMBatch:
     attention_mask: torch.Tensor  # [B, T]
     labels: torch.Tensor  # [B, T], -100 on prompt and padding
     edit_mask: torch.Tensor  # [B, T] bool: real tokens at positions >= P (prompt after the chat prefix + response)
-    #: positions of the batch's examples in the list given to train_edit (set by train_edit; reft-r1-joint reads it
+    prompt_len: torch.Tensor | None = None  # [B] prompt tokens per row (right padding: positions 0..len-1)
+    #: positions of the batch's examples in the list given to train_edit (set by train_lm; reft-r1-joint reads it
     #: to pick each example's dictionary row)
     index: torch.Tensor | None = None
-    prompt_len: torch.Tensor | None = None  # [B] prompt tokens per row (right padding: positions 0..len-1)
 
 
 def collate(batch: list[LMExample], pad_id: int, prefix_len: int, device: str = "cpu") -> LMBatch:
