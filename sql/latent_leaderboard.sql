@@ -1,5 +1,5 @@
 -- latent_leaderboard: unweighted mean of per-concept AUROC per method, model, layer and concept set.
--- note (last column, NULL for most methods) says what a row is built on, from its artifacts' `extra`:
+-- note (last column, '' for most methods) says what a row is built on, from its artifacts' `extra`:
 --   SAE / SAE-A on an SAE trained here by `axw sae train` (a `saes` row with that path, or a path under saes/):
 --     'ours: TopK SAE <name> (axw sae train, d_sae …, k …)': the offline stand-in for GemmaScope, not AxBench's;
 --   SAE / SAE-A on a loaded SAELens/GemmaScope directory: 'loaded <architecture> SAE: <path>' (its source);
@@ -37,7 +37,7 @@ notes AS (
     LEFT JOIN saes AS s ON s.path = a.sae AND s.model = a.model AND s.layer = a.layer
     GROUP BY a.method, a.model, a.layer, a.concept_set, a.config_hash
 )
-SELECT b.method, b.model, b.layer, b.concept_set, b.config_hash, b.mean_auroc, b.n_concepts, n.note
+SELECT b.method, b.model, b.layer, b.concept_set, b.config_hash, b.mean_auroc, b.n_concepts, coalesce(n.note, '') AS note
 FROM board AS b
 LEFT JOIN notes AS n
   ON n.method = b.method AND n.model = b.model AND n.layer = b.layer AND n.concept_set = b.concept_set
