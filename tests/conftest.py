@@ -72,6 +72,17 @@ def catalog_path(tmp_path) -> Path:
     return tmp_path / "wh" / "catalog.duckdb"
 
 
+@pytest.fixture
+def tiny_warehouse(catalog_path, small_release, tiny_model_dir) -> tuple[Path, list[str]]:
+    """A catalog with the small release imported as concept set s3 and the tiny model's activations at layer 2;
+    returns (catalog path, the ``-c/--model/--layer`` arguments every stage command of it takes)."""
+    catalog_path.parent.mkdir(parents=True)
+    assert axw("--catalog", catalog_path, "import-axbench", small_release, "--concept-set", "s3")[0] == 0
+    code, _, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
+    assert code == 0, err
+    return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
+
+
 def axw(*args: str) -> tuple[int, str, str]:
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
     import contextlib

@@ -33,12 +33,8 @@ class FirstDim(Method):
 
 
 @pytest.fixture
-def warehouse(catalog_path, small_release, tiny_model_dir):
-    catalog_path.parent.mkdir(parents=True)
-    assert axw("--catalog", catalog_path, "import-axbench", small_release, "--concept-set", "s3")[0] == 0
-    code, _, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
-    assert code == 0, err
-    return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
+def warehouse(tiny_warehouse):
+    return tiny_warehouse
 
 
 @pytest.mark.slow

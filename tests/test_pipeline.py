@@ -12,14 +12,9 @@ METHODS = ("diffmean", "pca", "lat", "probe")
 
 
 @pytest.fixture
-def warehouse(catalog_path, small_release, tiny_model_dir):
+def warehouse(tiny_warehouse, tiny_model_dir):
     """A catalog with the small release imported and activations of the tiny model at layer 2."""
-    catalog_path.parent.mkdir(parents=True)
-    assert axw("--catalog", catalog_path, "import-axbench", small_release, "--concept-set", "s3")[0] == 0
-    code, out, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir,
-                         "--layer", "2")
-    assert code == 0, err
-    return catalog_path, str(tiny_model_dir)
+    return tiny_warehouse[0], str(tiny_model_dir)
 
 
 def _expected_tokens(catalog_path, model_dir) -> int:

@@ -92,12 +92,8 @@ def test_every_dictionary_row_stays_unit_norm_after_each_step(ctx, monkeypatch):
 
 
 @pytest.fixture
-def warehouse(catalog_path, small_release, tiny_model_dir):
-    catalog_path.parent.mkdir(parents=True)
-    assert axw("--catalog", catalog_path, "import-axbench", small_release, "--concept-set", "s3")[0] == 0
-    code, _, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
-    assert code == 0, err
-    return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
+def warehouse(tiny_warehouse):
+    return tiny_warehouse
 
 
 def _rows(cat: Catalog) -> list[tuple]:

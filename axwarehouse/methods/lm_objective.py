@@ -41,6 +41,13 @@ def lm_examples(chat: ChatFormat, inputs: list[str], outputs: list[str], labels)
     return out
 
 
+
+def concept_lm_examples(chat: ChatFormat, data, with_negatives: bool = False) -> list[LMExample]:
+    """A concept's LM-style training examples (spec §2.2): its positives, and its genre negatives when
+    ``with_negatives`` (ReFT-r1's ``train_on_negative``), in the order of ``data``."""
+    keep = [i for i, y in enumerate(data.labels) if with_negatives or y == 1]
+    return lm_examples(chat, [data.inputs[i] for i in keep], [data.outputs[i] for i in keep], data.labels[keep])
+
 @dataclass
 class LMBatch:
     ids: torch.Tensor  # [B, T]

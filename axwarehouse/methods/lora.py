@@ -30,7 +30,7 @@ import torch
 
 from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
-from axwarehouse.methods.lm_objective import existing_layers, lm_examples, train_lm
+from axwarehouse.methods.lm_objective import concept_lm_examples, existing_layers, train_lm
 from axwarehouse.methods.registry import register
 from axwarehouse.weights import load_weights
 
@@ -98,9 +98,7 @@ class LoRA(Method):
         layers, why = _layers_or_reason(cfg.layers, lm.n_layers, self.name)
         if why:
             raise AxwError(f"lora: {why}")
-        pos = [i for i, y in enumerate(data.labels) if y == 1]
-        examples = lm_examples(chat, [data.inputs[i] for i in pos], [data.outputs[i] for i in pos],
-                               data.labels[pos])
+        examples = concept_lm_examples(chat, data)
         torch.manual_seed(self.seed)
         adapters: dict[int, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}
         for layer in layers:

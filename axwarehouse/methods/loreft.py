@@ -33,7 +33,7 @@ import torch
 
 from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
-from axwarehouse.methods.lm_objective import existing_layers, lm_examples, train_lm
+from axwarehouse.methods.lm_objective import concept_lm_examples, existing_layers, train_lm
 from axwarehouse.methods.lora import _layers_or_reason
 from axwarehouse.methods.registry import register
 from axwarehouse.weights import load_weights
@@ -155,9 +155,7 @@ class LoReFT(Method):
         layers, why = _layers_or_reason(cfg.layers, lm.n_layers, self.name)
         if why:
             raise AxwError(f"loreft: {why}")
-        pos = [i for i, y in enumerate(data.labels) if y == 1]
-        examples = lm_examples(chat, [data.inputs[i] for i in pos], [data.outputs[i] for i in pos],
-                               data.labels[pos])
+        examples = concept_lm_examples(chat, data)
         torch.manual_seed(self.seed)
         modules = {layer: LoReFTLayer(lm.hidden_size, cfg.rank).to(ctx.device) for layer in layers}
         params = [p for m in modules.values() for p in m.parameters()]

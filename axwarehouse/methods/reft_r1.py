@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from axwarehouse.methods.base import Artifact, ConceptData, Method, unit
-from axwarehouse.methods.lm_objective import LMBatch, lm_examples, max_relu_activation, train_edit
+from axwarehouse.methods.lm_objective import LMBatch, concept_lm_examples, max_relu_activation, train_edit
 from axwarehouse.methods.registry import register
 
 
@@ -65,9 +65,7 @@ class ReFTr1(Method):
     def fit(self, data: ConceptData) -> Artifact:
         cfg, ctx = self.config, data.ctx
         lm, chat = ctx.lm, ctx.chat
-        keep = [i for i, y in enumerate(data.labels) if cfg.train_on_negative or y == 1]
-        examples = lm_examples(chat, [data.inputs[i] for i in keep], [data.outputs[i] for i in keep],
-                               data.labels[keep])
+        examples = concept_lm_examples(chat, data, cfg.train_on_negative)
         torch.manual_seed(self.seed)
         w = torch.nn.Parameter(torch.full((lm.hidden_size,), 0.01, device=ctx.device))
 

@@ -23,7 +23,7 @@ import torch
 
 from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Method, unit
-from axwarehouse.methods.lm_objective import LMBatch, lm_examples, max_relu_activation, train_edit
+from axwarehouse.methods.lm_objective import LMBatch, concept_lm_examples, max_relu_activation, train_edit
 from axwarehouse.methods.reft_r1 import ReFTr1, topk_edit, unit_norm_step
 from axwarehouse.methods.registry import register
 
@@ -60,8 +60,7 @@ class ReFTr1Joint(Method):
         examples, rows, counts = [], [], {}
         for r, cid in enumerate(cids):
             data = datas[cid]
-            keep = [i for i, y in enumerate(data.labels) if cfg.train_on_negative or y == 1]
-            ex = lm_examples(chat, [data.inputs[i] for i in keep], [data.outputs[i] for i in keep], data.labels[keep])
+            ex = concept_lm_examples(chat, data, cfg.train_on_negative)
             examples += ex
             rows += [r] * len(ex)
             counts[cid] = len(ex)

@@ -25,7 +25,7 @@ import torch
 
 from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
-from axwarehouse.methods.lm_objective import lm_examples, train_lm
+from axwarehouse.methods.lm_objective import concept_lm_examples, train_lm
 from axwarehouse.methods.registry import register
 from axwarehouse.weights import load_weights
 
@@ -78,9 +78,7 @@ class SFT(Method):
         if cfg.weights_dtype not in DTYPES:
             raise AxwError(f"sft.weights_dtype must be one of {', '.join(DTYPES)}, got {cfg.weights_dtype!r}")
         lm, chat = ctx.lm, ctx.chat
-        pos = [i for i, y in enumerate(data.labels) if y == 1]
-        examples = lm_examples(chat, [data.inputs[i] for i in pos], [data.outputs[i] for i in pos],
-                               data.labels[pos])
+        examples = concept_lm_examples(chat, data)
         named = dict(lm.model.named_parameters())  # tied tensors appear once
         original = {n: p.detach().clone() for n, p in named.items()}
         flags = {n: p.requires_grad for n, p in named.items()}

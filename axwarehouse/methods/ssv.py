@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from axwarehouse.methods.base import Artifact, ConceptData, Method
-from axwarehouse.methods.lm_objective import LMBatch, lm_examples, max_relu_activation, train_edit
+from axwarehouse.methods.lm_objective import LMBatch, concept_lm_examples, max_relu_activation, train_edit
 from axwarehouse.methods.registry import register
 
 
@@ -31,9 +31,7 @@ class SSV(Method):
     def fit(self, data: ConceptData) -> Artifact:
         cfg, ctx = self.config, data.ctx
         lm, chat = ctx.lm, ctx.chat
-        pos = [i for i, y in enumerate(data.labels) if y == 1]
-        examples = lm_examples(chat, [data.inputs[i] for i in pos], [data.outputs[i] for i in pos],
-                               data.labels[pos])
+        examples = concept_lm_examples(chat, data)
         torch.manual_seed(self.seed)
         v = torch.nn.Parameter(torch.full((lm.hidden_size,), 0.01, device=ctx.device))
 
