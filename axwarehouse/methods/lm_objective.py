@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from axwarehouse.errors import AxwError
+
 from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
 
 
@@ -179,6 +181,35 @@ def existing_layers(spec: str, n_layers: int) -> tuple[list[int], list[int]]:
     keep = sorted({x for x in wanted if 0 <= x < n_layers})
     return keep, sorted({x for x in wanted if not 0 <= x < n_layers})
 
+
+
+class LayerListMethod:
+    """Mixin for methods trained at the blocks listed in ``Config.layers`` (LoReFT, LoRA): a model with fewer blocks
+    keeps the listed ones it has; with none left the method is unavailable for that model."""
+
+    def layers_or_reason(self, n_layers: int) -> tuple[list[int], str | None]:
+        """(the listed layers the model has, None) or ([], why the method cannot run on it)."""
+        spec = self.config.layers
+        try:
+            keep, _dropped = existing_layers(spec, n_layers)
+        except ValueError as exc:
+            return [], str(exc)
+        if not keep:
+            return [], (f"none of its layers {spec} exist in a model with {n_layers} blocks "
+                        f"(choose some with --set {self.name}.layers=...)")
+        return keep, None
+
+    def unavailable(self, ctx) -> str | None:
+        from axwarehouse.lm.info import model_info
+
+        return self.layers_or_reason(model_info(ctx.model).n_layers)[1]
+
+    def train_layers(self, n_layers: int) -> list[int]:
+        """The layers to train at; a clear error when there are none."""
+        layers, why = self.layers_or_reason(n_layers)
+        if why:
+            raise AxwError(f"{self.name}: {why}")
+        return layers
 
 def max_relu_activation(data, w: torch.Tensor) -> float:
     """Max of ReLU(h . w) over the positive examples' scored training tokens (cached activations)."""

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
-from axwarehouse.methods.lm_objective import concept_lm_examples, existing_layers, train_lm
+from axwarehouse.methods.lm_objective import LayerListMethod, concept_lm_examples, existing_layers, train_lm
 from axwarehouse.methods.registry import register
 from axwarehouse.weights import load_weights
 
@@ -57,19 +56,8 @@ def lora_hooks(lm, adapters: dict[int, tuple[torch.Tensor, torch.Tensor]], modul
             h.remove()
 
 
-def _layers_or_reason(spec: str, n_layers: int, name: str) -> tuple[list[int], str | None]:
-    try:
-        keep, dropped = existing_layers(spec, n_layers)
-    except ValueError as exc:
-        return [], str(exc)
-    if not keep:
-        return [], (f"none of its layers {spec} exist in a model with {n_layers} blocks "
-                    f"(choose some with --set {name}.layers=...)")
-    return keep, None
-
-
 @register("lora")
-class LoRA(Method):
+class LoRA(LayerListMethod, Method):
     evaluations = ("steering",)
     needs = frozenset({"activations", "model"})
     steering = "model"
@@ -87,17 +75,10 @@ class LoRA(Method):
         batch_size: int = 18
         grad_accum: int = 2
 
-    def unavailable(self, ctx: Context) -> str | None:
-        from axwarehouse.lm.info import model_info
-
-        return _layers_or_reason(self.config.layers, model_info(ctx.model).n_layers, self.name)[1]
-
     def fit(self, data: ConceptData) -> Artifact:
         cfg, ctx = self.config, data.ctx
         lm, chat = ctx.lm, ctx.chat
-        layers, why = _layers_or_reason(cfg.layers, lm.n_layers, self.name)
-        if why:
-            raise AxwError(f"lora: {why}")
+        layers = self.train_layers(lm.n_layers)
         examples = concept_lm_examples(chat, data)
         torch.manual_seed(self.seed)
         adapters: dict[int, tuple[torch.nn.Parameter, torch.nn.Parameter]] = {}

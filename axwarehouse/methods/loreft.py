@@ -31,10 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
-from axwarehouse.methods.lm_objective import concept_lm_examples, existing_layers, train_lm
-from axwarehouse.methods.lora import _layers_or_reason
+from axwarehouse.methods.lm_objective import LayerListMethod, concept_lm_examples, existing_layers, train_lm
 from axwarehouse.methods.registry import register
 from axwarehouse.weights import load_weights
 
@@ -126,7 +124,7 @@ def prompt_positions(lm, first: int, last: int, positions: dict) -> Iterator[Non
 
 
 @register("loreft")
-class LoReFT(Method):
+class LoReFT(LayerListMethod, Method):
     evaluations = ("steering",)
     needs = frozenset({"activations", "model"})
     steering = "model"
@@ -144,17 +142,10 @@ class LoReFT(Method):
         grad_accum: int = 2
         clip_norm: float = 1.0
 
-    def unavailable(self, ctx: Context) -> str | None:
-        from axwarehouse.lm.info import model_info
-
-        return _layers_or_reason(self.config.layers, model_info(ctx.model).n_layers, self.name)[1]
-
     def fit(self, data: ConceptData) -> Artifact:
         cfg, ctx = self.config, data.ctx
         lm, chat = ctx.lm, ctx.chat
-        layers, why = _layers_or_reason(cfg.layers, lm.n_layers, self.name)
-        if why:
-            raise AxwError(f"loreft: {why}")
+        layers = self.train_layers(lm.n_layers)
         examples = concept_lm_examples(chat, data)
         torch.manual_seed(self.seed)
         modules = {layer: LoReFTLayer(lm.hidden_size, cfg.rank).to(ctx.device) for layer in layers}
