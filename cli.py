@@ -129,13 +129,14 @@ def train_cmd(
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that train through the model (cpu, cuda, mps).")] = "cpu",
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
-    replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and latent scores, then re-train.")] = False,
+    replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and what was computed from them (latent scores, steered generations, their ratings), then re-train.")] = False,
+    concepts: Annotated[Optional[list[str]], typer.Option("--concepts", help="Concept ids, e.g. 0,1 (default: all). Joint methods always train the whole set.")] = None,
 ) -> None:
     """Train methods into `method_artifacts` (cached activations; ReFT-r1/SSV/IG/IxG also run the model)."""
     from stages.train import TrainConfig, run_train
 
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                      device=device, overrides=tuple(settings or ()), replace=replace)
+                      device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts))
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())
@@ -486,6 +487,19 @@ def sae_train_cmd(
         typer.echo(run_sae_train(cat, cfg))
 
 
+def _click_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class ``name`` as click defines it and as typer's vendored copy does (typer >= 0.2x raises
+    its own ``typer._click`` classes, which are not subclasses of click's)."""
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        pass
+    else:
+        modules.append(vendored)
+    return tuple(dict.fromkeys(getattr(m, name) for m in modules if hasattr(m, name)))
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the app and return the exit code: AxwError becomes ``error: …`` and 2, usage errors click's code."""
     command = typer.main.get_command(app)
@@ -494,12 +508,14 @@ def run(argv: list[str] | None = None) -> int:
     except AxwError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
-    except click.exceptions.Exit as exc:
+    except _click_errors("Exit") as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except _click_errors("ClickException") as exc:  # usage errors: one line, with where to look
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None and isinstance(exc, _click_errors("UsageError")) else ""
+        typer.echo(f"error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*_click_errors("Abort"), KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         return 130
     except Exception as exc:  # an unexpected bug: still one line, the traceback on request

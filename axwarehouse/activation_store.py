@@ -66,6 +66,10 @@ def load_tokens(cat: Catalog, model: str, layer: int, concept_set: str, split: s
     flat = act.flatten().to_numpy(zero_copy_only=False)
     d = len(flat) // table.num_rows
     acts = torch.from_numpy(np.array(flat, dtype=np.float32).reshape(table.num_rows, d))  # writable copy
+    if not torch.isfinite(acts).all():
+        raise AxwError(f"cached activations for {model} layer {layer}, concept set {concept_set!r} contain inf/NaN "
+                       "(an earlier axw stored float16, which Gemma-family activations overflow): delete that "
+                       "model/layer folder under warehouse/activations/ and run `axw activations` again")
     ex = table.column("example_id").to_numpy()
     change = np.flatnonzero(np.diff(ex)) + 1
     starts = np.concatenate([[0], change])

@@ -62,7 +62,9 @@ ACTIVATIONS = _schema(
     pa.field("token_id", pa.int32()),
     pa.field("token", pa.string()),
     pa.field("is_prefix", pa.bool_()),  # chat-template prefix: excluded from scoring
-    pa.field("act", pa.list_(pa.float16())),  # residual stream at the output of decoder layer `layer`
+    # residual stream at the output of decoder layer `layer`, float32: Gemma-family activations exceed float16's
+    # range (Gemma-3-270M: |h| up to ~3e4 at mid depth and > 65504 at BOS), so a float16 column would store inf
+    pa.field("act", pa.list_(pa.float32())),
 )
 
 METHOD_ARTIFACTS = _schema(

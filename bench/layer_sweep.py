@@ -66,7 +66,7 @@ def capture_layers(cat: Catalog, model: str, layers: list[int], batch_tokens: in
             got: dict[int, object] = {}
 
             def hook(_m, _i, out, L):
-                got[L] = (out[0] if isinstance(out, tuple) else out).to(torch.float16).numpy()
+                got[L] = (out[0] if isinstance(out, tuple) else out).to(torch.float32).numpy()
                 if L == top:
                     raise _Stop
 

@@ -30,7 +30,7 @@ class ActivationsConfig:
     splits: tuple[str, ...] = ()
     batch_tokens: int = 4096  # padded tokens per forward batch
     file_tokens: int = 32768  # tokens per Parquet file (the unit of loss on a kill)
-    dtype: str = "float32"  # compute dtype; vectors are stored as float16
+    dtype: str = "float32"  # compute dtype; vectors are stored as float32
 
 
 @dataclass
@@ -80,12 +80,12 @@ def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, spl
 
 def activation_rows(info: dict, tokenizer, prefix_len: int,
                     batch: list[tuple[str, int, list[int], np.ndarray]]) -> pa.Table:
-    """Per-token rows for whole examples: (split, example_id, token ids, acts [len, d] float16)."""
+    """Per-token rows for whole examples: (split, example_id, token ids, acts [len, d] float32)."""
     lengths = np.array([len(ids) for _, _, ids, _ in batch])
     n = int(lengths.sum())
     ids = np.concatenate([np.asarray(t, dtype=np.int32) for _, _, t, _ in batch])
     positions = np.concatenate([np.arange(k, dtype=np.int32) for k in lengths])
-    acts = np.concatenate([a for *_, a in batch]).astype(np.float16, copy=False)
+    acts = np.concatenate([a for *_, a in batch]).astype(np.float32, copy=False)
     d = acts.shape[1]
     offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
     return pa.table({
@@ -125,7 +125,7 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     lm = load(cfg.model, cfg.dtype)
     chat = ChatFormat.of(lm.tokenizer)
     config = {**asdict(cfg), "model": info.name, "layer": layer, "prefix_len": chat.prefix_len,
-              "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": "float16"}
+              "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": "float32"}
     # rows depend on the model, layer and rendering, not on batching: hash only those
     row_hash = {k: config[k] for k in ("model", "layer", "prefix_len", "suffix_len", "max_length", "dtype")}
     meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}

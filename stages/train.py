@@ -9,7 +9,8 @@ Weights an artifact carries as tensors are written as safetensors under the ware
 
 Joint methods (``Method.joint``, e.g. ``reft-r1-joint``) learn every concept of the set at once through ``fit_all``.
 Their rows of one config come from one fit: if any concept of the set lacks its row, the whole set is re-fitted and
-the config's old rows (and their latent scores) are replaced by the new ones after training, in one file written
+the config's old rows (and everything computed from them: latent scores, steered generations and their ratings,
+see :func:`drop_downstream`) are replaced by the new ones after training, in one file written
 atomically (a kill before that leaves the old rows; between the delete and the write, none, so the next run re-fits);
 otherwise there is nothing to do. They always cover the whole set, so ``--concepts`` selecting a subset skips them
 (an error when named explicitly).
@@ -49,7 +50,7 @@ class TrainConfig:
     concepts: tuple[int, ...] = ()  # empty = every concept of the set
     device: str = "cpu"  # where methods that need the model train (results do not depend on it: not hashed)
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE (part of the method's config, so hashed)
-    replace: bool = False  # drop this config's artifacts (and their latent scores) first, then re-train
+    replace: bool = False  # drop this config's artifacts (and all rows computed from them) first, then re-train
 
 
 @dataclass
@@ -151,10 +152,10 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
         where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
         params = [m.name, info.name, layer, cfg.concept_set, chash]
         if cfg.replace:
-            if cfg.concepts and not m.joint:
-                where += f" AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})"
-            # scores first: a kill in between leaves artifacts without scores, which `axw latent` fills in
-            cat.delete_where("latent_scores", where, params)
+            subset = tuple(cfg.concepts) if cfg.concepts and not m.joint else None
+            if subset:
+                where += f" AND concept_id IN ({', '.join(str(int(c)) for c in subset)})"
+            drop_downstream(cat, m.name, info.name, layer, cfg.concept_set, chash, subset)
             cat.delete_where("method_artifacts", where, params)
         have = _existing(cat, m.name, info.name, layer, cfg.concept_set, chash)
         mine = concepts
@@ -229,6 +230,30 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     return result
 
 
+def drop_downstream(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str,
+                    concept_ids: tuple[int, ...] | None = None) -> dict[str, int]:
+    """Delete every row computed from one config's artifacts, before those artifacts are replaced.
+
+    Retraining keeps the config hash, so rows derived from the old weights would otherwise look current: the latent
+    scores, the steered generations (``method_config_hash``) and their judge ratings and perplexities. The most
+    derived go first, so a kill midway leaves only rows whose inputs still exist (`axw latent`, `axw steer` and
+    `axw judge` fill the gaps in). Returns rows removed per table.
+    """
+    key = "method = ? AND model = ? AND layer = ? AND concept_set = ?"
+    if concept_ids:
+        key += f" AND concept_id IN ({', '.join(str(int(c)) for c in concept_ids)})"
+    params = [method, model, layer, concept_set, chash]
+    outputs = f"output_id IN (SELECT output_id FROM steering_outputs WHERE {key} AND method_config_hash = ?)"
+    removed = {}
+    if cat.table_files("steering_outputs"):
+        for table in ("judge_scores", "output_perplexity"):
+            removed[table] = cat.delete_where(table, outputs, params)
+        removed["steering_outputs"] = cat.delete_where("steering_outputs", f"{key} AND method_config_hash = ?",
+                                                       params)
+    removed["latent_scores"] = cat.delete_where("latent_scores", f"{key} AND config_hash = ?", params)
+    return removed
+
+
 def _train_joint(cat: Catalog, run, m: Method, chash: str, model: str, layer: int, concept_set: str,
                  concepts: list[tuple[int, str, str]], concept_data, save, result: TrainResult) -> None:
     """Fit every concept of the set with ``m.fit_all``, then replace this config's rows by the new ones."""
@@ -242,7 +267,7 @@ def _train_joint(cat: Catalog, run, m: Method, chash: str, model: str, layer: in
     table = _artifact_rows(m, model, layer, concept_set, chash, fitted)
     where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
     params = [m.name, model, layer, concept_set, chash]
-    cat.delete_where("latent_scores", where, params)  # scores of the old rows first (see `replace`)
+    drop_downstream(cat, m.name, model, layer, concept_set, chash)  # what the old rows produced goes first
     result.replaced[m.name] = cat.delete_where("method_artifacts", where, params)
     run.write("method_artifacts", table)  # one file for the method's partition: all new rows appear at once
     result.trained[m.name] = len(fitted)

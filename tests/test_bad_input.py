@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from conftest import CONCEPT10, axw, tree_state
@@ -101,3 +102,36 @@ def test_no_catalog_for_read_commands(tmp_path):
     code, _, err = axw("--catalog", tmp_path / "none.duckdb", "leaderboard", "latent")
     assert code != 0 and "no catalog" in err
     assert not (tmp_path / "none.duckdb").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--method", "diffmean", "--bogus"], "No such option: --bogus"),
+    (["no-such-command"], "No such command 'no-such-command'"),
+    (["train"], "Missing option '--method'"),
+    (["train", "--method", "diffmean", "--concepts", "one"], "not a concept id: 'one'"),
+])
+def test_usage_errors_are_one_line_with_exit_2(imported, args, needle):
+    """Usage errors (typer raises its vendored click classes) are reported like every other bad input."""
+    _assert_clean_failure(imported, args, needle)
+    assert axw("--catalog", imported, *args)[0] == 2
+
+
+def test_non_finite_cached_activations(tiny_warehouse):
+    """Activations with inf (what an overflowing float16 cache held) stop training with a one-line error."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from axwarehouse.catalog import Catalog, atomic_write_parquet
+
+    catalog_path, common = tiny_warehouse
+    with Catalog(catalog_path) as cat:
+        paths = cat.table_files("activations")
+    for path in paths:  # the first value of every token row (train and latent_eval)
+        table = pq.read_table(path)
+        act = table.column("act").combine_chunks()
+        flat = act.flatten().to_numpy().copy()
+        flat[act.offsets.to_numpy()[:-1]] = float("inf")
+        poisoned = pa.ListArray.from_arrays(act.offsets, pa.array(flat, act.type.value_type))
+        atomic_write_parquet(table.set_column(table.schema.get_field_index("act"), "act", poisoned), path)
+        assert pc.any(pc.is_inf(pq.read_table(path).column("act").combine_chunks().flatten())).as_py()
+    _assert_clean_failure(catalog_path, ["train", *common, "--method", "diffmean"], "contain inf/NaN")

@@ -213,3 +213,37 @@ def test_steer_bad_input(steered):
         code, out, err = axw(*base, "steer", *common, *args, "--no-progress")
         assert code == 2 and err.startswith("error: ") and msg in err, (args, err)
     assert tree_state(catalog_path.parent / "warehouse") == before
+
+
+def test_replace_drops_what_the_old_artifacts_produced(steered):
+    """Retraining keeps the config hash, so `train --replace` must drop the steered generations (and their judge
+    ratings and perplexities) made with the old directions; `steer` then regenerates exactly those rows."""
+    catalog_path, base, common, steer, srv, _ = steered
+    judge = [*base, "judge", "--judge", "openai-compatible:fake-judge", "--judge-base-url", srv.base_url,
+             "--no-progress"]
+    assert axw(*judge)[0] == 0
+    with Catalog(catalog_path, read_only=True) as cat:
+        before = dict(cat.sql("SELECT method, count(*) FROM steering_outputs GROUP BY 1").fetchall())
+        prompt_ids = {r[0] for r in cat.sql("SELECT output_id FROM steering_outputs WHERE method = 'prompt'").fetchall()}
+        n_judged = cat.count("judge_scores")
+    code, out, err = axw(*base, "train", *common, "--method", "diffmean", "--replace", "--concepts", "1")
+    assert code == 0, err
+    with Catalog(catalog_path, read_only=True) as cat:
+        after = dict(cat.sql("SELECT method, count(*) FROM steering_outputs GROUP BY 1").fetchall())
+        left = {r[0] for r in cat.sql("SELECT DISTINCT concept_id FROM steering_outputs "
+                                      "WHERE method = 'diffmean'").fetchall()}
+        orphans = [cat.count(t, "output_id NOT IN (SELECT output_id FROM steering_outputs)")
+                   for t in ("judge_scores", "output_perplexity")]
+        still_prompt = {r[0] for r in cat.sql("SELECT output_id FROM steering_outputs WHERE method = 'prompt'").fetchall()}
+        n_judged_after = cat.count("judge_scores")
+        latent_left = {r[0] for r in cat.sql("SELECT DISTINCT concept_id FROM latent_scores").fetchall()}
+    per_concept = N_INPUTS * len(FACTORS)
+    assert after == {"diffmean": before["diffmean"] - per_concept, "prompt": before["prompt"]}
+    assert left == {0, 2} and latent_left == {0, 2} and still_prompt == prompt_ids
+    assert orphans == [0, 0] and n_judged_after == n_judged - 3 * per_concept
+    # latent then steer refill only concept 1's rows
+    assert axw(*base, "latent", *common, "--method", "diffmean")[0] == 0
+    code, out, err = axw(*steer)
+    assert code == 0, err
+    assert f"steer diffmean: {per_concept} generations, {2 * per_concept} already present" in out, out
+    assert "steer prompt: all 12 generations already present" in out, out

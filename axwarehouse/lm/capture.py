@@ -64,9 +64,9 @@ def forward_to_layer(model, layers, layer: int, ids: torch.Tensor, mask: torch.T
 
 def capture(model, layers, layer: int, seqs: Sequence[Sequence[int]], pad_id: int,
             batch_tokens: int = 4096) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    """Yield ``(indices, [acts of shape (len_i, d), float16])`` per length-sorted batch of ``seqs``."""
+    """Yield ``(indices, [acts of shape (len_i, d), float32])`` per length-sorted batch of ``seqs``."""
     for idx in length_batches([len(s) for s in seqs], batch_tokens):
         ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
         hidden = forward_to_layer(model, layers, layer, ids, mask)
-        out = hidden.to(torch.float16).numpy()
+        out = hidden.to(torch.float32).numpy()
         yield idx, [out[row, : len(seqs[i])] for row, i in enumerate(idx)]
