@@ -2,8 +2,8 @@
 what is stale (config or code changed since the rows were written), and the commands `axw run` would execute next.
 
 * missing: generations without activations; concepts without artifacts; artifacts without latent scores.
-* stale config: the method's current hyperparameters (at the row's seed) hash differently from the row's
-  config_hash — training again writes a new config beside the old one.
+* stale config: the method's current hyperparameters (at the row's seed, with the row's ``--set`` options, both
+  read from the run that trained it) hash differently from the row's config_hash — training again writes a new config beside the old one.
 * stale code: artifacts trained by an older version of their method's file (the source hash recorded in
   ``extra.source_hash`` differs from the file now; rows from before that hash existed fall back to a git diff of
   the method's file since the commit in their code_version); activations whose capture code (`stages/activations.py`,
@@ -58,11 +58,12 @@ def _ids(ids: list[int], limit: int = 12) -> str:
 
 def _q(value: object) -> str:
     text = str(value)
-    return text if text.replace("-", "").replace("_", "").replace(":", "").replace(".", "").isalnum() else f"'{text}'"
+    return text if text.replace("-", "").replace("_", "").replace(":", "").replace(".", "").replace("=", "").isalnum() else f"'{text}'"
 
 
-def _method_facts(method: str) -> tuple[bool, int | None]:
-    """(has a latent evaluation, concept limit of its default config) of a registered method; (True, None) else."""
+def _method_facts(method: str, overrides: dict | None = None) -> tuple[bool, int | None]:
+    """(has a latent evaluation, concept limit of its config with ``overrides``) of a registered method;
+    (True, None) else."""
     from axwarehouse.methods import REGISTRY, discover
 
     discover()
@@ -70,30 +71,46 @@ def _method_facts(method: str) -> tuple[bool, int | None]:
         return True, None
     cls = REGISTRY[method]
     try:
-        limit = cls().concept_limit()
+        limit = cls(overrides or None).concept_limit()
     except TypeError:
         limit = None
     return "latent" in cls.evaluations, limit
 
 
-def _current_hash(method: str, seed: int | None) -> str | None:
-    """config_hash the method's current code gives at ``seed`` (None when the method is not registered here)."""
+def _current_hash(method: str, seed: int | None, overrides: dict | None = None) -> str | None:
+    """config_hash the method's current code gives at ``seed`` with the row's --set ``overrides`` (None when the
+    method is not registered here)."""
     from axwarehouse.errors import AxwError
     from axwarehouse.methods import get
     from axwarehouse.concept_queries import method_hash
 
     try:
-        return method_hash(get(method)(seed=42 if seed is None else seed))
+        return method_hash(get(method)(overrides or None, seed=42 if seed is None else seed))
     except (AxwError, TypeError):
         return None
 
 
-def _seed_of(cat: Catalog, run_id: str) -> int | None:
+def _run_facts(cat: Catalog, run_id: str, method: str) -> tuple[int | None, dict]:
+    """(seed, --set overrides of ``method``) recorded in the config of the run that trained the rows."""
     rows = _rows(cat, "SELECT config FROM runs WHERE run_id = ?", [run_id])
     try:
-        return int(json.loads(rows[0][0]).get("seed")) if rows else None
+        config = json.loads(rows[0][0]) if rows else {}
+    except ValueError:
+        return None, {}
+    try:
+        seed = int(config.get("seed"))
     except (ValueError, TypeError):
-        return None
+        seed = None
+    overrides = config.get("overrides", {}).get(method) or {}
+    return seed, overrides if isinstance(overrides, dict) else {}
+
+
+def _flags(seed: int | None, overrides: dict) -> str:
+    """The command-line options that select a trained config: --seed and --set."""
+    out = f" --seed {seed}" if seed not in (None, 42) else ""
+    for method, fields in overrides.items():
+        out += "".join(f" --set {_q(f'{method}.{k}={v}')}" for k, v in sorted(fields.items()))
+    return out
 
 
 def workflow_status(cat: Catalog) -> Status:
@@ -159,25 +176,24 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         trained = set(ids)
         have = scored.get((method, chash), set())
         notes = []
-        latent, limit = _method_facts(method)  # steering-only methods (LoReFT, LoRA, SFT) have no latent scores
+        seed, overrides = _run_facts(cat, run_id, method)
+        flags = _flags(seed, {method: overrides} if overrides else {})
+        latent, limit = _method_facts(method, overrides)  # steering-only methods (LoReFT, LoRA, SFT): no latent
         expected = all_ids if limit is None else sorted(all_ids)[:limit]
         missing_art = sorted(set(expected) - trained)
         if missing_art:
             notes.append(f"MISSING artifacts for {len(missing_art)} concepts ({_ids(missing_art)})")
-            st.next_commands.append(f"axw train {target} --method {method}")
+            st.next_commands.append(f"axw train {target} --method {method}{flags}")
         missing_scores = sorted(trained - have) if latent else []
         if missing_scores:
             notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
-            st.next_commands.append(f"axw latent {target} --method {method}")
-        seed = _seed_of(cat, run_id)
-        current = _current_hash(method, seed)
+            st.next_commands.append(f"axw latent {target} --method {method}{flags}")
+        current = _current_hash(method, seed, overrides)
         if current is not None and current != chash:
             notes.append(f"STALE config: {method}'s current settings hash to {current}")
-            st.next_commands.append(f"axw train {target} --method {method}"
-                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+            st.next_commands.append(f"axw train {target} --method {method}{flags}")
             if latent:
-                st.next_commands.append(f"axw latent {target} --method {method}"
-                                        + (f" --seed {seed}" if seed not in (None, 42) else ""))
+                st.next_commands.append(f"axw latent {target} --method {method}{flags}")
         current_src = _source_hash(method)
         stale = []
         if current_src and any(h != current_src for h in hashes or []):
@@ -186,12 +202,11 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         for note in stale:
             notes.append(f"STALE code: {note}")
         if stale:
-            st.next_commands.append(f"axw train {target} --method {method} --replace"
-                                    + (f" --seed {seed}" if seed not in (None, 42) else ""))
+            st.next_commands.append(f"axw train {target} --method {method} --replace{flags}")
             if latent:
-                st.next_commands.append(f"axw latent {target} --method {method}"
-                                        + (f" --seed {seed}" if seed not in (None, 42) else ""))
-        out.append(f"    {method:<10} [{chash}]: {len(trained)} trained, "
+                st.next_commands.append(f"axw latent {target} --method {method}{flags}")
+        label = method + "".join(f" {method}.{k}={v}" for k, v in sorted(overrides.items()))
+        out.append(f"    {label:<10} [{chash}]: {len(trained)} trained, "
                    + (f"{len(have & trained)} scored" if latent else "steering only")
                    + ("; " + "; ".join(notes) if notes else ", up to date"))
     for method, n in _rows(cat, """

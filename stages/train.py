@@ -201,7 +201,9 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
                 art.weights, art.weights_meta)
 
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
-              "methods": {m.name: m.params() for m, _, _ in todo}}
+              "methods": {m.name: m.params() for m, _, _ in todo},
+              # the --set options as given: `axw status` compares rows against the current defaults *with these*
+              "overrides": {m.name: overrides[m.name] for m, _, _ in todo if m.name in overrides}}
     with cat.run("train", config) as run:
         for m, chash, missing in todo:
             started = time.perf_counter()

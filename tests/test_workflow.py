@@ -77,6 +77,38 @@ def test_status_flags_artifacts_of_an_older_method_file(wh, monkeypatch):
     assert line.endswith("up to date")
 
 
+def test_status_judges_set_rows_by_their_own_settings(wh, monkeypatch):
+    """Rows trained with --set are current when the defaults *with those settings* hash the same, and a method's
+    concept limit is read with them (sft.max_concepts=1 trains one concept: nothing is missing)."""
+    cat_path, common = wh
+    assert axw("--catalog", cat_path, "activations", *common)[0] == 0
+    probe = ["--method", "probe", "--set", "probe.epochs=2"]
+    assert axw("--catalog", cat_path, "train", *common, *probe)[0] == 0
+    assert axw("--catalog", cat_path, "latent", *common, *probe)[0] == 0
+    code, out, err = axw("--catalog", cat_path, "train", *common, "--method", "sft", "--set", "sft.max_concepts=1",
+                         "--set", "sft.epochs=1", "--set", "sft.batch_size=4")
+    assert code == 0, err
+    code, out, _ = axw("--catalog", cat_path, "status")
+    lines = out.splitlines()
+    probe_line = next(x for x in lines if x.strip().startswith("probe probe.epochs=2"))
+    sft_line = next(x for x in lines if x.strip().startswith("sft "))
+    assert probe_line.endswith("3 trained, 3 scored, up to date"), probe_line
+    assert "sft.max_concepts=1" in sft_line and sft_line.endswith("1 trained, steering only, up to date"), sft_line
+    assert "--set" not in out.split("next")[-1]
+
+    # a default changes: the --set rows are stale, and the next command keeps their settings
+    from axwarehouse.methods import get
+
+    cls = get("probe")
+    monkeypatch.setattr(cls, "Config", dataclasses.make_dataclass(
+        "Config", [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(cls.Config)
+                   if f.name != "lr"] + [("lr", float, dataclasses.field(default=1e-3))], frozen=True))
+    code, out, _ = axw("--catalog", cat_path, "status")
+    probe_line = next(x for x in out.splitlines() if x.strip().startswith("probe probe.epochs=2"))
+    assert "STALE config" in probe_line
+    assert "--method probe --set probe.epochs=2" in out.split("next (what `axw run` would do, in order):")[1]
+
+
 def test_code_change_compares_git_history():
     """Rows without a source hash fall back to git: the first commit predates every method file."""
     import subprocess
