@@ -204,6 +204,41 @@ def status_cmd(ctx: typer.Context) -> None:
         typer.echo(status_report(cat))
 
 
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands `axw status` lists next; run nothing.")] = False,
+) -> None:
+    """Bring the warehouse up to date: run the next commands `axw status` lists (activations, train, latent), in
+    order, until it lists none."""
+    import shlex
+
+    from stages.status import workflow_status
+
+    catalog = ["--catalog", str(ctx.obj["catalog"])] if ctx.obj.get("catalog") else []
+    ran: list[str] = []
+    while True:
+        with _catalog(ctx, read_only=True) as cat:
+            todo = list(dict.fromkeys(workflow_status(cat).next_commands))
+        if not todo:
+            typer.echo(f"up to date: {len(ran)} commands run" if ran else "up to date: nothing to do")
+            return
+        if dry_run:
+            typer.echo("\n".join(todo))
+            return
+        for command in todo:
+            argv = shlex.split(command)
+            if argv[:1] != ["axw"] or len(argv) < 2 or argv[1] not in ("activations", "train", "latent"):
+                raise AxwError(f"`axw run` cannot do this step itself: {command}")
+            if command in ran:  # ran once and still listed: running it again would loop
+                raise AxwError(f"`{command}` ran, but `axw status` still lists it (see `axw status`)")
+            typer.echo(f"$ {command}")
+            code = run([*catalog, *argv[1:]])
+            if code:
+                raise typer.Exit(code)
+            ran.append(command)
+
+
 @app.command("demo")
 def demo_cmd(
     ctx: typer.Context,

@@ -210,3 +210,30 @@ def test_export_parquet_and_csv_round_trip(wh, tmp_path):
     code, out, _ = axw("--catalog", cat_path, "export", "latent_scores", "--where", "method = 'pca'",
                        "--out", tmp_path / "pca.parquet")
     assert code == 0 and set(pl.read_parquet(tmp_path / "pca.parquet")["method"]) == {"pca"}
+
+
+def test_run_does_what_status_lists(tiny_warehouse):
+    """`axw run` executes the next commands of `axw status` until none is left; a second run does nothing."""
+    cat_path, common = tiny_warehouse
+    assert axw("--catalog", cat_path, "train", *common, "--method", "diffmean", "--method", "pca")[0] == 0
+    code, out, err = axw("--catalog", cat_path, "run", "--dry-run")
+    assert code == 0 and [line.split("--method ")[1] for line in out.splitlines()] == ["diffmean", "pca"], out
+    assert all(line.startswith("axw latent -c s3") for line in out.splitlines())
+    code, out, err = axw("--catalog", cat_path, "run")
+    assert code == 0, err
+    assert out.count("$ axw latent") == 2 and "latent diffmean: 3 concepts" in out and "up to date: 2 commands run" in out
+    with Catalog(cat_path, read_only=True) as cat:
+        scored = dict(cat.sql("SELECT method, count(DISTINCT concept_id) FROM latent_scores GROUP BY 1").fetchall())
+    assert scored == {"diffmean": 3, "pca": 3}
+    before = tree_state(cat_path.parent / "warehouse")
+    code, out, _ = axw("--catalog", cat_path, "run")
+    assert code == 0 and out.strip() == "up to date: nothing to do"
+    assert tree_state(cat_path.parent / "warehouse") == before
+
+
+def test_run_on_an_empty_catalog_names_the_manual_step(tmp_path):
+    cat_path = tmp_path / "wh" / "catalog.duckdb"
+    cat_path.parent.mkdir()
+    Catalog(cat_path).close()  # a catalog without any concept set
+    code, out, err = axw("--catalog", cat_path, "run")
+    assert code == 2 and err.startswith("error: `axw run` cannot do this step itself: axw import-axbench DIR"), err
