@@ -361,6 +361,7 @@ def steer_cmd(
     llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL")] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
+    device: Annotated[str, typer.Option(help="Device the target model generates on (cpu, cuda, mps).")] = "cpu",
 ) -> None:
     """Steered generations (methods x concepts x factors x instructions, batched) into `steering_outputs`."""
     from stages.steer import AXBENCH_FACTORS, SteerConfig, run_steer
@@ -369,7 +370,7 @@ def steer_cmd(
                       factors=_float_list(factors) or AXBENCH_FACTORS, concepts=_int_list(concepts),
                       n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
-                      llm_base_url=llm_base_url, overrides=tuple(settings or ()))
+                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device)
     with _catalog(ctx) as cat:
         out = run_steer(cat, cfg, progress=progress)
     typer.echo(out.summary())

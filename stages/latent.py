@@ -23,7 +23,7 @@ from axwarehouse.activation_store import TokenMatrix, load_tokens
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
 from axwarehouse.methods import Method, get, method_names
 from axwarehouse.methods.base import Artifact, Context
 from axwarehouse.methods.registry import explicit, parse_overrides
@@ -151,6 +151,7 @@ def score_method(method: Method, arts: pa.Table, tokens: TokenMatrix, eval_rows:
 def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     """Score every trained (method, concept) of ``cfg`` that has no latent_scores yet."""
     names = method_names(list(cfg.methods), evaluation="latent")
+    check_device(cfg.device)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     result = LatentResult()

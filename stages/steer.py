@@ -37,7 +37,7 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
 from axwarehouse.methods import get, method_names
 from axwarehouse.steering.instructions import InstructionSet, load_instructions
 from axwarehouse.steering.prompt_baseline import METHOD as PROMPT
@@ -69,6 +69,7 @@ class SteerConfig:
     llm: str = "embedded:smollm2"  # writes the prompt baseline's steering prompts
     llm_base_url: str | None = None
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE: which trained config to steer with (as in train)
+    device: str = "cpu"  # where the target model generates (not hashed, like train's --device)
 
 
 @dataclass
@@ -266,6 +267,7 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     """Generate every (method, concept, factor, instruction) of ``cfg`` that has no output yet."""
     methods = _validate(cfg)
     factors = _factors(cfg)
+    check_device(cfg.device)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
@@ -392,6 +394,7 @@ def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, 
     from axwarehouse.steering import GenRow, Steerer, generate_rows
 
     lm = load(cfg.model)
+    lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
     steerer = Steerer(lm.model, layer)
     result.backend = steerer.backend + (f" (pyvene unavailable: {steerer.fallback_reason})"

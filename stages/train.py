@@ -29,7 +29,7 @@ from axwarehouse.activation_store import TokenMatrix, load_tokens
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
 from axwarehouse.concept_queries import concept_table, method_hash
 from axwarehouse.methods import ConceptData, Method, get, method_names
 from axwarehouse.methods.registry import explicit, parse_overrides
@@ -130,6 +130,7 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     """Train every (method, concept) of ``cfg`` that has no artifact yet (joint methods: every concept of the set
     when one lacks its row)."""
     names = method_names(list(cfg.methods))
+    check_device(cfg.device)
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)

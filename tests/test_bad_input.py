@@ -135,3 +135,16 @@ def test_non_finite_cached_activations(tiny_warehouse):
         atomic_write_parquet(table.set_column(table.schema.get_field_index("act"), "act", poisoned), path)
         assert pc.any(pc.is_inf(pq.read_table(path).column("act").combine_chunks().flatten())).as_py()
     _assert_clean_failure(catalog_path, ["train", *common, "--method", "diffmean"], "contain inf/NaN")
+
+
+@pytest.mark.parametrize("command", ["train", "latent", "steer"])
+@pytest.mark.parametrize("device, needle", [("gpu0", "unknown device 'gpu0'"),
+                                            ("cuda:7", "CUDA is not available")])
+def test_unusable_device(imported, tiny_model_dir, command, device, needle):
+    """A device torch cannot use here is refused before any work, in one line (this machine has no GPU)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    _assert_clean_failure(imported, [command, "-c", "s3", "--model", tiny_model_dir, "--layer", "2",
+                                     "--method", "diffmean", "--device", device], needle)

@@ -106,6 +106,25 @@ class LoadedModel:
         return decoder_layers(self.model)
 
 
+def check_device(name: str) -> str:
+    """``name`` if torch can run the model there (cpu, cuda[:i], mps), else a one-line AxwError — checked before
+    any work starts, so a typo does not surface as a torch error half-way through a stage."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise AxwError(f"unknown device {name!r} (cpu, cuda, cuda:N or mps)") from exc
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise AxwError(f"device {name!r}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AxwError(f"device {name!r}: MPS is not available on this machine (use --device cpu)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise AxwError(f"device {name!r} is not supported (cpu, cuda, cuda:N or mps)")
+    return name
+
+
 def default_layer(n_layers: int, name: str | None = None) -> int:
     """The configured layer of a model we have measured, else round(0.4 * n_layers)."""
     if name in CONFIGURED_LAYERS and CONFIGURED_LAYERS[name] < n_layers:

@@ -50,7 +50,8 @@ class RowSeededSampler(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         cdf = torch.softmax(scores.double() / self.temperature, dim=-1).cumsum(dim=-1)
-        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+        # the draws come from CPU generators, so a row's text is the same on every device
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]).to(scores.device)
         picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_max(scores.shape[-1] - 1)
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, picked, 0.0)
@@ -79,7 +80,8 @@ def generate_batch(lm, steerer: Steerer, rows: Sequence[GenRow], max_new_tokens:
                    edit_kind: str = "addition") -> list[GenOutput]:
     """Generate every row of ``rows`` in one padded batch (rows may have different directions and strengths)."""
     tok = lm.tokenizer
-    inputs = left_pad([r.prompt_ids for r in rows], tok.pad_token_id)
+    device = next(lm.model.parameters()).device
+    inputs = {k: v.to(device) for k, v in left_pad([r.prompt_ids for r in rows], tok.pad_token_id).items()}
     edit = None
     if any(r.direction is not None and r.strength != 0.0 for r in rows):
         d = lm.hidden_size

@@ -45,7 +45,7 @@ class AdditionEdit(SteeringEdit):
     deltas: torch.Tensor  # [batch, d]
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        d = self.deltas.to(hidden.dtype)
+        d = self.deltas.to(device=hidden.device, dtype=hidden.dtype)
         if hidden.shape[0] != d.shape[0]:
             raise RuntimeError(f"steering batch mismatch: {hidden.shape[0]} rows, {d.shape[0]} deltas")
         return hidden + d[:, None, :]

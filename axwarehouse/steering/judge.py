@@ -164,7 +164,8 @@ def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch
         for r, (_, seq) in enumerate(chunk):
             ids[r, :len(seq)] = torch.tensor(seq)
             mask[r, :len(seq)] = 1
-        logits = lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        device = next(lm.model.parameters()).device
+        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.cpu()
         last = mask.sum(1) - 1
         p = torch.softmax(logits[torch.arange(len(chunk)), last][:, digits].float(), dim=-1)
         for (i, _), e, k in zip(chunk, (p @ values).tolist(), p.argmax(-1).tolist()):
