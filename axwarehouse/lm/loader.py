@@ -27,8 +27,9 @@ DEFAULT_MODEL = "embedded:smollm2"
 DEFAULT_DEPTH = 0.4  # default layer = round(0.4 * n_layers): AxBench's 2B L10 of 26 layers is ~40 % depth
 # Measured defaults (docs/architecture.md, "Default layer"): SmolLM2-135M's concept directions are weak at 40 %
 # depth (layer 12: DiffMean 0.90, Probe 0.85 mean AUROC on Concept10); layer 18 (60 %, inside AxBench's 38-77 %
-# range of task layers) is where a DiffMean layer scan peaks.
-CONFIGURED_LAYERS = {"embedded:smollm2": 18}
+# range of task layers) is where a DiffMean layer scan peaks. Gemma-3-270M (18 layers): DiffMean peaks at layer 15
+# (0.850; 0.747 at the 40 % layer 7), BENCHMARKS.md "Layer sweep".
+CONFIGURED_LAYERS = {"embedded:smollm2": 18, "embedded:gemma3-270m": 15}
 
 
 @dataclass(frozen=True)
