@@ -172,6 +172,7 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
     if not arts:
         out.append("    methods: none trained yet")
         st.next_commands.append(f"axw train {target} --method all")
+    configs = {(a[0], a[1]) for a in arts}
     for method, chash, ids, run_id, cvs, hashes in arts:
         trained = set(ids)
         have = scored.get((method, chash), set())
@@ -189,7 +190,10 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
             notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
             st.next_commands.append(f"axw latent {target} --method {method}{flags}")
         current = _current_hash(method, seed, overrides)
-        if current is not None and current != chash:
+        if current is not None and current != chash and (method, current) in configs:
+            # the current settings are trained too (listed on their own line): these rows stay for comparison
+            notes.append(f"superseded by [{current}] (the current settings)")
+        elif current is not None and current != chash:
             notes.append(f"STALE config: {method}'s current settings hash to {current}")
             st.next_commands.append(f"axw train {target} --method {method}{flags}")
             if latent:

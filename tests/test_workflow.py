@@ -107,6 +107,14 @@ def test_status_judges_set_rows_by_their_own_settings(wh, monkeypatch):
     probe_line = next(x for x in out.splitlines() if x.strip().startswith("probe probe.epochs=2"))
     assert "STALE config" in probe_line
     assert "--method probe --set probe.epochs=2" in out.split("next (what `axw run` would do, in order):")[1]
+    # `axw run` trains and scores the current settings; the old rows stay, marked superseded, and nothing is left
+    code, out, err = axw("--catalog", cat_path, "run")
+    assert code == 0 and "$ axw train" in out and "--set probe.epochs=2" in out and "commands run" in out, (out, err)
+    code, out, _ = axw("--catalog", cat_path, "status")
+    probe_lines = [x for x in out.splitlines() if x.strip().startswith("probe probe.epochs=2")]
+    assert len(probe_lines) == 2 and sum("superseded by" in x for x in probe_lines) == 1, probe_lines
+    assert sum(x.endswith("3 trained, 3 scored, up to date") for x in probe_lines) == 1, probe_lines
+    assert "next: nothing to do" in out, out
 
 
 def test_code_change_compares_git_history():
@@ -192,13 +200,13 @@ def test_paired_test_and_bootstrap():
 def test_export_parquet_and_csv_round_trip(wh, tmp_path):
     cat_path = _trained(wh)
     with Catalog(cat_path, read_only=True) as cat:
-        ref = pl.from_arrow(cat.arrow("SELECT * FROM latent_auroc ORDER BY method, concept_id"))
+        ref = pl.from_arrow(cat.arrow("SELECT * FROM latent_auroc ORDER BY method, config_hash, concept_id"))
     for fmt in ("parquet", "csv"):
         path = tmp_path / f"auroc.{fmt}"
         code, out, err = axw("--catalog", cat_path, "export", "latent_auroc", "--format", fmt, "--out", path)
         assert code == 0, err
         assert f"exported {ref.height} rows" in out
-        got = (pl.read_parquet(path) if fmt == "parquet" else pl.read_csv(path)).sort(["method", "concept_id"])
+        got = (pl.read_parquet(path) if fmt == "parquet" else pl.read_csv(path)).sort(["method", "config_hash", "concept_id"])
         assert got.columns == ref.columns
         assert got["auroc"].to_list() == pytest.approx(ref["auroc"].to_list(), abs=1e-12)
     path = tmp_path / "auroc.csv"
