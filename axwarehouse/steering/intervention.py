@@ -9,7 +9,8 @@ Later methods (ReFT-r1, SSV, SAE clamping, LoReFT) add an edit class here (or in
 it with :func:`register_edit`; the hook / pyvene wiring below is shared, never copied.
 
 Wiring: a pyvene ``IntervenableModel`` with one ``block_output`` intervention at layer L (pyvene knows the block
-paths of Llama, Gemma, Qwen, Mistral, GPT-2, ...). ``keep_last_dim=True`` makes pyvene hand the intervention the
+paths of Llama, Gemma, Qwen, Mistral, GPT-2, ...; a family it lacks whose blocks sit at ``model.layers``, such as
+Gemma-3, gets Llama's mapping). ``keep_last_dim=True`` makes pyvene hand the intervention the
 [batch, positions, d] tensor instead of flattening positions. ``unit_locations=None`` with
 ``intervene_on_prompt=True`` edits every position of the prompt forward and of every cached decoding step, which is
 what AxBench's ``generate(..., intervene_on_prompt=True, unit_locations=None)`` does. For a model family pyvene has
@@ -77,6 +78,24 @@ def _pyvene():
     return pyvene
 
 
+def _register_llama_layout(pv, model) -> bool:
+    """Teach pyvene a model family it has no mapping for (Gemma-3, Qwen-3, ...) when its decoder blocks sit where
+    Llama's do (``model.layers``): the ``block_output`` of layer L is then the same hook point, so Llama's module and
+    dimension mappings apply as they are. Returns True when a mapping was added."""
+    from pyvene.models import intervenable_modelcard as cards
+    from transformers import LlamaForCausalLM
+
+    cls = type(model)
+    if cls in cards.type_to_module_mapping:
+        return False
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList) or decoder_layers(model) is not layers:
+        return False
+    cards.type_to_module_mapping[cls] = cards.type_to_module_mapping[LlamaForCausalLM]
+    cards.type_to_dimension_mapping[cls] = cards.type_to_dimension_mapping[LlamaForCausalLM]
+    return True
+
+
 def _pyvene_intervention_class():
     pv = _pyvene()
 
@@ -110,6 +129,7 @@ class Steerer:
         if prefer == "pyvene":
             try:
                 pv = _pyvene()
+                _register_llama_layout(pv, model)
                 cls = _pyvene_intervention_class()
                 self._intervention = cls()
                 config = pv.IntervenableConfig(representations=[pv.RepresentationConfig(
