@@ -393,6 +393,7 @@ def judge_cmd(
     concurrency: Annotated[int, typer.Option("--judge-concurrency", help="Simultaneous HTTP calls.")] = 8,
     perplexity: Annotated[bool, typer.Option(help="Also compute perplexity under the unsteered model.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    device: Annotated[str, typer.Option(help="Device for the embedded judge and the perplexity model (cpu, cuda, mps).")] = "cpu",
 ) -> None:
     """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
     from stages.judge import CRITERIA, JudgeConfig, run_judge
@@ -400,7 +401,7 @@ def judge_cmd(
     cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
                       methods=tuple(m.strip().lower() for m in method or ()),
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
-                      seed=seed, concurrency=concurrency, perplexity=perplexity)
+                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device)
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)
     typer.echo(out.summary())

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
+from axwarehouse.lm.loader import check_device
 from axwarehouse.lineage import config_hash
 from axwarehouse.steering.judge import CRITERIA, PROMPTS, judge_prompt, parse_rating, rating_slot
 
@@ -44,6 +45,7 @@ class JudgeConfig:
     chunk: int = 96  # ratings per written file
     batch_size: int = 16  # embedded judge: ratings per generate batch
     perplexity: bool = True
+    device: str = "cpu"  # where embedded models run: the embedded judge and the perplexity model (not hashed)
 
 
 @dataclass
@@ -125,6 +127,7 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     if not 0 <= cfg.temperature <= 2:
         raise AxwError("--judge-temperature must be between 0 and 2")
     spec = parse_llm(cfg.judge)
+    check_device(cfg.device)
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
     jhash = judge_hash(cfg)
@@ -139,6 +142,10 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     if not todo and not (cfg.perplexity and _missing_perplexity(cat, cfg)):
         return result
     started = time.perf_counter()
+    if todo and judge.startswith("embedded:") and cfg.device != "cpu":
+        from axwarehouse.lm.loader import load
+
+        load(backend.model).model.to(cfg.device)  # the loader's cached instance, which the backend then uses
     with cat.run("judge", config) as run:
         if todo:
             from tqdm import tqdm
@@ -224,6 +231,7 @@ def _perplexity(cat: Catalog, run: Run, cfg: JudgeConfig) -> int:
     for model in sorted({r[1] for r in rows}):
         mine = [r for r in rows if r[1] == model]
         lm = load(model)
+        lm.model.to(cfg.device)
         chat = ChatFormat.of(lm.tokenizer)
         prompts = [chat.prompt_ids(r[2] or "") for r in mine]
         gens = [lm.tokenizer.encode(r[3] or "", add_special_tokens=False) for r in mine]

@@ -148,3 +148,12 @@ def test_unusable_device(imported, tiny_model_dir, command, device, needle):
         pytest.skip("this machine has 8 GPUs")
     _assert_clean_failure(imported, [command, "-c", "s3", "--model", tiny_model_dir, "--layer", "2",
                                      "--method", "diffmean", "--device", device], needle)
+
+
+@pytest.mark.parametrize("device, needle", [("gpu0", "unknown device 'gpu0'"), ("mps", "MPS is not available")])
+def test_unusable_judge_device(imported, device, needle):
+    import torch
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    _assert_clean_failure(imported, ["judge", "--device", device], needle)
