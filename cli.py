@@ -209,8 +209,8 @@ def run_cmd(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands `axw status` lists next; run nothing.")] = False,
 ) -> None:
-    """Bring the warehouse up to date: run the next commands `axw status` lists (activations, train, latent), in
-    order, until it lists none."""
+    """Bring the warehouse up to date: run the next commands `axw status` lists (activations, train, latent, judge),
+    in order, until it lists none."""
     import shlex
 
     from stages.status import workflow_status
@@ -228,7 +228,7 @@ def run_cmd(
             return
         for command in todo:
             argv = shlex.split(command)
-            if argv[:1] != ["axw"] or len(argv) < 2 or argv[1] not in ("activations", "train", "latent"):
+            if argv[:1] != ["axw"] or len(argv) < 2 or argv[1] not in ("activations", "train", "latent", "judge"):
                 raise AxwError(f"`axw run` cannot do this step itself: {command}")
             if command in ran:  # ran once and still listed: running it again would loop
                 raise AxwError(f"`{command}` ran, but `axw status` still lists it (see `axw status`)")

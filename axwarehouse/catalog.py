@@ -258,10 +258,10 @@ class Catalog:
         removed = 0
         for path in self.table_files(table):
             src = _sql_str(str(path))
-            hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}) WHERE {where}", params or []).fetchall()[0][0]
+            hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}, hive_partitioning = false) WHERE {where}", params or []).fetchall()[0][0]
             if not hits:
                 continue
-            keep = self.arrow(f"SELECT * FROM read_parquet({src}) WHERE NOT ({where})", params)
+            keep = self.arrow(f"SELECT * FROM read_parquet({src}, hive_partitioning = false) WHERE NOT ({where})", params)
             if keep.num_rows:
                 atomic_write_parquet(keep.cast(pq.read_schema(path)), path)
             else:

@@ -1,7 +1,8 @@
 """`axw status`: the workflow view — per concept set / model / layer / method what is computed, what is missing,
 what is stale (config or code changed since the rows were written), and the commands `axw run` would execute next.
 
-* missing: generations without activations; concepts without artifacts; artifacts without latent scores.
+* missing: generations without activations; concepts without artifacts; artifacts without latent scores; steered
+  generations without ratings by a judge that rated others of them (or by any judge), or without a perplexity.
 * stale config: the method's current hyperparameters (at the row's seed, with the row's ``--set`` options, both
   read from the run that trained it) hash differently from the row's config_hash — training again writes a new config beside the old one.
 * stale code: artifacts trained by an older version of their method's file (the source hash recorded in
@@ -153,7 +154,50 @@ def workflow_status(cat: Catalog) -> Status:
             if missing:
                 st.next_commands.append(f"axw activations {target}")
             _method_status(cat, st, concept_set, model, layer, all_ids, target)
+            _steering_status(cat, st, concept_set, model, layer)
     return st
+
+
+def _steering_status(cat: Catalog, st: Status, concept_set: str, model: str, layer: int) -> None:
+    """Steered generations per method, and per judge that has rated any of them: outputs it has not rated yet and
+    outputs without a perplexity (both filled in by `axw judge`). No judge yet: the default judge is the next step."""
+    from stages.judge import DEFAULT_JUDGE
+
+    if not cat.table_files("steering_outputs"):
+        return
+    key = "o.concept_set = ? AND o.model = ? AND o.layer = ?"
+    params = [concept_set, model, layer]
+    per_method = _rows(cat, f"""
+        SELECT o.method, count(*), count(DISTINCT o.concept_id),
+               count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM output_perplexity p
+                                                  WHERE p.output_id = o.output_id AND p.model = o.model))
+        FROM steering_outputs o WHERE {key} GROUP BY 1 ORDER BY 1""", params)
+    if not per_method:
+        return
+    judges = [r[0] for r in _rows(cat, f"""
+        SELECT DISTINCT j.judge FROM judge_scores j JOIN steering_outputs o ON o.output_id = j.output_id
+        WHERE {key} ORDER BY 1""", params)] if cat.table_files("judge_scores") else []
+    unrated = {(j, m): n for j, m, n in _rows(cat, f"""
+        SELECT jj.judge, o.method, count(*) FROM steering_outputs o CROSS JOIN (SELECT unnest(?::VARCHAR[]) AS judge) jj
+        WHERE {key} AND NOT EXISTS (SELECT 1 FROM judge_scores j WHERE j.output_id = o.output_id
+                                                                   AND j.judge = jj.judge)
+        GROUP BY 1, 2""", [judges, *params])} if judges else {}
+    cs = _q(concept_set)
+    for method, n, n_concepts, no_ppl in per_method:
+        notes = []
+        for judge in judges:
+            if unrated.get((judge, method)):
+                notes.append(f"MISSING {unrated[(judge, method)]} ratings by {judge}")
+                st.next_commands.append(f"axw judge -c {cs} --judge {_q(judge)} --method {method}")
+        if not judges:
+            notes.append("not judged yet")
+            st.next_commands.append(f"axw judge -c {cs} --judge {DEFAULT_JUDGE}")
+        elif no_ppl:
+            notes.append(f"MISSING perplexity of {no_ppl} outputs")
+            st.next_commands.append(f"axw judge -c {cs} --judge {_q(judges[0])} --method {method}")
+        st.lines.append(f"    steering {method:<10} {n} outputs, {n_concepts} concepts"
+                        + (f", judged by {', '.join(judges)}" if judges else "")
+                        + ("; " + "; ".join(notes) if notes else ", up to date"))
 
 
 def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer: int, all_ids: list[int],

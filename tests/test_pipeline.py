@@ -236,3 +236,23 @@ def test_status_reports_missing_and_replace_retrains(warehouse):
         scores = cat.count("latent_scores")
     assert len(arts) == 1 and arts[0][1] == 3 and (arts[0][0],) not in first
     assert scores == 0  # scores of replaced artifacts are dropped with them
+
+
+def test_delete_where_keeps_partition_column_values(tmp_path):
+    """Rewriting a file of a partitioned table must keep the rows' own values: the partition folder's name
+    (``judge=openai-compatible_fake-judge-<hash>``) is not the column value and must not replace it."""
+    import pyarrow as pa
+
+    with Catalog(tmp_path / "catalog.duckdb") as cat:
+        with cat.run("test", {}) as run:
+            run.write("judge_scores", pa.table({
+                "output_id": ["a", "b", "c"], "judge": ["openai-compatible:fake-judge"] * 3,
+                "criterion": ["concept"] * 3, "score": pa.array([0.0, 1.0, 2.0]),
+                "score_source": ["parsed"] * 3, "expected_score": pa.array([None] * 3, pa.float64()),
+                "parse_ok": [True] * 3, "parse_error": [""] * 3, "raw": ["x"] * 3, "request_hash": ["h"] * 3,
+                "config_hash": ["c"] * 3}))
+        (folder,) = {p.parent.name for p in cat.table_files("judge_scores")}
+        assert folder.startswith("judge=") and folder != "judge=openai-compatible:fake-judge"
+        assert cat.delete_where("judge_scores", "output_id = ?", ["b"]) == 1
+        rows = cat.sql("SELECT output_id, judge FROM judge_scores ORDER BY 1").fetchall()
+    assert rows == [("a", "openai-compatible:fake-judge"), ("c", "openai-compatible:fake-judge")]

@@ -215,13 +215,19 @@ def test_steer_bad_input(steered):
     assert tree_state(catalog_path.parent / "warehouse") == before
 
 
-def test_replace_drops_what_the_old_artifacts_produced(steered):
+def test_replace_drops_what_the_old_artifacts_produced(steered, monkeypatch):
     """Retraining keeps the config hash, so `train --replace` must drop the steered generations (and their judge
-    ratings and perplexities) made with the old directions; `steer` then regenerates exactly those rows."""
+    ratings and perplexities) made with the old directions; `steer` then regenerates exactly those rows, `axw status`
+    lists their missing ratings and `axw run` has the judge rate them."""
     catalog_path, base, common, steer, srv, _ = steered
+    code, out, _ = axw(*base, "status")
+    assert "steering diffmean   36 outputs, 3 concepts; not judged yet" in out, out
+    assert "axw judge -c s3 --judge embedded:smollm2" in out.split("next")[-1]
     judge = [*base, "judge", "--judge", "openai-compatible:fake-judge", "--judge-base-url", srv.base_url,
              "--no-progress"]
     assert axw(*judge)[0] == 0
+    code, out, _ = axw(*base, "status")
+    assert "steering prompt     12 outputs, 3 concepts, judged by openai-compatible:fake-judge, up to date" in out, out
     with Catalog(catalog_path, read_only=True) as cat:
         before = dict(cat.sql("SELECT method, count(*) FROM steering_outputs GROUP BY 1").fetchall())
         prompt_ids = {r[0] for r in cat.sql("SELECT output_id FROM steering_outputs WHERE method = 'prompt'").fetchall()}
@@ -247,3 +253,11 @@ def test_replace_drops_what_the_old_artifacts_produced(steered):
     assert code == 0, err
     assert f"steer diffmean: {per_concept} generations, {2 * per_concept} already present" in out, out
     assert "steer prompt: all 12 generations already present" in out, out
+    code, out, _ = axw(*base, "status")
+    assert f"MISSING {per_concept} ratings by openai-compatible:fake-judge" in out, out
+    monkeypatch.setenv("AXW_LLM_BASE_URL", srv.base_url)
+    code, out, err = axw(*base, "run")
+    assert code == 0 and "$ axw judge -c s3 --judge openai-compatible:fake-judge --method diffmean" in out, (out, err)
+    with Catalog(catalog_path, read_only=True) as cat:
+        assert cat.count("judge_scores") == n_judged  # the 12 new outputs rated: 3 criteria each, as before
+    assert "next: nothing to do" in axw(*base, "status")[1]
