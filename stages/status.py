@@ -106,12 +106,10 @@ def _run_facts(cat: Catalog, run_id: str, method: str) -> tuple[int | None, dict
     return seed, overrides if isinstance(overrides, dict) else {}
 
 
-def _flags(seed: int | None, overrides: dict) -> str:
-    """The command-line options that select a trained config: --seed and --set."""
+def _flags(seed: int | None, method: str, overrides: dict) -> str:
+    """The command-line options that select a trained config of ``method``: --seed and its --set options."""
     out = f" --seed {seed}" if seed not in (None, 42) else ""
-    for method, fields in overrides.items():
-        out += "".join(f" --set {_q(f'{method}.{k}={v}')}" for k, v in sorted(fields.items()))
-    return out
+    return out + "".join(f" --set {_q(f'{method}.{k}={v}')}" for k, v in sorted(overrides.items()))
 
 
 def workflow_status(cat: Catalog) -> Status:
@@ -222,26 +220,31 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         have = scored.get((method, chash), set())
         notes = []
         seed, overrides = _run_facts(cat, run_id, method)
-        flags = _flags(seed, {method: overrides} if overrides else {})
+        flags = _flags(seed, method, overrides)
         latent, limit = _method_facts(method, overrides)  # steering-only methods (LoReFT, LoRA, SFT): no latent
+        current = _current_hash(method, seed, overrides)
+        # commands train and score the *current* settings: only a current config's gaps are theirs to fill
+        is_current = current is None or current == chash
         expected = all_ids if limit is None else sorted(all_ids)[:limit]
         missing_art = sorted(set(expected) - trained)
         if missing_art:
             notes.append(f"MISSING artifacts for {len(missing_art)} concepts ({_ids(missing_art)})")
-            st.next_commands.append(f"axw train {target} --method {method}{flags}")
+            if is_current:
+                st.next_commands.append(f"axw train {target} --method {method}{flags}")
         missing_scores = sorted(trained - have) if latent else []
         if missing_scores:
             notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
-            st.next_commands.append(f"axw latent {target} --method {method}{flags}")
-        current = _current_hash(method, seed, overrides)
-        if current is not None and current != chash and (method, current) in configs:
-            # the current settings are trained too (listed on their own line): these rows stay for comparison
-            notes.append(f"superseded by [{current}] (the current settings)")
-        elif current is not None and current != chash:
-            notes.append(f"STALE config: {method}'s current settings hash to {current}")
-            st.next_commands.append(f"axw train {target} --method {method}{flags}")
-            if latent:
+            if is_current:
                 st.next_commands.append(f"axw latent {target} --method {method}{flags}")
+        if not is_current:
+            if (method, current) in configs:
+                # the current settings are trained too (listed on their own line): these rows stay for comparison
+                notes.append(f"superseded by [{current}] (the current settings)")
+            else:
+                notes.append(f"STALE config: {method}'s current settings hash to {current}")
+                st.next_commands.append(f"axw train {target} --method {method}{flags}")
+                if latent:
+                    st.next_commands.append(f"axw latent {target} --method {method}{flags}")
         current_src = _source_hash(method)
         stale = []
         if current_src and any(h != current_src for h in hashes or []):
