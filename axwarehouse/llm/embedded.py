@@ -66,7 +66,7 @@ class EmbeddedBackend:
             enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         finally:
             tok.padding_side = side
-        enc = enc.to(next(model.parameters()).device)  # wherever the stage put the model (judge --device)
+        enc = enc.to(model.device)  # wherever the stage put the model (judge --device)
         sample = first.temperature > 0
         gen_kwargs = {"max_new_tokens": first.max_tokens or DEFAULT_MAX_NEW_TOKENS, "do_sample": sample,
                       "pad_token_id": tok.pad_token_id}

@@ -80,8 +80,7 @@ def generate_batch(lm, steerer: Steerer, rows: Sequence[GenRow], max_new_tokens:
                    edit_kind: str = "addition") -> list[GenOutput]:
     """Generate every row of ``rows`` in one padded batch (rows may have different directions and strengths)."""
     tok = lm.tokenizer
-    device = next(lm.model.parameters()).device
-    inputs = {k: v.to(device) for k, v in left_pad([r.prompt_ids for r in rows], tok.pad_token_id).items()}
+    inputs = {k: v.to(lm.model.device) for k, v in left_pad([r.prompt_ids for r in rows], tok.pad_token_id).items()}
     edit = None
     if any(r.direction is not None and r.strength != 0.0 for r in rows):
         d = lm.hidden_size

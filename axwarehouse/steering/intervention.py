@@ -78,7 +78,7 @@ def _pyvene():
     return pyvene
 
 
-def _register_llama_layout(pv, model) -> bool:
+def _register_llama_layout(model) -> bool:
     """Teach pyvene a model family it has no mapping for (Gemma-3, Qwen-3, ...) when its decoder blocks sit where
     Llama's do (``model.layers``): the ``block_output`` of layer L is then the same hook point, so Llama's module and
     dimension mappings apply as they are. Returns True when a mapping was added."""
@@ -129,7 +129,7 @@ class Steerer:
         if prefer == "pyvene":
             try:
                 pv = _pyvene()
-                _register_llama_layout(pv, model)
+                _register_llama_layout(model)
                 cls = _pyvene_intervention_class()
                 self._intervention = cls()
                 config = pv.IntervenableConfig(representations=[pv.RepresentationConfig(

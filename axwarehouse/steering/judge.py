@@ -164,10 +164,10 @@ def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch
         for r, (_, seq) in enumerate(chunk):
             ids[r, :len(seq)] = torch.tensor(seq)
             mask[r, :len(seq)] = 1
-        device = next(lm.model.parameters()).device
-        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.cpu()
+        logits = lm.model(input_ids=ids.to(lm.model.device), attention_mask=mask.to(lm.model.device),
+                          use_cache=False).logits
         last = mask.sum(1) - 1
-        p = torch.softmax(logits[torch.arange(len(chunk)), last][:, digits].float(), dim=-1)
+        p = torch.softmax(logits[torch.arange(len(chunk)), last.to(logits.device)][:, digits].float().cpu(), dim=-1)
         for (i, _), e, k in zip(chunk, (p @ values).tolist(), p.argmax(-1).tolist()):
             out[i] = (float(k), float(e))
     return out

@@ -32,8 +32,7 @@ def conditional_perplexity(lm, prompts: Sequence[Sequence[int]], generations: Se
         for r, i in enumerate(idx):
             ids[r, :len(seqs[i])] = torch.tensor(seqs[i])
             mask[r, :len(seqs[i])] = 1
-        device = next(lm.model.parameters()).device
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = ids.to(lm.model.device), mask.to(lm.model.device)
         logp = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1)
         for r, i in enumerate(idx):
             start, end = len(prompts[i]), len(seqs[i])
