@@ -24,22 +24,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.lineage import config_hash  # noqa: E402
-from axwarehouse.lm.capture import length_batches, pad_batch  # noqa: E402
-from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat  # noqa: E402
+from axwarehouse.lm.capture import forward_to_layers, length_batches, pad_batch  # noqa: E402
+from axwarehouse.lm.chat import ChatFormat  # noqa: E402
 from axwarehouse.lm.info import model_info  # noqa: E402
 from axwarehouse.lm.loader import load  # noqa: E402
-from stages.activations import activation_rows, missing_examples  # noqa: E402
+from stages.activations import activation_row_hash, activation_rows, missing_examples  # noqa: E402
 from stages.demo import DEMO_DATA  # noqa: E402
 from stages.import_axbench import import_axbench  # noqa: E402
 from stages.latent import LatentConfig, run_latent  # noqa: E402
 from stages.train import TrainConfig, run_train  # noqa: E402
 
 CS = "concept10"
-
-
-class _Stop(Exception):
-    pass
 
 
 def capture_layers(cat: Catalog, model: str, layers: list[int], batch_tokens: int = 4096) -> float:
@@ -57,35 +52,19 @@ def capture_layers(cat: Catalog, model: str, layers: list[int], batch_tokens: in
     lm = load(model)
     chat = ChatFormat.of(lm.tokenizer)
     seqs = [chat.ids_for(s, i or "", o or "") for s, _, i, o in rows]
-    blocks, top = lm.decoder_layers(), max(layers)
     store: dict[int, list] = {L: [None] * len(seqs) for L in layers}
     start = time.perf_counter()
-    with torch.inference_mode():
-        for idx in length_batches([len(s) for s in seqs], batch_tokens):
-            ids, mask = pad_batch([seqs[i] for i in idx], lm.tokenizer.pad_token_id)
-            got: dict[int, object] = {}
-
-            def hook(_m, _i, out, L):
-                got[L] = (out[0] if isinstance(out, tuple) else out).to(torch.float32).numpy()
-                if L == top:
-                    raise _Stop
-
-            handles = [blocks[L].register_forward_hook(lambda m, i, o, L=L: hook(m, i, o, L)) for L in layers]
-            try:
-                lm.model(input_ids=ids, attention_mask=mask, use_cache=False)
-            except _Stop:
-                pass
-            finally:
-                for h in handles:
-                    h.remove()
-            for L in layers:
-                for row, i in enumerate(idx):
-                    store[L][i] = got[L][row, : len(seqs[i])]
+    for idx in length_batches([len(s) for s in seqs], batch_tokens):
+        ids, mask = pad_batch([seqs[i] for i in idx], lm.tokenizer.pad_token_id)
+        got = forward_to_layers(lm.model, lm.decoder_layers(), layers, ids, mask)
+        for L in layers:
+            out = got[L].to(torch.float32).numpy()
+            for row, i in enumerate(idx):
+                store[L][i] = out[row, : len(seqs[i])]
     seconds = time.perf_counter() - start
     for L in layers:
         meta = {"model": info.name, "layer": L, "concept_set": CS}
-        row_hash = config_hash({"model": info.name, "layer": L, "prefix_len": chat.prefix_len,
-                                "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "dtype": "float32"})
+        row_hash = activation_row_hash(info.name, L, chat, "float32")  # `axw activations`' default compute dtype
         with cat.run("activations", {"bench": "layer_sweep", "model": info.name, "layer": L}) as run:
             mine = [i for i, (s, e, *_) in enumerate(rows) if (s, e) in keys[L]]
             for k in range(0, len(mine), 400):

@@ -78,6 +78,15 @@ def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, spl
     )
 
 
+def activation_row_hash(model: str, layer: int, chat, dtype: str) -> str:
+    """config_hash of activation rows: what their values depend on (model, layer, rendering, compute dtype), not
+    batching or file sizes."""
+    from axwarehouse.lm.chat import MAX_LENGTH
+
+    return config_hash({"model": model, "layer": layer, "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len,
+                        "max_length": MAX_LENGTH, "dtype": dtype})
+
+
 def activation_rows(info: dict, tokenizer, prefix_len: int,
                     batch: list[tuple[str, int, list[int], np.ndarray]]) -> pa.Table:
     """Per-token rows for whole examples: (split, example_id, token ids, acts [len, d] float32)."""
@@ -126,8 +135,7 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     chat = ChatFormat.of(lm.tokenizer)
     config = {**asdict(cfg), "model": info.name, "layer": layer, "prefix_len": chat.prefix_len,
               "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": "float32"}
-    # rows depend on the model, layer and rendering, not on batching: hash only those
-    row_hash = {k: config[k] for k in ("model", "layer", "prefix_len", "suffix_len", "max_length", "dtype")}
+    row_hash = activation_row_hash(info.name, layer, chat, cfg.dtype)
     meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}
     splits_col = todo.column("split").to_pylist()
     ex_ids = todo.column("example_id").to_pylist()
@@ -143,7 +151,7 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
             nonlocal pending, pending_tokens
             if pending:
                 table = activation_rows(meta, lm.tokenizer, chat.prefix_len, pending)
-                table = table.append_column("config_hash", pa.array([config_hash(row_hash)] * table.num_rows))
+                table = table.append_column("config_hash", pa.array([row_hash] * table.num_rows))
                 run.write("activations", table)
                 pending, pending_tokens = [], 0
 

@@ -44,22 +44,32 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
 
 
 @torch.inference_mode()
-def forward_to_layer(model, layers, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Hidden states [batch, seq, d] at the output of ``layers[layer]``; blocks above it are not run."""
-    captured: list[torch.Tensor] = []
+def forward_to_layers(model, layers, wanted: Sequence[int], ids: torch.Tensor,
+                      mask: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Hidden states [batch, seq, d] at the output of each ``layers[L]`` for L in ``wanted``, from one forward
+    pass; blocks above the deepest one are not run."""
+    captured: dict[int, torch.Tensor] = {}
+    top = max(wanted)
 
-    def hook(_module, _inputs, output):
-        captured.append(output[0] if isinstance(output, tuple) else output)
-        raise _StopForward
+    def hook(layer: int, output) -> None:
+        captured[layer] = output[0] if isinstance(output, tuple) else output
+        if layer == top:
+            raise _StopForward
 
-    handle = layers[layer].register_forward_hook(hook)
+    handles = [layers[L].register_forward_hook(lambda _m, _i, out, L=L: hook(L, out)) for L in set(wanted)]
     try:
         model(input_ids=ids, attention_mask=mask, use_cache=False)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    return captured[0]
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def forward_to_layer(model, layers, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Hidden states [batch, seq, d] at the output of ``layers[layer]``; blocks above it are not run."""
+    return forward_to_layers(model, layers, [layer], ids, mask)[layer]
 
 
 def capture(model, layers, layer: int, seqs: Sequence[Sequence[int]], pad_id: int,
