@@ -256,7 +256,9 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
             st.next_commands.append(f"axw train {target} --method {method} --replace{flags}")
             if latent:
                 st.next_commands.append(f"axw latent {target} --method {method}{flags}")
-        label = method + "".join(f" {method}.{k}={v}" for k, v in sorted(overrides.items()))
+        # the settings that tell configs of one method apart: seed and --set values (not only the hash)
+        label = method + f" seed {'?' if seed is None else seed}" + "".join(
+            f" {method}.{k}={v}" for k, v in sorted(overrides.items()))
         out.append(f"    {label:<10} [{chash}]: {len(trained)} trained, "
                    + (f"{len(have & trained)} scored" if latent else "steering only")
                    + ("; " + "; ".join(notes) if notes else ", up to date"))
