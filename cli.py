@@ -563,7 +563,9 @@ def run(argv: list[str] | None = None) -> int:
     writer_lock.CURRENT_COMMAND = "axw " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="axw", standalone_mode=False)
+        code = command.main(args=argv, prog_name="axw", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) inside a command: click returns n without standalone mode
+            return code
     except AxwError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2

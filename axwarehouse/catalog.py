@@ -148,10 +148,13 @@ def duckdb_error_line(exc: BaseException) -> str:
     """One line for a DuckDB error; a damaged Parquet file becomes 'corrupt … run `axw doctor`'."""
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
+    if "corrupt or unreadable table file" in first:  # raised by a damaged table's view (see _damaged_select)
+        return first[first.index("corrupt or unreadable table file"):]
     m = _FILE_IN_ERROR.search(text)
     if m and isinstance(exc, (duckdb.InvalidInputException, duckdb.IOException)) and not any(
             t in text for t in _TRANSIENT):
-        return corrupt_file_message(m.group(1), first.split(": ", 1)[-1][:160])
+        detail = first.split(": ", 1)[-1].replace(f"'{m.group(1)}'", "").replace(f'"{m.group(1)}"', "")
+        return corrupt_file_message(m.group(1), " ".join(detail.split())[:120])
     return first
 
 
@@ -209,6 +212,7 @@ class Catalog:
                 raise AxwError(f"catalog folder {self.path.parent} does not exist")
         self._seq = 0
         self._bodies: dict[str, str] = {}
+        self.damaged: dict[str, str] = {}  # table -> one-line message, for tables with an unreadable file
         self._lock: WriterLock | None = None
         self.con = None
         try:
@@ -317,10 +321,36 @@ class Catalog:
                                      else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
                     body = f"SELECT {cols} FROM {source}"
             except (duckdb.InvalidInputException, duckdb.IOException) as exc:
-                # a damaged file: this table's view raises the one-line message when used; other tables still work
-                body = self._empty_select(table, f"error({_sql_str(duckdb_error_line(exc))}) IS NULL")
+                body = self._damaged_select(table, exc)
         self._bodies[table] = body
         self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+
+    def _damaged_select(self, table: str, exc: BaseException) -> str:
+        """A table with a damaged file: its view reads the good files plus one row whose every column (and its
+        filter) raises the one-line message, so any query that reads the table fails naming the file, instead of
+        silently missing its rows; other tables still work."""
+        msg = _sql_str(duckdb_error_line(exc))
+        schema = _table_schemas()[table]
+        good = []
+        for path in self.table_files(table) + [self.table_dir(table) / SCHEMA_FILE]:
+            try:
+                self.con.execute(f"SELECT 1 FROM read_parquet({_sql_str(str(path))}) LIMIT 0")
+                good.append(_sql_str(str(path)))
+            except duckdb.Error:
+                continue
+        boom = ", ".join(f'CAST(error({msg}) AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        body = f"SELECT {boom} FROM range(1) WHERE error({msg}) IS NULL"
+        if good:
+            try:
+                cols = ", ".join(f'"{f.name}"' for f in schema)
+                self.con.execute(f"DESCRIBE SELECT {cols} FROM read_parquet([{', '.join(good)}], "
+                                 "union_by_name = true, hive_partitioning = false)")
+                body = (f"SELECT {cols} FROM read_parquet([{', '.join(good)}], union_by_name = true, "
+                        f"hive_partitioning = false) UNION ALL {body}")
+            except duckdb.Error:
+                pass
+        self.damaged[table] = duckdb_error_line(exc)
+        return body
 
     def _sql_files(self) -> list[Path]:
         return sorted(SQL_DIR.glob("*.sql"))
