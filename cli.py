@@ -202,6 +202,9 @@ def sql_cmd(
 @app.command("status")
 def status_cmd(ctx: typer.Context) -> None:
     """Row counts per table, and what is missing or stale per concept set / model / layer / method."""
+    from axwarehouse.lazy_imports import defer
+
+    defer("torch")  # method files import it at the top; listing them needs none of it
     from stages.status import status_report
 
     with _catalog(ctx, read_only=True) as cat:
