@@ -257,8 +257,8 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
             if latent:
                 st.next_commands.append(f"axw latent {target} --method {method}{flags}")
         # the settings that tell configs of one method apart: seed and --set values (not only the hash)
-        label = method + f" seed {'?' if seed is None else seed}" + "".join(
-            f" {method}.{k}={v}" for k, v in sorted(overrides.items()))
+        label = method + "".join(f" {method}.{k}={v}" for k, v in sorted(overrides.items())) + \
+            f" seed {'?' if seed is None else seed}"
         out.append(f"    {label:<10} [{chash}]: {len(trained)} trained, "
                    + (f"{len(have & trained)} scored" if latent else "steering only")
                    + ("; " + "; ".join(notes) if notes else ", up to date"))

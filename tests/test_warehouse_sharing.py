@@ -175,17 +175,25 @@ def test_second_writer_waits_its_turn(imported, tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("alpha\nbeta\n")
     holder, _, release = _start(HOLDER, imported, 1, tmp=tmp_path)
-    second = subprocess.Popen([*CLI, "--catalog", str(imported), "concepts", "import", str(names), "-c", "later"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    err_file = tmp_path / "second.err"
+    with open(err_file, "w") as err_fh:
+        second = subprocess.Popen([*CLI, "--catalog", str(imported), "concepts", "import", str(names), "-c", "later"],
+                                  stdout=subprocess.PIPE, stderr=err_fh, text=True, env=_env())
     try:
-        time.sleep(3)
-        assert second.poll() is None  # waiting, not failing
+        deadline = time.monotonic() + 90
+        while "waiting for the catalog" not in err_file.read_text():  # it reached the lock and waits, not fails
+            assert second.poll() is None, err_file.read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        assert second.poll() is None  # still waiting its turn
     finally:
         release.write_text("go")
     assert holder.wait(60) == 0
-    out, err = second.communicate(timeout=120)
+    second.communicate(timeout=120)
+    err = err_file.read_text()
     assert second.returncode == 0, err
-    assert f"waiting for the catalog: `" in err and f"(pid {holder.pid} on " in err
+    assert "waiting for the catalog: `" in err and f"(pid {holder.pid} on " in err
     rows = _cli("--catalog", imported, "sql", "SELECT stage, status FROM runs ORDER BY started_at", "--format", "csv")
     assert rows.stdout.split()[-2:] == ["holder-test,ok", "concepts-import,ok"]
     order = _cli("--catalog", imported, "sql", "SELECT (SELECT min(started_at) FROM runs WHERE stage = 'concepts-import')"
@@ -329,7 +337,7 @@ def test_latent_leaderboard_and_status_show_seed_and_set_values(tiny_warehouse):
                        "--format", "csv")
     assert code == 0 and out.split("\n")[1:3] == ["seed 42", "seed 7 lr=0.01"]
     code, out, _ = axw("--catalog", catalog_path, "status")
-    assert "probe seed 42 [" in out and "probe seed 7 probe.lr=0.01 [" in out
+    assert "probe seed 42 [" in out and "probe probe.lr=0.01 seed 7 [" in out
 
 
 # -- 6. one-line errors ----------------------------------------------------------------------------------------------
