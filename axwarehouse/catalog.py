@@ -34,8 +34,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from axwarehouse import schemas
 from axwarehouse.errors import AxwError
@@ -107,6 +105,7 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_parquet(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    import pyarrow.parquet as pq  # here: readers (status, sql) never pay for importing it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
@@ -273,6 +272,7 @@ class Catalog:
 
     def _ensure_schema_files(self) -> None:
         """Write ``<table>/_schema.parquet`` (zero rows) where missing or out of date (writers only)."""
+        import pyarrow.parquet as pq
         for table, schema in _table_schemas().items():
             path = self.table_dir(table) / SCHEMA_FILE
             try:
@@ -557,6 +557,7 @@ class Catalog:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _conform(self, table: str, data: pa.Table, run: Run) -> pa.Table:
+        import pyarrow.compute as pc
         schema = schemas.TABLES[table]
         n = data.num_rows
         stamps = {"run_id": run.run_id, "config_hash": run.config_hash, "code_version": code_version()}
@@ -582,6 +583,8 @@ class Catalog:
 
     def append(self, table: str, data: pa.Table, run: Run) -> int:
         """Append rows (split by partition values) as new Parquet files, each written atomically."""
+        import pyarrow.compute as pc
+
         self._writable()
         if data.num_rows == 0:
             return 0
@@ -605,6 +608,7 @@ class Catalog:
 
     def delete_where(self, table: str, where: str, params: Sequence[Any] | None = None) -> int:
         """Remove rows matching ``where`` by rewriting (atomically) only the files that contain them."""
+        import pyarrow.parquet as pq
         self._writable()
         removed = 0
         with self.commit_lock():
