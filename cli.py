@@ -220,6 +220,9 @@ def run_cmd(
     in order, until it lists none."""
     import shlex
 
+    from axwarehouse.lazy_imports import defer
+
+    defer("torch")  # up to date = no model: do not import torch to find that out (stages load it on first use)
     from stages.status import workflow_status
 
     catalog = ["--catalog", str(ctx.obj["catalog"])] if ctx.obj.get("catalog") else []

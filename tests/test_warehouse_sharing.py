@@ -391,3 +391,17 @@ def test_read_only_warehouse(imported, tmp_path):
     assert under_ro("status").returncode == 0
     assert under_ro("sql", "SELECT count(*) FROM runs").returncode == 0
     assert _checksums(imported.parent) == before
+
+
+def test_axw_run_loads_torch_on_first_use_after_deferring_it(scored):
+    """`axw run` defers importing torch while it reads the status; the stage it then runs in the same process (a
+    fresh one here, so torch really is deferred) loads it on first use."""
+    catalog_path, _ = scored
+    for path in (catalog_path.parent / "warehouse" / "latent_scores").glob("method=pca/*.parquet"):
+        path.unlink()
+    res = _cli("--catalog", catalog_path, "run", timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "axw latent" in res.stdout and "--method pca" in res.stdout
+    n = _cli("--catalog", catalog_path, "sql", "SELECT count(DISTINCT concept_id) FROM latent_scores WHERE method = 'pca'",
+             "--format", "csv")
+    assert n.stdout.split()[-1] == "3"
