@@ -44,10 +44,10 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
-def _catalog(ctx: typer.Context, read_only: bool = False, create: bool = True):
+def _catalog(ctx: typer.Context, read_only: bool = False, create: bool = True, **kwargs):
     from axwarehouse.catalog import Catalog
 
-    return Catalog(ctx.obj["catalog"], read_only=read_only, create=create)
+    return Catalog(ctx.obj["catalog"], read_only=read_only, create=create, wait=ctx.obj.get("wait"), **kwargs)
 
 
 def _echo_table(rel, fmt: OutputFormat = OutputFormat.table) -> None:
@@ -61,8 +61,13 @@ def main_callback(
     ctx: typer.Context,
     catalog: Annotated[Optional[Path], typer.Option("--catalog", envvar="AXW_CATALOG",
                                                     help="Catalog file (default ./catalog.duckdb).")] = None,
+    wait: Annotated[Optional[float], typer.Option("--wait", envvar="AXW_WAIT", metavar="SECONDS",
+                                                  help="When another command is writing to the catalog, wait at "
+                                                       "most this long for it (default: no limit).")] = None,
 ) -> None:
-    ctx.obj = {"catalog": catalog}
+    if wait is not None and wait < 0:
+        raise AxwError("--wait must be >= 0 seconds")
+    ctx.obj = {"catalog": catalog, "wait": wait}
 
 
 @app.command("import-axbench")
@@ -176,20 +181,19 @@ def leaderboard_latent_cmd(
         _echo_table(latent_leaderboard(cat, concept_set), fmt)
 
 
-@app.command("sql")
+@app.command("sql", context_settings={"ignore_unknown_options": True})
 def sql_cmd(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(help="SQL to run read-only against the catalog.")],
+    query: Annotated[str, typer.Argument(help="One SELECT statement, run read-only against the catalog.")],
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+    allow_files: Annotated[Optional[list[Path]], typer.Option("--allow-files", metavar="DIR",
+                                                              help="Also let the query read files in this folder "
+                                                                   "(repeatable), e.g. for a join with a CSV.")] = None,
 ) -> None:
-    """Run read-only SQL on the catalog (tables and views)."""
-    import duckdb
-
-    with _catalog(ctx, read_only=True) as cat:
-        try:
-            rel = cat.sql(query)
-        except duckdb.Error as exc:
-            raise AxwError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+    """Run one read-only SELECT on the catalog (tables and views). Nothing is written, and nothing outside the
+    warehouse (and --allow-files folders) is read: DuckDB's external access is locked down."""
+    with _catalog(ctx, read_only=True, sandbox=True, allow_files=allow_files or ()) as cat:
+        rel = cat.user_query(query)
         if rel is None:
             raise AxwError("the query returned no result set")
         _echo_table(rel, fmt)
@@ -198,6 +202,9 @@ def sql_cmd(
 @app.command("status")
 def status_cmd(ctx: typer.Context) -> None:
     """Row counts per table, and what is missing or stale per concept set / model / layer / method."""
+    from axwarehouse.lazy_imports import defer
+
+    defer("torch")  # method files import it at the top; listing them needs none of it
     from stages.status import status_report
 
     with _catalog(ctx, read_only=True) as cat:
@@ -213,6 +220,9 @@ def run_cmd(
     in order, until it lists none."""
     import shlex
 
+    from axwarehouse.lazy_imports import defer
+
+    defer("torch")  # up to date = no model: do not import torch to find that out (stages load it on first use)
     from stages.status import workflow_status
 
     catalog = ["--catalog", str(ctx.obj["catalog"])] if ctx.obj.get("catalog") else []
@@ -487,11 +497,24 @@ def export_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
     """Write a view or table to a Parquet or CSV file."""
-    from stages.export import export_view
+    from stages.export import export_view, export_target
 
-    with _catalog(ctx, read_only=True) as cat:
-        path, n = export_view(cat, view, fmt.value, out, where, force)
+    path, tmp = export_target(view, fmt.value, out, force)
+    with _catalog(ctx, read_only=True, sandbox=True, allow_write=[tmp]) as cat:
+        path, n = export_view(cat, view, fmt.value, path, where, force)
     typer.echo(f"exported {n} rows of {view} to {path}")
+
+
+@app.command("doctor")
+def doctor_cmd(ctx: typer.Context) -> None:
+    """Check every table file; move damaged ones aside (never deleted) and say which command re-creates their rows."""
+    from stages.doctor import run_doctor
+
+    with _catalog(ctx, create=False) as cat:
+        res = run_doctor(cat)
+    typer.echo(res.summary())
+    if res.quarantined:
+        raise typer.Exit(1)
 
 
 # --- issue 6: SAEs (`axw sae train`) -----------------------------------------------------------------------------
@@ -539,9 +562,16 @@ def _click_errors(name: str) -> tuple[type[BaseException], ...]:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the app and return the exit code: AxwError becomes ``error: …`` and 2, usage errors click's code."""
+    import shlex
+
+    from axwarehouse import writer_lock
+
+    writer_lock.CURRENT_COMMAND = "axw " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="axw", standalone_mode=False)
+        code = command.main(args=argv, prog_name="axw", standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) inside a command: click returns n without standalone mode
+            return code
     except AxwError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -558,6 +588,12 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an unexpected bug: still one line, the traceback on request
         if os.environ.get("AXW_DEBUG"):
             raise
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is not None and isinstance(exc, duckdb.Error):  # e.g. a table file damaged since the catalog opened
+            from axwarehouse.catalog import duckdb_error_line
+
+            typer.echo(f"error: {duckdb_error_line(exc)}", err=True)
+            return 2
         first = str(exc).splitlines()[0] if str(exc) else ""
         typer.echo(f"error: internal {type(exc).__name__}: {first} (set AXW_DEBUG=1 for the traceback)", err=True)
         return 1

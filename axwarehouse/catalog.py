@@ -1,20 +1,30 @@
-"""The warehouse catalog: a DuckDB file of views over Parquet folders, atomic writes and the ``runs`` ledger.
+"""The warehouse catalog: views over Parquet folders, atomic writes, the writer lock and the ``runs`` ledger.
 
 Layout (for ``--catalog ./catalog.duckdb``)::
 
-    catalog.duckdb            views (one per table and per sql/*.sql file) + the runs table
+    catalog.duckdb            views for the plain DuckDB CLI (paths relative to this folder)
+    warehouse/<table>/_schema.parquet            zero rows: the table's columns, so its view always binds
     warehouse/<table>/[k=v/]part-<run>-<n>.parquet
+    warehouse/run_events/…                        the runs ledger (start/finish events)
+    warehouse/.writer.lock                        held by the one process writing (see writer_lock.py)
 
-A table is a folder of Parquet files and a view ``SELECT * FROM read_parquet('<folder>/**/*.parquet')``. Views
-use absolute paths, so the file opens in the plain DuckDB CLI from any directory. Every file appears by an atomic
-rename, so a killed stage leaves either whole files or nothing visible.
+A table is a folder of Parquet files; its view is ``SELECT <columns> FROM read_parquet('<folder>/**/*.parquet',
+union_by_name = true)``. A :class:`Catalog` never opens ``catalog.duckdb``: it reads through an in-memory DuckDB
+connection whose views are created over the warehouse folder found beside the catalog path at every open, so a
+copied or moved warehouse reads its own files, readers never wait for or block a writer, and a notebook holding
+``catalog.duckdb`` open blocks nobody. ``catalog.duckdb`` itself is rewritten (build a temp file, rename) only when
+view definitions change. Every Parquet file appears by an atomic rename, so a killed stage leaves either whole files
+or nothing visible.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
+import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +34,12 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from axwarehouse import schemas
 from axwarehouse.errors import AxwError
+from axwarehouse import run_ledger
 from axwarehouse.lineage import canonical_json, code_version, config_hash, new_run_id
+from axwarehouse.writer_lock import WriterLock, is_held
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 DEFAULT_CATALOG = "catalog.duckdb"
@@ -95,6 +105,7 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_parquet(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` via a temp file in the same folder, fsync, rename."""
+    import pyarrow.parquet as pq  # here: readers (status, sql) never pay for importing it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
@@ -102,6 +113,52 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+
+SCHEMA_FILE = "_schema.parquet"
+QUARANTINE = "_quarantine"
+# suffixes of files that are data, not a catalog: `--catalog x.parquet` is a mistake, not a new catalog
+_DATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".json", ".jsonl", ".txt", ".arrow", ".feather", ".sql", ".wal"}
+_FILE_IN_ERROR = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
+_TRANSIENT = ("No such file", "No files found", "Could not open file", "cannot open file")
+
+
+def check_catalog_path(path: Path) -> None:
+    """One-line errors for a ``--catalog`` that cannot be a catalog (a folder, a data file, another file type)."""
+    if path.is_dir():
+        raise AxwError(f"--catalog {path} is a folder; give the catalog file, e.g. {path / DEFAULT_CATALOG}")
+    if path.suffix.lower() in _DATA_SUFFIXES:
+        raise AxwError(f"--catalog {path} names a {path.suffix} file, not a catalog; give a .duckdb path "
+                       "(tables live as Parquet files in the warehouse folder beside it)")
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+        if head[8:12] != b"DUCK":
+            raise AxwError(f"--catalog {path} exists but is not a DuckDB catalog file")
+
+
+def corrupt_file_message(path: str, detail: str = "") -> str:
+    why = f" ({detail})" if detail else ""
+    return f"corrupt or unreadable table file {path}{why}; run `axw doctor` to quarantine it and see what re-creates it"
+
+
+def duckdb_error_line(exc: BaseException) -> str:
+    """One line for a DuckDB error; a damaged Parquet file becomes 'corrupt … run `axw doctor`'."""
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "corrupt or unreadable table file" in first:  # raised by a damaged table's view (see _damaged_select)
+        return first[first.index("corrupt or unreadable table file"):]
+    m = _FILE_IN_ERROR.search(text)
+    if m and isinstance(exc, (duckdb.InvalidInputException, duckdb.IOException)) and not any(
+            t in text for t in _TRANSIENT):
+        detail = first.split(": ", 1)[-1].replace(f"'{m.group(1)}'", "").replace(f'"{m.group(1)}"', "")
+        return corrupt_file_message(m.group(1), " ".join(detail.split())[:120])
+    return first
+
+
+def _relation_error(exc: BaseException) -> AxwError:
+    return AxwError(duckdb_error_line(exc))
 
 
 @dataclass
@@ -125,31 +182,68 @@ class Run:
         return n
 
 
-class Catalog:
-    """Open (or create) a catalog. Use as a context manager; views are (re)registered on every writable open."""
+def _table_schemas() -> dict[str, pa.Schema]:
+    """Every table the warehouse holds: the data tables plus the runs ledger."""
+    return {**schemas.TABLES, run_ledger.TABLE: run_ledger.RUN_EVENTS}
 
-    def __init__(self, path: str | Path | None = None, *, read_only: bool = False, create: bool = True):
+
+class Catalog:
+    """Open a catalog. Use as a context manager.
+
+    ``read_only=False`` takes the warehouse's writer lock until :meth:`close` (waiting at most ``wait`` seconds,
+    None = no limit, for another writer). ``sandbox=True`` locks the connection down for user SQL: no file or
+    database access outside the warehouse (plus ``allow_files`` folders, read-only, and ``allow_write`` files),
+    no extension install, configuration locked; see :meth:`user_query`.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False, create: bool = True,
+                 wait: float | None = None, sandbox: bool = False, allow_files: Sequence[str | Path] = (),
+                 allow_write: Sequence[str | Path] = ()):
         self.path = Path(path) if path is not None else default_catalog_path()
         self.path = self.path.resolve()
+        check_catalog_path(self.path)
         self.warehouse = warehouse_dir_for(self.path)
         self.read_only = read_only
-        if not self.path.exists():
+        if not self.path.exists() and not self.warehouse.is_dir():
             if read_only or not create:
                 raise AxwError(f"no catalog at {self.path} (run a stage such as `axw import-axbench` first)")
             if not self.path.parent.is_dir():
                 raise AxwError(f"catalog folder {self.path.parent} does not exist")
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise AxwError(f"cannot open catalog {self.path}: {str(exc).splitlines()[0]}") from exc
         self._seq = 0
-        if not read_only:
-            self.warehouse.mkdir(parents=True, exist_ok=True)
+        self._bodies: dict[str, str] = {}
+        self.damaged: dict[str, str] = {}  # table -> one-line message, for tables with an unreadable file
+        self._lock: WriterLock | None = None
+        self.con = None
+        try:
+            if not read_only:
+                if not os.access(self.path.parent, os.W_OK):
+                    raise AxwError(f"catalog folder {self.path.parent} is not writable; writing commands need "
+                                   "write access (status, sql, leaderboard and report only read it)")
+                try:
+                    self.warehouse.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise AxwError(f"cannot create warehouse folder {self.warehouse} ({exc.strerror})") from None
+                self._lock = WriterLock(self.warehouse, wait=wait)
+                self._lock.acquire()
+                self._ensure_schema_files()
+            self.con = duckdb.connect(":memory:")
             self.refresh_views()
+            self._settle_unfinished_runs()
+            if not read_only:
+                self._write_cli_catalog()
+            if sandbox:
+                self._lock_down([self.warehouse, *allow_files], allow_write)
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def close(self) -> None:
-        self.con.close()
+        if self.con is not None:
+            self.con.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Catalog:
         return self
@@ -157,39 +251,117 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Hold the writer lock while committing files (re-entrant: a writable catalog already holds it)."""
+        if self.read_only:
+            raise AxwError("catalog is open read-only")
+        with WriterLock(self.warehouse):
+            yield
+
     # -- views -----------------------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:
         return self.warehouse / table
 
     def table_files(self, table: str) -> list[Path]:
+        """The table's data files (its zero-row schema file excluded)."""
         root = self.table_dir(table)
-        return sorted(root.rglob("*.parquet")) if root.exists() else []
+        if not root.exists():
+            return []
+        return sorted(p for p in root.rglob("*.parquet") if not (p.name == SCHEMA_FILE and p.parent == root))
+
+    def _ensure_schema_files(self) -> None:
+        """Write ``<table>/_schema.parquet`` (zero rows) where missing or out of date (writers only)."""
+        import pyarrow.parquet as pq
+        for table, schema in _table_schemas().items():
+            path = self.table_dir(table) / SCHEMA_FILE
+            try:
+                if path.exists() and pq.read_schema(path).remove_metadata().equals(schema.remove_metadata()):
+                    continue
+            except (OSError, pa.ArrowException):
+                pass  # unreadable: rewrite it, it holds no rows
+            try:
+                atomic_write_parquet(schema.empty_table(), path)
+            except OSError as exc:
+                raise AxwError(f"warehouse folder {self.warehouse} is not writable ({exc.strerror}); writing "
+                               "commands need write access (status, sql, leaderboard and report only read it)"
+                               ) from None
+
+    def _select(self, table: str, folder: str) -> str:
+        cols = ", ".join(f'"{f.name}"' for f in _table_schemas()[table])
+        glob = _sql_str(folder.rstrip("/") + "/**/*.parquet")
+        return f"SELECT {cols} FROM read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
+
+    def _view_sql(self, table: str, folder: str) -> str:
+        return f'CREATE OR REPLACE VIEW "{table}" AS {self._select(table, folder)}'
+
+    def _empty_select(self, table: str, where: str = "false") -> str:
+        cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in _table_schemas()[table])
+        return f"SELECT {cols} FROM range(1) WHERE {where}"
 
     def _register_table_view(self, table: str) -> None:
-        schema = schemas.TABLES[table]
-        if self.table_files(table):
-            glob = str(self.table_dir(table) / "**" / "*.parquet")
-            source = f"read_parquet({_sql_str(glob)}, union_by_name = true, hive_partitioning = false)"
-            have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-            # columns added to a schema after some files were written read as NULL (tables grow columns)
-            extra = "".join(f', CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema
-                            if f.name not in have)
-            body = f"SELECT *{extra} FROM {source}"
+        schema = _table_schemas()[table]
+        root = self.table_dir(table)
+        if not (root / SCHEMA_FILE).exists() and not self.table_files(table):
+            body = self._empty_select(table)
         else:
-            cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
-            body = f"SELECT {cols} WHERE false"
+            glob = _sql_str(str(root / "**" / "*.parquet"))
+            source = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
+            try:
+                try:
+                    body = self._select(table, str(root))
+                    self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+                    self._bodies[table] = body
+                    return
+                except duckdb.BinderException:
+                    # an older warehouse (no schema file, or one from before a column was added): columns a file
+                    # lacks read as NULL (tables grow columns)
+                    have = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+                    cols = ", ".join(f'"{f.name}"' if f.name in have
+                                     else f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+                    body = f"SELECT {cols} FROM {source}"
+            except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+                body = self._damaged_select(table, exc)
+        self._bodies[table] = body
         self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
 
-    def refresh_views(self) -> None:
-        """Register every table view, then every sql/*.sql file (DDL and derived views, in dependency order)."""
-        for table in schemas.TABLES:
-            self._register_table_view(table)
-        pending = sorted(SQL_DIR.glob("*.sql"))
+    def _damaged_select(self, table: str, exc: BaseException) -> str:
+        """A table with a damaged file: its view reads the good files plus one row whose every column (and its
+        filter) raises the one-line message, so any query that reads the table fails naming the file, instead of
+        silently missing its rows; other tables still work."""
+        msg = _sql_str(duckdb_error_line(exc))
+        schema = _table_schemas()[table]
+        good = []
+        for path in self.table_files(table) + [self.table_dir(table) / SCHEMA_FILE]:
+            try:
+                self.con.execute(f"SELECT 1 FROM read_parquet({_sql_str(str(path))}) LIMIT 0")
+                good.append(_sql_str(str(path)))
+            except duckdb.Error:
+                continue
+        boom = ", ".join(f'CAST(error({msg}) AS {duckdb_type(f.type)}) AS "{f.name}"' for f in schema)
+        body = f"SELECT {boom} FROM range(1) WHERE error({msg}) IS NULL"
+        if good:
+            try:
+                cols = ", ".join(f'"{f.name}"' for f in schema)
+                self.con.execute(f"DESCRIBE SELECT {cols} FROM read_parquet([{', '.join(good)}], "
+                                 "union_by_name = true, hive_partitioning = false)")
+                body = (f"SELECT {cols} FROM read_parquet([{', '.join(good)}], union_by_name = true, "
+                        f"hive_partitioning = false) UNION ALL {body}")
+            except duckdb.Error:
+                pass
+        self.damaged[table] = duckdb_error_line(exc)
+        return body
+
+    def _sql_files(self) -> list[Path]:
+        return sorted(SQL_DIR.glob("*.sql"))
+
+    def _run_sql_files(self, con: duckdb.DuckDBPyConnection) -> None:
+        pending = self._sql_files()
         while pending:
             failed: list[tuple[Path, str]] = []
             for sql_file in pending:
                 try:
-                    self.con.execute(sql_file.read_text())
+                    con.execute(sql_file.read_text())
                 except (duckdb.CatalogException, duckdb.BinderException) as exc:  # depends on a view not
                     # created yet, or one whose new definition comes later in this pass (columns changed)
                     failed.append((sql_file, str(exc)))
@@ -198,19 +370,194 @@ class Catalog:
                 raise AxwError(f"cannot create SQL views ({names})")
             pending = [p for p, _ in failed]
 
+    def refresh_views(self) -> None:
+        """Register every table view, then every sql/*.sql file (DDL and derived views, in dependency order)."""
+        for table in _table_schemas():
+            self._register_table_view(table)
+        self._run_sql_files(self.con)
+
+    # -- catalog.duckdb for the plain DuckDB CLI ----------------------------------------------------------------
+    def _cli_definitions(self) -> str:
+        rel = os.path.relpath(self.warehouse, self.path.parent)
+        parts = [self._view_sql(t, f"{rel}/{t}") + ";" for t in _table_schemas()]
+        parts += [p.read_text() for p in self._sql_files()]
+        return "\n".join(parts)
+
+    def _write_cli_catalog(self) -> None:
+        """(Re)build ``catalog.duckdb`` when its view definitions changed: a temp file renamed over the old one, so a
+        process holding the old file open (a notebook) keeps reading it and blocks nothing."""
+        defs = self._cli_definitions()
+        digest = hashlib.sha256(defs.encode()).hexdigest()
+        stamp = self.warehouse / ".catalog-views.sha256"
+        try:
+            if self.path.exists() and stamp.read_text().strip() == digest:
+                return
+        except OSError:
+            pass
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            self._migrate_old_runs()
+            con = duckdb.connect(str(tmp))
+            try:
+                # relative globs resolve against the catalog's folder (the CLI resolves them against its cwd)
+                con.execute(f"SET file_search_path = {_sql_str(str(self.path.parent))}")
+                for t in _table_schemas():
+                    con.execute(self._view_sql(t, f"{os.path.relpath(self.warehouse, self.path.parent)}/{t}"))
+                self._run_sql_files(con)
+            finally:
+                con.close()
+            os.replace(tmp, self.path)
+            Path(str(self.path) + ".wal").unlink(missing_ok=True)
+            atomic_write_text(stamp, digest)
+        except (duckdb.Error, OSError, AxwError) as exc:
+            tmp.unlink(missing_ok=True)
+            print(f"note: could not update {self.path.name} for the DuckDB CLI ({duckdb_error_line(exc)}); "
+                  "axw reads the warehouse directly", file=sys.stderr)
+
+    def _migrate_old_runs(self) -> None:
+        """Copy the ``runs`` table of a catalog.duckdb written before the ledger moved to Parquet into run_events."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        try:
+            old = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.Error:
+            return
+        try:
+            if not old.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'").fetchall()[0][0]:
+                return
+            rows = old.execute("SELECT run_id, stage, config, config_hash, code_version, started_at, finished_at,"
+                               " status, rows_written, message FROM runs").fetchall()
+        finally:
+            old.close()
+        known = {r[0] for r in self.con.execute(f"SELECT DISTINCT run_id FROM {run_ledger.TABLE}").fetchall()}
+        events = []
+        for run_id, stage, cfg, chash, code, start, end, status, rows, msg in rows:
+            if run_id in known:
+                continue
+            base = {"run_id": run_id, "stage": stage, "config": cfg, "config_hash": chash, "code_version": code,
+                    "pid": None, "host": None, "proc_start": None, "message": None, "rows_written": None,
+                    "status": None}
+            events.append({**base, "event": "start", "event_at": start})
+            if status != "running":
+                events.append({**base, "event": "finish", "event_at": end or start, "status": status,
+                               "rows_written": rows, "message": msg})
+            else:  # the old ledger's runs left 'running' by a killed process
+                events.append({**base, "event": "finish", "event_at": start, "status": "interrupted",
+                               "rows_written": rows, "message": "left running in the old ledger"})
+        if events:
+            atomic_write_parquet(pa.Table.from_pylist(events, schema=run_ledger.RUN_EVENTS),
+                                 self.table_dir(run_ledger.TABLE) / "part-migrated-runs.parquet")
+            self._register_table_view(run_ledger.TABLE)
+
+    # -- runs whose process is gone ----------------------------------------------------------------------------
+    def _settle_unfinished_runs(self) -> None:
+        """Mark runs whose process is gone as interrupted, with the rows they wrote: persisted by a writer, shown
+        (not written) by a reader."""
+        try:
+            open_runs = self.con.execute(
+                "SELECT run_id, stage, config, config_hash, code_version, pid, host, proc_start FROM run_events "
+                "WHERE event = 'start' AND run_id NOT IN (SELECT run_id FROM run_events WHERE event = 'finish')"
+            ).fetchall()
+        except duckdb.Error:
+            return  # a damaged ledger file: `axw doctor` reports it
+        if not open_runs:
+            return
+        active = is_held(self.warehouse)
+        dead = [r for r in open_runs if r[0] and run_ledger.is_dead(r[5], r[6], r[7], active)]
+        if not dead:
+            return
+        ids = [r[0] for r in dead]
+        counts = dict.fromkeys(ids, 0)
+        for table in schemas.TABLES:
+            try:
+                for run_id, n in self.con.execute(
+                        f'SELECT run_id, count(*) FROM "{table}" WHERE run_id IN (SELECT unnest(?)) GROUP BY 1',
+                        [ids]).fetchall():
+                    counts[run_id] += int(n)
+            except duckdb.Error:
+                continue
+        events = []
+        for run_id, stage, cfg, chash, code, pid, host, _ in dead:
+            msg = f"process {pid} on {host} ended without finishing (killed?)"
+            ev = run_ledger.event("finish", run_id, stage, cfg, chash, code, "interrupted", counts[run_id], msg)
+            events.append(ev)
+        table = pa.concat_tables(events)
+        if not self.read_only and self._lock is not None:
+            atomic_write_parquet(table, self.table_dir(run_ledger.TABLE) / f"part-settled-{new_run_id()}.parquet")
+            self._register_table_view(run_ledger.TABLE)
+        else:
+            self.con.register("_settled_run_events", table)
+            self.con.execute(f'CREATE OR REPLACE VIEW "{run_ledger.TABLE}" AS {self._bodies[run_ledger.TABLE]} '
+                             "UNION ALL BY NAME SELECT * FROM _settled_run_events")
+
     # -- reading ---------------------------------------------------------------------------------------------
+    def _retry(self, fn):
+        """Run ``fn``; a file that vanished between listing and reading (a writer replaced it) is retried."""
+        for attempt in range(6):
+            try:
+                return fn()
+            except duckdb.IOException as exc:
+                if attempt == 5 or not any(t in str(exc) for t in _TRANSIENT):
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyRelation:
         return self.con.sql(query, params=params) if params else self.con.sql(query)
 
     def arrow(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
-        rel = self.con.sql(query, params=params) if params else self.con.sql(query)
-        return rel.to_arrow_table()
+        def go() -> pa.Table:
+            rel = self.con.sql(query, params=params) if params else self.con.sql(query)
+            return rel.to_arrow_table()
+        return self._retry(go)
 
     def count(self, table: str, where: str = "true", params: Sequence[Any] | None = None) -> int:
-        return int(self.con.execute(f'SELECT count(*) FROM "{table}" WHERE {where}', params or []).fetchall()[0][0])
+        return self._retry(lambda: int(self.con.execute(f'SELECT count(*) FROM "{table}" WHERE {where}',
+                                                        params or []).fetchall()[0][0]))
+
+    # -- user SQL ----------------------------------------------------------------------------------------------
+    def _lock_down(self, read_dirs: Sequence[str | Path], write_paths: Sequence[str | Path]) -> None:
+        dirs = []
+        for d in read_dirs:
+            d = Path(d).resolve()
+            if not d.is_dir():
+                raise AxwError(f"--allow-files {d}: no such folder")
+            dirs.append(str(d).rstrip("/") + "/")
+        paths = [str(Path(p).resolve()) for p in write_paths]
+        con = self.con
+        con.execute(f"SET allowed_directories = [{', '.join(_sql_str(d) for d in dirs)}]")
+        if paths:
+            con.execute(f"SET allowed_paths = [{', '.join(_sql_str(p) for p in paths)}]")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        self._sandboxed = True
+
+    def user_query(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Run one read-only statement of user SQL (SELECT, or EXPLAIN of one): anything else — COPY, ATTACH,
+        EXPORT, INSTALL, SET, DDL, several statements — is refused by statement type, as DuckDB's parser reads it.
+        Combined with the sandbox (open with ``sandbox=True``) a query reads nothing outside the warehouse."""
+        try:
+            statements = self.con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise AxwError(f"SQL error: {duckdb_error_line(exc)}") from None
+        if not statements:
+            raise AxwError("the query has no SQL statement (only a comment or whitespace?)")
+        if len(statements) > 1:
+            raise AxwError(f"give one SQL statement at a time (got {len(statements)})")
+        kind = statements[0].type
+        if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+            raise AxwError(f"the catalog is read-only here: {kind.name} statements are refused (SELECT only)")
+        try:
+            return self._retry(lambda: self.con.sql(query))
+        except duckdb.Error as exc:
+            raise AxwError(f"SQL error: {duckdb_error_line(exc)}") from None
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _conform(self, table: str, data: pa.Table, run: Run) -> pa.Table:
+        import pyarrow.compute as pc
         schema = schemas.TABLES[table]
         n = data.num_rows
         stamps = {"run_id": run.run_id, "config_hash": run.config_hash, "code_version": code_version()}
@@ -230,10 +577,15 @@ class Catalog:
                 raise AxwError(f"internal: column {table}.{f.name} cannot be cast to {f.type}: {exc}") from exc
         return pa.Table.from_arrays(columns, schema=schema)
 
-    def append(self, table: str, data: pa.Table, run: Run) -> int:
-        """Append rows (split by partition values) as new Parquet files, each written atomically."""
+    def _writable(self) -> None:
         if self.read_only:
             raise AxwError("catalog is open read-only")
+
+    def append(self, table: str, data: pa.Table, run: Run) -> int:
+        """Append rows (split by partition values) as new Parquet files, each written atomically."""
+        import pyarrow.compute as pc
+
+        self._writable()
         if data.num_rows == 0:
             return 0
         data = self._conform(table, data, run)
@@ -246,40 +598,51 @@ class Catalog:
                     mask = pc.equal(sub.column(col), pa.scalar(value, sub.schema.field(col).type))
                     split.append((prefix + [(col, value)], sub.filter(mask)))
             groups = split
-        for parts, sub in groups:
-            folder = self.table_dir(table).joinpath(*[f"{c}={partition_slug(v)}" for c, v in parts])
-            self._seq += 1
-            atomic_write_parquet(sub, folder / f"part-{run.run_id}-{self._seq:05d}.parquet")
+        with self.commit_lock():
+            for parts, sub in groups:
+                folder = self.table_dir(table).joinpath(*[f"{c}={partition_slug(v)}" for c, v in parts])
+                self._seq += 1
+                atomic_write_parquet(sub, folder / f"part-{run.run_id}-{self._seq:05d}.parquet")
         self._register_table_view(table)
         return data.num_rows
 
     def delete_where(self, table: str, where: str, params: Sequence[Any] | None = None) -> int:
         """Remove rows matching ``where`` by rewriting (atomically) only the files that contain them."""
+        import pyarrow.parquet as pq
+        self._writable()
         removed = 0
-        for path in self.table_files(table):
-            src = _sql_str(str(path))
-            hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}, hive_partitioning = false) WHERE {where}", params or []).fetchall()[0][0]
-            if not hits:
-                continue
-            keep = self.arrow(f"SELECT * FROM read_parquet({src}, hive_partitioning = false) WHERE NOT ({where})", params)
-            if keep.num_rows:
-                atomic_write_parquet(keep.cast(pq.read_schema(path)), path)
-            else:
-                path.unlink()
-            removed += int(hits)
+        with self.commit_lock():
+            for path in self.table_files(table):
+                src = _sql_str(str(path))
+                hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}, hive_partitioning = false) "
+                                        f"WHERE {where}", params or []).fetchall()[0][0]
+                if not hits:
+                    continue
+                keep = self.arrow(f"SELECT * FROM read_parquet({src}, hive_partitioning = false) WHERE NOT ({where})",
+                                  params)
+                if keep.num_rows:
+                    atomic_write_parquet(keep.cast(pq.read_schema(path)), path)
+                else:
+                    path.unlink()
+                removed += int(hits)
         self._register_table_view(table)
         return removed
 
     # -- runs ------------------------------------------------------------------------------------------------
+    def _event(self, table: pa.Table, run_id: str, kind: str) -> None:
+        with self.commit_lock():
+            atomic_write_parquet(table, self.table_dir(run_ledger.TABLE) / f"part-{run_id}-{kind}.parquet")
+        self._register_table_view(run_ledger.TABLE)
+
     @contextmanager
     def run(self, stage: str, config: dict[str, Any]) -> Iterator[Run]:
-        """Record a stage execution in ``runs``; status becomes ok, failed or interrupted."""
+        """Record a stage execution in ``runs`` (start and finish events); status becomes ok, failed or interrupted
+        (also when the process is killed: see run_ledger)."""
+        self._writable()
         run = Run(self, new_run_id(), stage, config, config_hash(config))
-        self.con.execute(
-            "INSERT INTO runs (run_id, stage, config, config_hash, code_version, started_at, status, rows_written)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'running', 0)",
-            [run.run_id, stage, canonical_json(config), run.config_hash, code_version(), _now()],
-        )
+        cfg_json = canonical_json(config)
+        self._event(run_ledger.event("start", run.run_id, stage, cfg_json, run.config_hash, code_version()),
+                    run.run_id, "start")
         status, message = "ok", None
         try:
             yield run
@@ -293,10 +656,14 @@ class Catalog:
             status, message = "failed", "".join(traceback.format_exception_only(type(exc), exc)).strip()
             raise
         finally:
-            self.con.execute(
-                "UPDATE runs SET finished_at = ?, status = ?, rows_written = ?, message = ? WHERE run_id = ?",
-                [_now(), status, run.rows_written, message, run.run_id],
-            )
+            self._event(run_ledger.event("finish", run.run_id, stage, cfg_json, run.config_hash, code_version(),
+                                         status, run.rows_written, message), run.run_id, "finish")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _now() -> dt.datetime:

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 
 from axwarehouse.catalog import partition_slug
 from axwarehouse.errors import AxwError
@@ -31,6 +30,8 @@ def save_weights(warehouse: Path, relpath: str, tensors: dict[str, torch.Tensor]
     path = Path(warehouse) / relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    from safetensors.torch import save_file  # on use: importing this file must not load torch
+
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
@@ -45,6 +46,8 @@ def load_weights(warehouse: Path | None, relpath: str | None) -> tuple[dict[str,
     path = Path(relpath) if Path(relpath).is_absolute() else Path(warehouse or ".") / relpath
     if not path.is_file():
         raise AxwError(f"weight file {path} is missing (re-run `axw train` for this method)")
+    from safetensors.torch import load_file, safe_open
+
     with safe_open(str(path), framework="pt") as fh:
         meta = dict(fh.metadata() or {})
     return load_file(str(path)), meta

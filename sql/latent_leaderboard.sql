@@ -4,12 +4,25 @@
 --     'ours: TopK SAE <name> (axw sae train, d_sae …, k …)': the offline stand-in for GemmaScope, not AxBench's;
 --   SAE / SAE-A on a loaded SAELens/GemmaScope directory: 'loaded <architecture> SAE: <path>' (its source);
 --   joint methods (reft-r1-joint): 'joint dictionary over <n> concepts (one fit)'.
+-- settings says which trained config a row is (rows of one method differ by config_hash): the seed and the
+--   `--set` values recorded in the config of the run that trained its artifacts, e.g. 'seed 7 lr=0.01'.
 CREATE OR REPLACE VIEW latent_leaderboard AS
 WITH board AS (
     SELECT method, model, layer, concept_set, config_hash,
            avg(auroc) AS mean_auroc,
            count(auroc) AS n_concepts
     FROM latent_auroc
+    GROUP BY method, model, layer, concept_set, config_hash
+),
+trained AS (
+    SELECT method, model, layer, concept_set, config_hash,
+           string_agg(DISTINCT 'seed ' || coalesce(json_extract_string(config, '$.seed'), '?')
+               || coalesce(' ' || nullif(array_to_string(list_transform(json_keys(o),
+                      lambda k: k || '=' || json_extract_string(o, '$."' || k || '"')), ' '), ''), ''),
+               '; ') AS settings
+    FROM (SELECT a.*, r.config, json_extract(r.config, '$.overrides."' || a.method || '"') AS o
+          FROM (SELECT DISTINCT method, model, layer, concept_set, config_hash, run_id FROM method_artifacts) AS a
+          LEFT JOIN runs AS r ON r.run_id = a.run_id)
     GROUP BY method, model, layer, concept_set, config_hash
 ),
 art AS (
@@ -37,9 +50,13 @@ notes AS (
     LEFT JOIN saes AS s ON s.path = a.sae AND s.model = a.model AND s.layer = a.layer
     GROUP BY a.method, a.model, a.layer, a.concept_set, a.config_hash
 )
-SELECT b.method, b.model, b.layer, b.concept_set, b.config_hash, b.mean_auroc, b.n_concepts, coalesce(n.note, '') AS note
+SELECT b.method, b.model, b.layer, b.concept_set, coalesce(t.settings, '') AS settings, b.config_hash,
+       b.mean_auroc, b.n_concepts, coalesce(n.note, '') AS note
 FROM board AS b
 LEFT JOIN notes AS n
   ON n.method = b.method AND n.model = b.model AND n.layer = b.layer AND n.concept_set = b.concept_set
  AND n.config_hash = b.config_hash
+LEFT JOIN trained AS t
+  ON t.method = b.method AND t.model = b.model AND t.layer = b.layer AND t.concept_set = b.concept_set
+ AND t.config_hash = b.config_hash
 ORDER BY b.concept_set, b.model, b.layer, b.mean_auroc DESC;

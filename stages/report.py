@@ -88,6 +88,9 @@ def run_report(cat: Catalog, cfg: ReportConfig) -> ReportResult:
         raise AxwError(f"concept set {cfg.concept_set!r} has no concepts in this catalog")
     if cfg.method and cat.count("latent_scores", "method = ?", [cfg.method]) == 0:
         raise AxwError(f"method {cfg.method!r} has no latent scores in this catalog (see `axw status`)")
+    if cat.count("latent_scores") == 0 and cat.count("steering_outputs") == 0:
+        raise AxwError("nothing to report yet: the catalog has no latent scores and no steered generations "
+                       "(`axw status` lists the next commands)")
     result = ReportResult(out)
     exported: list[tuple[str, dict]] = []
     groups = latent_groups(cat, cfg.concept_set)

@@ -159,8 +159,6 @@ def workflow_status(cat: Catalog) -> Status:
 def _steering_status(cat: Catalog, st: Status, concept_set: str, model: str, layer: int) -> None:
     """Steered generations per method, and per judge that has rated any of them: outputs it has not rated yet and
     outputs without a perplexity (both filled in by `axw judge`). No judge yet: the default judge is the next step."""
-    from stages.judge import DEFAULT_JUDGE
-
     if not cat.table_files("steering_outputs"):
         return
     key = "o.concept_set = ? AND o.model = ? AND o.layer = ?"
@@ -188,6 +186,8 @@ def _steering_status(cat: Catalog, st: Status, concept_set: str, model: str, lay
                 notes.append(f"MISSING {unrated[(judge, method)]} ratings by {judge}")
                 st.next_commands.append(f"axw judge -c {cs} --judge {_q(judge)} --method {method}")
         if not judges:
+            from stages.judge import DEFAULT_JUDGE  # here: importing the judge stage loads torch and transformers
+
             notes.append("not judged yet")
             st.next_commands.append(f"axw judge -c {cs} --judge {DEFAULT_JUDGE}")
         elif no_ppl:
@@ -256,7 +256,9 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
             st.next_commands.append(f"axw train {target} --method {method} --replace{flags}")
             if latent:
                 st.next_commands.append(f"axw latent {target} --method {method}{flags}")
-        label = method + "".join(f" {method}.{k}={v}" for k, v in sorted(overrides.items()))
+        # the settings that tell configs of one method apart: seed and --set values (not only the hash)
+        label = method + "".join(f" {method}.{k}={v}" for k, v in sorted(overrides.items())) + \
+            f" seed {'?' if seed is None else seed}"
         out.append(f"    {label:<10} [{chash}]: {len(trained)} trained, "
                    + (f"{len(have & trained)} scored" if latent else "steering only")
                    + ("; " + "; ".join(notes) if notes else ", up to date"))

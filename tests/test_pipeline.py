@@ -206,6 +206,8 @@ def test_catalog_opens_in_plain_duckdb(warehouse):
     catalog_path, _ = warehouse
     con = duckdb.connect(str(catalog_path), read_only=True)
     try:
+        # its views hold paths relative to the catalog's folder (relocatable): resolve them against that folder
+        con.execute(f"SET file_search_path = '{catalog_path.parent}'")
         views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
         n = con.sql("SELECT count(*) FROM activations").fetchall()[0][0]
     finally:

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from axwarehouse import lazy_imports
+
 
 class _StopForward(Exception):
     pass
@@ -43,7 +45,7 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-@torch.inference_mode()
+@lazy_imports.inference_mode
 def forward_to_layers(model, layers, wanted: Sequence[int], ids: torch.Tensor,
                       mask: torch.Tensor) -> dict[int, torch.Tensor]:
     """Hidden states [batch, seq, d] at the output of each ``layers[L]`` for L in ``wanted``, from one forward

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from axwarehouse import lazy_imports
+
 from axwarehouse.lm.capture import length_batches, pad_batch
 from axwarehouse.methods.lm_objective import edit_block_output
 
@@ -42,7 +44,7 @@ def batches(seqs: list[list[int]], batch_tokens: int = 2048) -> Iterator[list[in
     yield from length_batches([len(s) for s in seqs], batch_tokens, max_batch=16)
 
 
-@torch.no_grad()
+@lazy_imports.no_grad
 def final_hidden(lm, seqs: list[list[int]], device: str) -> torch.Tensor:
     """Final-layer hidden state [n, d] at each sequence's last token (cached per model and sequence)."""
     out = torch.empty(len(seqs), lm.hidden_size)

@@ -94,7 +94,7 @@ def edit_block_output(block: torch.nn.Module, fn: Callable[[torch.Tensor], torch
         handle.remove()
 
 
-EditFn = Callable[[torch.Tensor, LMBatch, dict], torch.Tensor]
+EditFn = Callable[["torch.Tensor", LMBatch, dict], "torch.Tensor"]  # strings: no torch at import
 BatchContext = Callable[[LMBatch, dict], AbstractContextManager]
 
 

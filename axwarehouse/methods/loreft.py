@@ -24,6 +24,8 @@ dtype (float32 here). A model with fewer blocks keeps the listed layers it has (
 
 from __future__ import annotations
 
+import functools
+
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,22 +57,29 @@ def f_l_positions(attention_mask: torch.Tensor, prompt_len: torch.Tensor, first:
     return real & (rank < n) & ((rank < f) | (rank >= n - k))
 
 
-class LoReFTLayer(torch.nn.Module):
-    """(R, W, b) of one layer; R = rotate_layer.weight.T kept orthonormal by the parametrization."""
+@functools.lru_cache(maxsize=1)
+def layer_class() -> type:
+    """The LoReFT layer module class, defined on first use so that importing this file does not import torch
+    (commands that only read the catalog, like `axw status`, list methods without loading torch)."""
 
-    def __init__(self, d: int, r: int):
-        super().__init__()
-        from axwarehouse.steering.intervention import _pyvene
+    class LoReFTLayer(torch.nn.Module):
+        """(R, W, b) of one layer; R = rotate_layer.weight.T kept orthonormal by the parametrization."""
 
-        _pyvene()  # silences pyvene's import-time print
-        from pyvene.models.layers import LowRankRotateLayer
+        def __init__(self, d: int, r: int):
+            super().__init__()
+            from axwarehouse.steering.intervention import _pyvene
 
-        rotate = LowRankRotateLayer(d, r, init_orth=True)
-        self.rotate_layer = torch.nn.utils.parametrizations.orthogonal(rotate)
-        self.learned_source = torch.nn.Linear(d, r)
+            _pyvene()  # silences pyvene's import-time print
+            from pyvene.models.layers import LowRankRotateLayer
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.rotate_layer.weight.T, self.learned_source.weight, self.learned_source.bias
+            rotate = LowRankRotateLayer(d, r, init_orth=True)
+            self.rotate_layer = torch.nn.utils.parametrizations.orthogonal(rotate)
+            self.learned_source = torch.nn.Linear(d, r)
+
+        def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            return self.rotate_layer.weight.T, self.learned_source.weight, self.learned_source.bias
+
+    return LoReFTLayer
 
 
 @contextmanager
@@ -84,7 +93,7 @@ def loreft_hooks(lm, layers: dict[int, object], positions: dict) -> Iterator[Non
             mask = positions.get("mask")
             if mask is None or mask.shape != h.shape[:2]:
                 return h
-            r, w, b = params.tensors() if isinstance(params, LoReFTLayer) else params
+            r, w, b = params.tensors() if isinstance(params, layer_class()) else params
             return torch.where(mask[..., None], loreft(h, r.to(h.dtype), w.to(h.dtype), b.to(h.dtype)), h)
 
         def hook(_mod, _inputs, output, fn=fn):
@@ -148,7 +157,7 @@ class LoReFT(LayerListMethod, Method):
         layers = self.train_layers(lm.n_layers)
         examples = concept_lm_examples(chat, data)
         torch.manual_seed(self.seed)
-        modules = {layer: LoReFTLayer(lm.hidden_size, cfg.rank).to(ctx.device) for layer in layers}
+        modules = {layer: layer_class()(lm.hidden_size, cfg.rank).to(ctx.device) for layer in layers}
         params = [p for m in modules.values() for p in m.parameters()]
         positions: dict = {}
 

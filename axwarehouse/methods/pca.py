@@ -6,13 +6,14 @@ The sign of a principal component is arbitrary, as in AxBench (spec §7.4): AURO
 from __future__ import annotations
 
 import numpy as np
-from sklearn.decomposition import PCA as SkPCA
 
 from axwarehouse.methods.base import Artifact, ConceptData, Method
 from axwarehouse.methods.registry import register
 
 
 def first_component(x: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA as SkPCA  # here, not at import: `axw status` lists methods without it
+
     w = SkPCA(n_components=2, random_state=seed).fit(x).components_[0]
     return (w / max(np.linalg.norm(w), np.finfo(np.float32).eps)).astype(np.float32)
 

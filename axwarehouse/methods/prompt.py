@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from axwarehouse import lazy_imports
+
 from axwarehouse.errors import AxwError
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
 from axwarehouse.methods.registry import register
@@ -100,7 +102,7 @@ class PromptDetection(Method):
             mask[r, width - len(s):] = 1
         return ids.to(ctx.device), mask.to(ctx.device)
 
-    @torch.no_grad()
+    @lazy_imports.no_grad
     def _expected(self, ctx: Context, seqs: list[list[int]]) -> np.ndarray:
         tok = ctx.lm.tokenizer
         prefix = list(tok(ANSWER_PREFIX, add_special_tokens=False)["input_ids"])
@@ -116,7 +118,7 @@ class PromptDetection(Method):
             out[start:start + len(batch)] = (p @ torch.tensor([0.0, 1.0, 2.0], device=p.device)).cpu().numpy()
         return out
 
-    @torch.no_grad()
+    @lazy_imports.no_grad
     def _generated(self, ctx: Context, seqs: list[list[int]], artifact: Artifact) -> np.ndarray:
         tok = ctx.lm.tokenizer
         # seeded per concept text so a re-run (or another concept order) samples the same ratings

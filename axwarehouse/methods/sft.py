@@ -29,7 +29,7 @@ from axwarehouse.methods.lm_objective import concept_lm_examples, train_lm
 from axwarehouse.methods.registry import register
 from axwarehouse.weights import load_weights
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = ("bfloat16", "float16", "float32")  # torch dtype names (looked up on use: no torch at import)
 
 
 def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
@@ -91,7 +91,7 @@ class SFT(Method):
                             seed=self.seed, device=ctx.device, grad_accum=cfg.grad_accum, clip_norm=cfg.clip_norm)
             trained = {n: p.detach() for n, p in named.items()}
             names = changed(original, trained)
-            deltas = {n: (trained[n] - original[n]).to(DTYPES[cfg.weights_dtype]).cpu() for n in names}
+            deltas = {n: (trained[n] - original[n]).to(getattr(torch, cfg.weights_dtype)).cpu() for n in names}
         finally:
             with torch.no_grad():
                 for n, p in named.items():

@@ -206,6 +206,8 @@ def _example_block(row, scale: float) -> str:
 def choose_methods(lb: pd.DataFrame, method: str | None) -> dict[tuple[str, str, int], tuple[str, str]]:
     """Per (concept_set, model, layer): (method, config_hash) whose scores the concept pages highlight."""
     chosen = {}
+    if lb.empty:  # no latent scores yet (a steering-only catalog): no columns to group by
+        return chosen
     for (cs, model, layer), rows in lb.groupby(["concept_set", "model", "layer"]):
         rows = rows.sort_values("mean", ascending=False)
         if method:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from axwarehouse.errors import AxwError
 
@@ -72,6 +71,8 @@ def load_sae(folder: str | Path) -> SAE:
         raise AxwError(f"SAE directory {folder} does not exist")
     if (folder / "cfg.json").is_file() and (folder / "sae_weights.safetensors").is_file():
         cfg = json.loads((folder / "cfg.json").read_text())
+        from safetensors.torch import load_file  # on use: importing this file must not load torch
+
         w = load_file(str(folder / "sae_weights.safetensors"))
         arch = str(cfg.get("architecture", "standard")).lower()
         k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
@@ -110,6 +111,8 @@ def save_sae_lens(sae: SAE, folder: str | Path, extra_cfg: dict | None = None) -
            "apply_b_dec_to_input": sae.apply_b_dec_to_input, **({"k": sae.k} if sae.k else {}),
            **(extra_cfg or {})}
     tmp = folder / ".sae_weights.safetensors.tmp"
+    from safetensors.torch import save_file
+
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(folder / "sae_weights.safetensors")
     tmp = folder / ".cfg.json.tmp"

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from axwarehouse import lazy_imports
+
 from axwarehouse.lm.loader import decoder_layers
 
 
@@ -155,7 +157,7 @@ class Steerer:
             if handle is not None:
                 handle.remove()
 
-    @torch.inference_mode()
+    @lazy_imports.inference_mode
     def generate(self, inputs: dict[str, torch.Tensor], edit: SteeringEdit | None, **gen_kwargs) -> torch.Tensor:
         """``model.generate`` with ``edit`` applied at every position (None: the plain, unsteered model)."""
         if edit is None:
@@ -171,7 +173,7 @@ class Steerer:
         with self._hooked(edit):
             return self.model.generate(**inputs, **gen_kwargs)
 
-    @torch.inference_mode()
+    @lazy_imports.inference_mode
     def forward(self, inputs: dict[str, torch.Tensor], edit: SteeringEdit | None):
         """One forward pass with the edit (used by tests and by methods that score steered text)."""
         if edit is None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from axwarehouse import lazy_imports
+
 CRITERIA = ("concept", "instruction", "fluency")
 
 _TAIL = """First write a short explanation (one or two sentences). Then end your answer with the rating in exactly \
@@ -135,7 +137,7 @@ def rating_prefix(answer: str | None) -> tuple[str, bool]:
     return (explanation + "\n" if explanation else "") + MARKER + " [[", False
 
 
-@torch.inference_mode()
+@lazy_imports.inference_mode
 def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch_size: int = 8
                 ) -> list[tuple[float | None, float | None]]:
     """Per (prompt, answer): (constrained rating = the most probable of "0"/"1"/"2" in the rating slot,

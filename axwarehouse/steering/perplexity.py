@@ -13,10 +13,12 @@ from collections.abc import Sequence
 
 import torch
 
+from axwarehouse import lazy_imports
+
 from axwarehouse.lm.capture import length_batches
 
 
-@torch.inference_mode()
+@lazy_imports.inference_mode
 def conditional_perplexity(lm, prompts: Sequence[Sequence[int]], generations: Sequence[Sequence[int]],
                            batch_tokens: int = 8192) -> list[float | None]:
     """Per row: exp(mean CE of ``generations[i]`` after ``prompts[i]``); None for an empty generation."""
