@@ -107,13 +107,16 @@ def activations_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     split: Annotated[Optional[list[str]], typer.Option(help="Splits to capture (default: train and latent_eval).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 4096,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch (the memory budget).")] = 4096,
+    device: Annotated[str, typer.Option(help="Device the model runs on (cpu, cuda, cuda:N, mps).")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (bfloat16 where the device has it natively), bfloat16 or float32.")] = "auto",
+    store_dtype: Annotated[str, typer.Option(help="Stored vectors: bfloat16 (2 bytes/value) or float32 (exact).")] = "bfloat16",
 ) -> None:
     """Cache per-token activations at the output of decoder layer L (one forward pass per example)."""
     from stages.activations import ActivationsConfig, run_activations
 
     cfg = ActivationsConfig(concept_set=concept_set, model=model, layer=layer, splits=tuple(split or ()),
-                            batch_tokens=batch_tokens)
+                            batch_tokens=batch_tokens, device=device, dtype=dtype, store_dtype=store_dtype)
     with _catalog(ctx) as cat:
         out = run_activations(cat, cfg)
     typer.echo(out.summary())
