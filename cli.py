@@ -35,6 +35,7 @@ DEFAULT_CONCEPT_SET = "concept10"
 ConceptSet = Annotated[str, typer.Option("--concept-set", "-c", help="Concept set name.")]
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:smollm2 | embedded:gemma3-270m | HF dir | .gguf | hub id (cached).")]
 Layer = Annotated[Optional[int], typer.Option("--layer", "-l", help="Decoder layer L (default: the model's default, ~40% depth).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="Model dtype: float32, bfloat16, or auto (bfloat16 where the device has it natively).")]
 Methods = Annotated[list[str], typer.Option("--method", help="Method registry key (repeatable); 'all' = every method.")]
 
 
@@ -131,6 +132,7 @@ def train_cmd(
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that train through the model (cpu, cuda, mps).")] = "cpu",
+    dtype: Dtype = "float32",
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
     replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and what was computed from them (latent scores, steered generations, their ratings), then re-train.")] = False,
     concepts: Annotated[Optional[list[str]], typer.Option("--concepts", help="Concept ids, e.g. 0,1 (default: all). Joint methods always train the whole set.")] = None,
@@ -139,7 +141,8 @@ def train_cmd(
     from stages.train import TrainConfig, run_train
 
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                      device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts))
+                      device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts),
+                      dtype=dtype)
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())
@@ -154,13 +157,14 @@ def latent_cmd(
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Seed of the trained artifacts to score.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that run the model while scoring (IG, IxG, Prompt).")] = "cpu",
+    dtype: Dtype = "float32",
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
 ) -> None:
     """Score latent_eval examples against every concept direction (one matmul), max-pooled into `latent_scores`."""
     from stages.latent import LatentConfig, run_latent
 
     cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                       device=device, overrides=tuple(settings or ()))
+                       device=device, overrides=tuple(settings or ()), dtype=dtype)
     with _catalog(ctx) as cat:
         out = run_latent(cat, cfg)
     typer.echo(out.summary())
@@ -365,6 +369,7 @@ def steer_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
     device: Annotated[str, typer.Option(help="Device the target model generates on (cpu, cuda, mps).")] = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Steered generations (methods x concepts x factors x instructions, batched) into `steering_outputs`."""
     from stages.steer import AXBENCH_FACTORS, SteerConfig, run_steer
@@ -373,7 +378,7 @@ def steer_cmd(
                       factors=_float_list(factors) or AXBENCH_FACTORS, concepts=_int_list(concepts),
                       n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
-                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device)
+                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype)
     with _catalog(ctx) as cat:
         out = run_steer(cat, cfg, progress=progress)
     typer.echo(out.summary())
@@ -397,6 +402,7 @@ def judge_cmd(
     perplexity: Annotated[bool, typer.Option(help="Also compute perplexity under the unsteered model.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     device: Annotated[str, typer.Option(help="Device for the embedded judge and the perplexity model (cpu, cuda, mps).")] = "cpu",
+    dtype: Dtype = "float32",
 ) -> None:
     """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
     from stages.judge import CRITERIA, JudgeConfig, run_judge
@@ -404,7 +410,7 @@ def judge_cmd(
     cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
                       methods=tuple(m.strip().lower() for m in method or ()),
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
-                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device)
+                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype)
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)
     typer.echo(out.summary())

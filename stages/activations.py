@@ -134,11 +134,11 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
     from axwarehouse.lm.loader import load
 
-    splits = _check_inputs(cat, cfg)
     check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cfg.store_dtype not in STORE_DTYPES:
         raise AxwError(f"unknown --store-dtype {cfg.store_dtype!r} (choose {' or '.join(STORE_DTYPES)})")
+    splits = _check_inputs(cat, cfg)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits)

@@ -24,7 +24,7 @@ from axwarehouse.activation_store import ActivationReader, TokenMatrix
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import Method, get, method_names
 from axwarehouse.methods.base import Artifact, Context
 from axwarehouse.methods.registry import explicit, parse_overrides
@@ -42,6 +42,7 @@ class LatentConfig:
     methods: tuple[str, ...] = ("diffmean",)
     seed: int = 42
     device: str = "cpu"  # for methods that run the model while scoring (IG, IxG, Prompt); not hashed
+    dtype: str = "float32"  # that model's dtype (auto | bfloat16 | float32)
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE, as given to `axw train`
 
 
@@ -159,6 +160,7 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     """Score every trained (method, concept) of ``cfg`` that has no latent_scores yet."""
     names = method_names(list(cfg.methods), evaluation="latent")
     check_device(cfg.device)
+    resolve_dtype(cfg.dtype, cfg.device)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     result = LatentResult()
@@ -184,7 +186,7 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
         return result
 
     reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, SPLIT, with_tokens=True)
-    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse)
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
     texts: dict[int, tuple[str, str]] = {}
     concepts: dict[int, str] = {}
     if any(m.scoring == "examples" for m, _, _ in todo):

@@ -34,7 +34,7 @@ from axwarehouse.activation_store import SHARED, ActivationReader, TokenMatrix, 
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.concept_queries import concept_table, method_hash
 from axwarehouse.methods import ConceptData, Method, get, method_names
 from axwarehouse.methods.registry import explicit, parse_overrides
@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     concepts: tuple[int, ...] = ()  # empty = every concept of the set
     device: str = "cpu"  # where methods that need the model train (results do not depend on it: not hashed)
+    dtype: str = "float32"  # the model's dtype for methods that run it (auto | bfloat16 | float32)
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE (part of the method's config, so hashed)
     replace: bool = False  # drop this config's artifacts (and all rows computed from them) first, then re-train
 
@@ -138,13 +139,14 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     when one lacks its row)."""
     names = method_names(list(cfg.methods))
     check_device(cfg.device)
+    resolve_dtype(cfg.dtype, cfg.device)  # an unknown --dtype is a one-line error before any work
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     overrides = parse_overrides(cfg.overrides)
     methods = [get(n)(overrides.get(n), seed=cfg.seed) for n in names]
     result = TrainResult()
-    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse)
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
     todo: list[tuple[Method, str, list[tuple[int, str, str]]]] = []
     whole_set = concept_table(cat, cfg.concept_set, ()) if any(m.joint for m in methods) else concepts
     for m in methods:

@@ -151,6 +151,19 @@ def test_unusable_device(imported, tiny_model_dir, command, device, needle):
                                      "--method", "diffmean", "--device", device], needle)
 
 
+@pytest.mark.parametrize("option, needle", [(["--device", "cuda"], "CUDA is not available"),
+                                            (["--dtype", "float8"], "unknown --dtype 'float8'"),
+                                            (["--store-dtype", "float16"], "unknown --store-dtype 'float16'")])
+def test_activations_unusable_device_or_dtype(imported, tiny_model_dir, option, needle):
+    """`axw activations --device cuda` on a machine without a GPU, or an unknown dtype: one line, nothing written."""
+    import torch
+
+    if option[1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _assert_clean_failure(imported, ["activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2", *option],
+                          needle)
+
+
 @pytest.mark.parametrize("device, needle", [("gpu0", "unknown device 'gpu0'"), ("mps", "MPS is not available")])
 def test_unusable_judge_device(imported, device, needle):
     import torch
