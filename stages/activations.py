@@ -40,6 +40,7 @@ class ActivationsConfig:
     dtype: str = "auto"  # compute dtype: auto | bfloat16 | float32 (auto = bfloat16 where the device has it natively)
     device: str = "cpu"
     store_dtype: str = "bfloat16"  # how vectors are stored: bfloat16 bit patterns | float32 (exact)
+    concepts: tuple[int, ...] = ()  # only examples owned by these concepts (-1: shared negatives); empty = all
 
 
 @dataclass
@@ -73,13 +74,15 @@ def _check_inputs(cat: Catalog, cfg: ActivationsConfig) -> tuple[str, ...]:
     return tuple(s for s in splits if s in have)
 
 
-def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, splits: tuple[str, ...]) -> pa.Table:
+def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, splits: tuple[str, ...],
+                     concepts: tuple[int, ...] = ()) -> pa.Table:
     """Generations rows (split, example_id, concept_id, input, output) that have no activations for (model, layer)
-    yet."""
+    yet (of the examples owned by ``concepts``, when given)."""
     marks = ", ".join("?" for _ in splits)
+    owned = f" AND g.concept_id IN ({', '.join(str(int(c)) for c in concepts)})" if concepts else ""
     return cat.arrow(
         f"""SELECT g.split, g.example_id, g.concept_id, g.input, g.output FROM generations g
-            WHERE g.concept_set = ? AND g.split IN ({marks})
+            WHERE g.concept_set = ? AND g.split IN ({marks}){owned}
               AND NOT EXISTS (SELECT 1 FROM activations a
                               WHERE a.model = ? AND a.layer = ? AND a.concept_set = g.concept_set
                                 AND a.split = g.split AND a.example_id = g.example_id)
@@ -141,8 +144,9 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     splits = _check_inputs(cat, cfg)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
-    todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits)
-    total = cat.count("generations", f"concept_set = ? AND split IN ({', '.join('?' for _ in splits)})",
+    todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits, cfg.concepts)
+    owned = f" AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})" if cfg.concepts else ""
+    total = cat.count("generations", f"concept_set = ? AND split IN ({', '.join('?' for _ in splits)}){owned}",
                       [cfg.concept_set, *splits])
     result = ActivationsResult(info.name, layer, 0, 0, already=total - todo.num_rows)
     if todo.num_rows == 0:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import torch
 
 from axwarehouse.activation_store import ActivationReader, TokenMatrix
@@ -43,6 +44,7 @@ class LatentConfig:
     seed: int = 42
     device: str = "cpu"  # for methods that run the model while scoring (IG, IxG, Prompt); not hashed
     dtype: str = "float32"  # that model's dtype (auto | bfloat16 | float32)
+    concepts: tuple[int, ...] = ()  # only these concepts (a distributed shard); empty = all
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE, as given to `axw train`
 
 
@@ -179,6 +181,12 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
             raise AxwError(f"no trained {name} artifacts for {info.name} layer {layer}, concept set "
                            f"{cfg.concept_set!r} (run `axw train --method {name}` first)")
         arts = _artifacts(cat, name, info.name, layer, cfg.concept_set, chash)
+        if cfg.concepts:
+            keep = pa.array([int(c) for c in cfg.concepts], pa.int64())
+            arts = arts.filter(pa.compute.is_in(arts.column("concept_id"), keep))
+            n_art = cat.count("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? AND "
+                              f"config_hash = ? AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})",
+                              [name, info.name, layer, cfg.concept_set, chash])
         result.skipped[name] = n_art - arts.num_rows
         if arts.num_rows:
             todo.append((method, chash, arts))
@@ -204,7 +212,9 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
 
     # concept by concept: read one concept's eval partition, score it with every method that needs it, drop it;
     # rows are written in files of whole concepts every FLUSH_ROWS rows (a kill keeps whole concepts only)
-    rows_of = {m.name: {r["concept_id"]: r for r in arts.to_pylist()} for m, _, arts in todo}
+    # artifact rows stay Arrow until their concept comes up (500 concepts' directions as Python lists would not)
+    rows_of = {m.name: {c: i for i, c in enumerate(arts.column("concept_id").to_pylist())} for m, _, arts in todo}
+    arts_of = {m.name: arts for m, _, arts in todo}
     order = sorted({c for rows in rows_of.values() for c in rows})
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
               "methods": {m.name: h for m, h, _ in todo}}
@@ -224,9 +234,10 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
             if any(m.scoring != "examples" and cid in rows_of[m.name] for m, _, _ in todo) and ex:
                 tokens = reader.read([cid], ex).select(np.asarray(ex))  # all there, else a one-line error
             for method, _chash, _arts in todo:
-                row = rows_of[method.name].get(cid)
-                if row is None:
+                i = rows_of[method.name].get(cid)
+                if i is None:
                     continue
+                row = arts_of[method.name].slice(i, 1).to_pylist()[0]
                 t0 = time.perf_counter()
                 if method.scoring == "examples":
                     cols = _example_scores(method, row, ex, ctx, texts, concepts.get(cid, ""))
