@@ -433,6 +433,8 @@ def judge_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     device: Annotated[str, typer.Option(help="Device for the embedded judge and the perplexity model (cpu, cuda, mps).")] = "cpu",
     dtype: Dtype = "float32",
+    workers: Workers = 0,
+    ray_address: RayAddress = None,
 ) -> None:
     """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
     from stages.judge import CRITERIA, JudgeConfig, run_judge
@@ -441,6 +443,8 @@ def judge_cmd(
                       methods=tuple(m.strip().lower() for m in method or ()),
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
                       seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype)
+    if _on_ray(ctx, "judge", cfg, workers, ray_address):
+        return
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)
     typer.echo(out.summary())

@@ -47,6 +47,7 @@ class JudgeConfig:
     perplexity: bool = True
     device: str = "cpu"  # where embedded models run: the embedded judge and the perplexity model (not hashed)
     dtype: str = "float32"  # their dtype (auto | bfloat16 | float32)
+    concepts: tuple[int, ...] = ()  # only outputs of these concepts (a distributed shard; needs concept_set)
 
 
 @dataclass
@@ -95,6 +96,8 @@ def _filters(cfg: JudgeConfig) -> tuple[str, list]:
     if cfg.concept_set:
         where.append("o.concept_set = ?")
         params.append(cfg.concept_set)
+    if cfg.concepts:
+        where.append(f"o.concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})")
     if cfg.methods:
         where.append(f"o.method IN ({', '.join('?' for _ in cfg.methods)})")
         params += list(cfg.methods)

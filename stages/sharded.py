@@ -1,4 +1,4 @@
-"""`--workers N` / `--ray-address ADDR` for activations, train, latent and steer: the stage split into concept shards
+"""`--workers N` / `--ray-address ADDR` for activations, train, latent, steer and judge (embedded judge): the stage split into concept shards
 on Ray (axwarehouse/distributed.py). Each shard runs the stage's own function with ``concepts`` set to the shard, so
 its rows are those a single process writes for those concepts.
 """
@@ -17,6 +17,7 @@ STAGES = {
     "train": "stages.train:run_train",
     "latent": "stages.latent:run_latent",
     "steer": "stages.steer:run_steer",
+    "judge": "stages.judge:run_judge",
 }
 
 
@@ -31,6 +32,11 @@ def run_on_ray(cat: Catalog, stage: str, cfg, opts: RayOptions) -> str:
     """Run ``stage`` with ``cfg`` over concept shards on Ray; a summary of what the shards did."""
     from axwarehouse.lm.loader import check_device
 
+    if stage == "judge" and not cfg.concept_set:
+        raise AxwError("judge on Ray shards a concept set's outputs: give -c/--concept-set")
+    if stage == "judge" and not cfg.judge.startswith("embedded"):
+        raise AxwError("judge on Ray runs the embedded judge; an HTTP judge already runs concurrently "
+                       "(--judge-concurrency)")
     if stage == "train":
         from axwarehouse.methods import get, method_names
 
