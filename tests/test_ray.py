@@ -128,3 +128,14 @@ def test_a_worker_killed_once_is_retried(single, fresh, monkeypatch, tmp_path):
     assert code == 0, (out, err)
     assert marker.exists()  # the kill happened
     assert _rows(catalog_path, ACT_Q) == _rows(single[0], ACT_Q)
+
+
+def test_ray_is_imported_only_when_asked():
+    """Single-process stages never import Ray (it is an optional extra)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cli, stages.activations, stages.train, stages.latent, stages.steer, stages.judge; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
