@@ -114,7 +114,10 @@ def run_sharded(cat: Catalog, stage: str, fn_path: str, cfg: Any, shards: list[t
                 k = refs[ref]
                 try:
                     out = ray.get(ref)
-                except Exception as exc:  # the task raised, or its worker died more often than it may retry
+                except ray.exceptions.WorkerCrashedError:
+                    failures.append((shards[k], f"its worker died, {opts.retries} retries too"))
+                    continue
+                except Exception as exc:  # the task raised: the stage's own error, one line
                     cause = getattr(exc, "cause", None)
                     msg = str(cause) if cause is not None else str(exc)
                     failures.append((shards[k], msg.strip().splitlines()[-1] if msg.strip() else type(exc).__name__))

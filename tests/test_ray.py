@@ -55,13 +55,37 @@ def single(tmp_path_factory, tiny_model_dir):
     return catalog_path, common, release
 
 
-@pytest.fixture
-def fresh(tmp_path, single):
-    _, common, release = single
+@pytest.fixture(scope="module")
+def single_acts(tmp_path_factory, tiny_model_dir):
+    """Only the single-process activations (what the worker-kill tests compare with)."""
+    from conftest import write_release
+
+    root = tmp_path_factory.mktemp("single-acts")
+    release = write_release(root / "release")
+    catalog_path = root / "wh" / "catalog.duckdb"
+    catalog_path.parent.mkdir()
+    assert axw("--catalog", catalog_path, "import-axbench", release, "-c", "s3")[0] == 0
+    common = ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
+    assert axw("--catalog", catalog_path, "activations", *common, *ACT)[0] == 0
+    return catalog_path, common, release
+
+
+def _fresh(tmp_path, reference):
+    _, common, release = reference
     catalog_path = tmp_path / "wh" / "catalog.duckdb"
     catalog_path.parent.mkdir()
     assert axw("--catalog", catalog_path, "import-axbench", release, "-c", "s3")[0] == 0
     return catalog_path, common
+
+
+@pytest.fixture
+def fresh(tmp_path, single):
+    return _fresh(tmp_path, single)
+
+
+@pytest.fixture
+def fresh_acts(tmp_path, single_acts):
+    return _fresh(tmp_path, single_acts)
 
 
 def _assert_same_rows(a, b):
@@ -92,15 +116,17 @@ def test_two_ray_workers_write_the_single_process_rows(single, fresh):
     assert runs == [("activations", "ok"), ("train", "ok"), ("latent", "ok")]  # one driver run per stage
 
 
-def test_killed_worker_is_reported_and_the_rerun_completes(single, fresh, monkeypatch):
+def test_killed_worker_is_reported_and_the_rerun_completes(single_acts, fresh_acts, monkeypatch):
     """Shard 0 (the shared negatives) kills its worker after its first staged file, on every attempt: the command
     fails in one line, the other shards are committed, none of shard 0's rows is visible; the re-run computes only
     shard 0 and the table equals the single-process one (no duplicate, none missing)."""
-    catalog_path, common = fresh
+    catalog_path, common = fresh_acts
     base = ["--catalog", catalog_path, "activations", *common, *ACT, "--workers", "2"]
     monkeypatch.setenv(FAULT_ENV, "0")
     code, out, err = axw(*base)
-    assert code != 0 and "1 of" in err and "shards failed" in err and len(err.strip().splitlines()) == 1, (out, err)
+    ours = [line for line in err.splitlines() if line.startswith("error:")]  # (Ray logs its own lines too)
+    assert code != 0 and len(ours) == 1 and "1 of" in ours[0] and "shards failed" in ours[0], (out, err)
+    assert "worker died" in ours[0]
     with Catalog(catalog_path, read_only=True) as cat:
         owners = {c for (c,) in cat.sql("SELECT DISTINCT concept_id FROM activations").fetchall()}
         n = cat.count("activations")
@@ -115,19 +141,19 @@ def test_killed_worker_is_reported_and_the_rerun_completes(single, fresh, monkey
                         "HAVING count(*) > 1)").fetchall()[0][0]
         n_after = cat.count("activations")
     assert dupes == 0 and n_after > n
-    assert _rows(catalog_path, ACT_Q) == _rows(single[0], ACT_Q)
+    assert _rows(catalog_path, ACT_Q) == _rows(single_acts[0], ACT_Q)
     assert not list((catalog_path.parent / "warehouse" / STAGING).rglob("*.parquet"))  # leftovers dropped
 
 
-def test_a_worker_killed_once_is_retried(single, fresh, monkeypatch, tmp_path):
+def test_a_worker_killed_once_is_retried(single_acts, fresh_acts, monkeypatch, tmp_path):
     """Shard 1's first attempt is killed mid-shard; Ray runs it again and the command succeeds with every row."""
-    catalog_path, common = fresh
+    catalog_path, common = fresh_acts
     marker = tmp_path / "killed-once"
     monkeypatch.setenv(FAULT_ENV, f"1:{marker}")
     code, out, err = axw("--catalog", catalog_path, "activations", *common, *ACT, "--workers", "2")
     assert code == 0, (out, err)
     assert marker.exists()  # the kill happened
-    assert _rows(catalog_path, ACT_Q) == _rows(single[0], ACT_Q)
+    assert _rows(catalog_path, ACT_Q) == _rows(single_acts[0], ACT_Q)
 
 
 def test_ray_is_imported_only_when_asked():
