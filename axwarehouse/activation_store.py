@@ -195,8 +195,8 @@ class ActivationReader:
         """
         ex = None if example_ids is None else np.asarray(example_ids, dtype=np.int64)
         if concept_ids is None:
-            base = layer_dir(self.warehouse, self.model, self.layer) / f"concept_set={partition_slug(self.concept_set)}" \
-                / f"split={partition_slug(self.split)}"
+            base = (layer_dir(self.warehouse, self.model, self.layer)
+                    / f"concept_set={partition_slug(self.concept_set)}" / f"split={partition_slug(self.split)}")
             files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
         else:
             files = [f for c in concept_ids for f in self.concept_files(c)]

@@ -25,7 +25,7 @@ from typing import Any
 
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.staging import FAULT_ENV, commit_shard, complete_shard, new_shard_folder, recover
+from axwarehouse.staging import FAULT_ENV, commit_shard, complete_shard, new_shard_folder, recover, shard_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,17 +122,10 @@ def run_sharded(cat: Catalog, stage: str, fn_path: str, cfg: Any, shards: list[t
                     msg = str(cause) if cause is not None else str(exc)
                     failures.append((shards[k], msg.strip().splitlines()[-1] if msg.strip() else type(exc).__name__))
                     continue
-                folder = new_folder_done(cat.warehouse, stage, run.run_id, k)
-                commit_shard(cat, folder, run)
+                commit_shard(cat, shard_folder(cat.warehouse, stage, run.run_id, k), run)
                 summaries.append(out["summary"])
         if failures:
             (first, why), n = failures[0], len(failures)
             raise AxwError(f"{n} of {len(shards)} shards failed (concepts {list(first)}: {why}); the other shards "
                            "are committed: run the same command again to compute what is missing")
     return summaries
-
-
-def new_folder_done(warehouse: Path, stage: str, run_id: str, shard: int) -> Path:
-    from axwarehouse.staging import staging_root
-
-    return staging_root(warehouse, stage) / f"{run_id}-shard-{shard:05d}"

@@ -147,9 +147,15 @@ class WorkerCatalog(Catalog):
                        "--ray-address")
 
 
+def shard_folder(warehouse: Path, stage: str, run_id: str, shard: int) -> Path:
+    """Where a shard's files wait, complete, for the driver's commit."""
+    return staging_root(warehouse, stage) / f"{run_id}-shard-{shard:05d}"
+
+
 def new_shard_folder(warehouse: Path, stage: str, run_id: str, shard: int) -> Path:
     """A fresh folder for one attempt at a shard (a retry never reuses a dead attempt's files)."""
-    folder = staging_root(warehouse, stage) / f"{run_id}-shard-{shard:05d}.tmp-{uuid.uuid4().hex[:8]}"
+    folder = shard_folder(warehouse, stage, run_id, shard).with_name(
+        f"{run_id}-shard-{shard:05d}.tmp-{uuid.uuid4().hex[:8]}")
     folder.mkdir(parents=True)
     return folder
 

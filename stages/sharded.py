@@ -1,6 +1,6 @@
-"""`--workers N` / `--ray-address ADDR` for activations, train, latent, steer and judge (embedded judge): the stage split into concept shards
-on Ray (axwarehouse/distributed.py). Each shard runs the stage's own function with ``concepts`` set to the shard, so
-its rows are those a single process writes for those concepts.
+"""`--workers N` / `--ray-address ADDR` for activations, train, latent, steer and judge (embedded judge): the stage
+split into concept shards on Ray (axwarehouse/distributed.py). Each shard runs the stage's own function with
+``concepts`` set to the shard, so its rows are those a single process writes for those concepts.
 """
 
 from __future__ import annotations
