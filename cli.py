@@ -35,6 +35,9 @@ DEFAULT_CONCEPT_SET = "concept10"
 ConceptSet = Annotated[str, typer.Option("--concept-set", "-c", help="Concept set name.")]
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:smollm2 | embedded:gemma3-270m | HF dir | .gguf | hub id (cached).")]
 Layer = Annotated[Optional[int], typer.Option("--layer", "-l", help="Decoder layer L (default: the model's default, ~40% depth).")]
+Workers = Annotated[int, typer.Option("--workers", help="Run concept shards on a local Ray cluster with N workers (one per GPU with --device cuda); needs axwarehouse[ray].")]
+RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run concept shards on an existing Ray cluster (e.g. auto or ray://head:10001); the warehouse must be on a filesystem every node mounts at the same path.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="Model dtype: float32, bfloat16, or auto (bfloat16 where the device has it natively).")]
 Methods = Annotated[list[str], typer.Option("--method", help="Method registry key (repeatable); 'all' = every method.")]
 
 
@@ -48,6 +51,18 @@ def _catalog(ctx: typer.Context, read_only: bool = False, create: bool = True, *
     from axwarehouse.catalog import Catalog
 
     return Catalog(ctx.obj["catalog"], read_only=read_only, create=create, wait=ctx.obj.get("wait"), **kwargs)
+
+
+def _on_ray(ctx: typer.Context, stage: str, cfg, workers: int, ray_address: str | None) -> bool:
+    """Run ``stage`` over concept shards on Ray when --workers/--ray-address ask for it (True: done)."""
+    if not workers and not ray_address:
+        return False
+    from axwarehouse.distributed import RayOptions
+    from stages.sharded import run_on_ray
+
+    with _catalog(ctx) as cat:
+        typer.echo(run_on_ray(cat, stage, cfg, RayOptions(workers=workers, address=ray_address)))
+    return True
 
 
 def _echo_table(rel, fmt: OutputFormat = OutputFormat.table) -> None:
@@ -112,13 +127,20 @@ def activations_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     split: Annotated[Optional[list[str]], typer.Option(help="Splits to capture (default: train and latent_eval).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 4096,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch (the memory budget).")] = 4096,
+    device: Annotated[str, typer.Option(help="Device the model runs on (cpu, cuda, cuda:N, mps).")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Compute dtype: auto (bfloat16 where the device has it natively), bfloat16 or float32.")] = "auto",
+    store_dtype: Annotated[str, typer.Option(help="Stored vectors: bfloat16 (2 bytes/value) or float32 (exact).")] = "bfloat16",
+    workers: Workers = 0,
+    ray_address: RayAddress = None,
 ) -> None:
     """Cache per-token activations at the output of decoder layer L (one forward pass per example)."""
     from stages.activations import ActivationsConfig, run_activations
 
     cfg = ActivationsConfig(concept_set=concept_set, model=model, layer=layer, splits=tuple(split or ()),
-                            batch_tokens=batch_tokens)
+                            batch_tokens=batch_tokens, device=device, dtype=dtype, store_dtype=store_dtype)
+    if _on_ray(ctx, "activations", cfg, workers, ray_address):
+        return
     with _catalog(ctx) as cat:
         out = run_activations(cat, cfg)
     typer.echo(out.summary())
@@ -133,6 +155,9 @@ def train_cmd(
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that train through the model (cpu, cuda, mps).")] = "cpu",
+    dtype: Dtype = "float32",
+    workers: Workers = 0,
+    ray_address: RayAddress = None,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
     replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and what was computed from them (latent scores, steered generations, their ratings), then re-train.")] = False,
     concepts: Annotated[Optional[list[str]], typer.Option("--concepts", help="Concept ids, e.g. 0,1 (default: all). Joint methods always train the whole set.")] = None,
@@ -141,7 +166,10 @@ def train_cmd(
     from stages.train import TrainConfig, run_train
 
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                      device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts))
+                      device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts),
+                      dtype=dtype)
+    if _on_ray(ctx, "train", cfg, workers, ray_address):
+        return
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
     typer.echo(out.summary())
@@ -156,13 +184,18 @@ def latent_cmd(
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Seed of the trained artifacts to score.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that run the model while scoring (IG, IxG, Prompt).")] = "cpu",
+    dtype: Dtype = "float32",
+    workers: Workers = 0,
+    ray_address: RayAddress = None,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
 ) -> None:
     """Score latent_eval examples against every concept direction (one matmul), max-pooled into `latent_scores`."""
     from stages.latent import LatentConfig, run_latent
 
     cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
-                       device=device, overrides=tuple(settings or ()))
+                       device=device, overrides=tuple(settings or ()), dtype=dtype)
+    if _on_ray(ctx, "latent", cfg, workers, ray_address):
+        return
     with _catalog(ctx) as cat:
         out = run_latent(cat, cfg)
     typer.echo(out.summary())
@@ -372,6 +405,9 @@ def steer_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
     device: Annotated[str, typer.Option(help="Device the target model generates on (cpu, cuda, mps).")] = "cpu",
+    dtype: Dtype = "float32",
+    workers: Workers = 0,
+    ray_address: RayAddress = None,
 ) -> None:
     """Steered generations (methods x concepts x factors x instructions, batched) into `steering_outputs`."""
     from stages.steer import AXBENCH_FACTORS, SteerConfig, run_steer
@@ -380,7 +416,9 @@ def steer_cmd(
                       factors=_float_list(factors) or AXBENCH_FACTORS, concepts=_int_list(concepts),
                       n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
-                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device)
+                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype)
+    if _on_ray(ctx, "steer", cfg, workers, ray_address):
+        return
     with _catalog(ctx) as cat:
         out = run_steer(cat, cfg, progress=progress)
     typer.echo(out.summary())
@@ -404,6 +442,9 @@ def judge_cmd(
     perplexity: Annotated[bool, typer.Option(help="Also compute perplexity under the unsteered model.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     device: Annotated[str, typer.Option(help="Device for the embedded judge and the perplexity model (cpu, cuda, mps).")] = "cpu",
+    dtype: Dtype = "float32",
+    workers: Workers = 0,
+    ray_address: RayAddress = None,
 ) -> None:
     """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
     from stages.judge import CRITERIA, JudgeConfig, run_judge
@@ -411,7 +452,9 @@ def judge_cmd(
     cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
                       methods=tuple(m.strip().lower() for m in method or ()),
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
-                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device)
+                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype)
+    if _on_ray(ctx, "judge", cfg, workers, ray_address):
+        return
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)
     typer.echo(out.summary())

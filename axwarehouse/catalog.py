@@ -73,7 +73,7 @@ def partition_slug(value: Any) -> str:
 
 _SCALAR_TYPES = {
     pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.bool_(): "BOOLEAN",
-    pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+    pa.int8(): "TINYINT", pa.uint16(): "USMALLINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
     pa.float16(): "FLOAT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE",
     pa.timestamp("us"): "TIMESTAMP", pa.binary(): "BLOB",
 }
@@ -571,11 +571,16 @@ class Catalog:
                 col = pa.array([stamps[f.name]] * n, pa.string())
             else:
                 raise AxwError(f"internal: table {table} write is missing column {f.name}")
+            if (pa.types.is_list(f.type) and pa.types.is_fixed_size_list(col.type)
+                    and col.type.value_type == f.type.value_type):
+                columns.append(col)  # a fixed-size list stays one (the file's Arrow schema keeps its width)
+                continue
             try:
                 columns.append(col.cast(f.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise AxwError(f"internal: column {table}.{f.name} cannot be cast to {f.type}: {exc}") from exc
-        return pa.Table.from_arrays(columns, schema=schema)
+        fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
+        return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
 
     def _writable(self) -> None:
         if self.read_only:

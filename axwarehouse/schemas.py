@@ -62,9 +62,16 @@ ACTIVATIONS = _schema(
     pa.field("token_id", pa.int32()),
     pa.field("token", pa.string()),
     pa.field("is_prefix", pa.bool_()),  # chat-template prefix: excluded from scoring
-    # residual stream at the output of decoder layer `layer`, float32: Gemma-family activations exceed float16's
-    # range (Gemma-3-270M: |h| up to ~3e4 at mid depth and > 65504 at BOS), so a float16 column would store inf
+    # the concept that owns the example (-1 = a shared negative): the partition a per-concept reader opens; NULL in
+    # files written before the column existed (read by scanning, see axwarehouse/activation_store.py)
+    pa.field("concept_id", pa.int64()),
+    # residual stream at the output of decoder layer `layer`, in one of two columns (the other is NULL):
+    # - act_bf16 (default, `--store-dtype bfloat16`): the bfloat16 bit patterns as uint16, written as a
+    #   fixed_size_list<uint16, d> (2 bytes per value; bfloat16 keeps float32's exponent range, which Gemma-family
+    #   activations need: |h| > 65504 overflows float16);
+    # - act (`--store-dtype float32`, and every file written before act_bf16 existed): float32, exact.
     pa.field("act", pa.list_(pa.float32())),
+    pa.field("act_bf16", pa.list_(pa.uint16())),
 )
 
 METHOD_ARTIFACTS = _schema(
@@ -141,7 +148,9 @@ TABLES: dict[str, pa.Schema] = {
 PARTITIONS: dict[str, list[str]] = {
     "concepts": ["concept_set"],
     "generations": ["concept_set"],
-    "activations": ["model", "layer"],
+    # one folder per concept (examples it owns) and one for the shared negatives (concept_id=-1): a reader of
+    # "concept c + shared negatives" opens two folders, never the others
+    "activations": ["model", "layer", "concept_set", "split", "concept_id"],
     "method_artifacts": ["method"],
     "latent_scores": ["method"],
     "llm_calls": [],

@@ -2,11 +2,14 @@
 
 Not a test: it prints figures. Ratios are against baselines measured in the same run on the same machine:
 
-* capture ratio = tokens/s of `axw activations` (tokenise, length-sorted batches, stop after layer L, write
-  Parquet) divided by tokens/s of a bare forward to layer L over the same texts in data order, batch 16, outputs
-  discarded (how a straightforward script would run it);
+* capture, in bfloat16 (`axw activations` default here: bf16 compute, bf16 storage) and in float32 (`--dtype
+  float32 --store-dtype float32`, what axw did before bf16), in the same run: tokens/s of `axw activations`
+  (tokenise, length-sorted batches, stop after layer L, write Parquet) vs tokens/s of a bare forward to layer L in
+  the same dtype over the same texts in data order, batch 16, outputs discarded (how a straightforward script would
+  run it); and bf16 capture / fp32 capture;
 * per method: seconds to train every concept and to score every eval example (cached activations only);
-* end to end: import → activations → train → latent for all methods; peak RSS of this process.
+* end to end: import → activations → train → latent for all methods (on the bf16 activations); per-concept AUROC
+  of each method; peak RSS of this process.
 
     python bench/latent.py [--concepts 10] [--model embedded:smollm2] [--layer L] [--methods diffmean,pca,lat,probe]
 """
@@ -29,7 +32,7 @@ from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.lm.capture import forward_to_layer, pad_batch  # noqa: E402
 from axwarehouse.lm.chat import ChatFormat  # noqa: E402
 from axwarehouse.lm.info import model_info  # noqa: E402
-from axwarehouse.lm.loader import load  # noqa: E402
+from axwarehouse.lm.loader import load, native_bf16  # noqa: E402
 from stages.activations import ActivationsConfig, run_activations  # noqa: E402
 from stages.demo import DEMO_DATA  # noqa: E402
 from stages.import_axbench import import_axbench  # noqa: E402
@@ -43,9 +46,10 @@ def _ru_maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bare_forward(model_spec: str, layer: int, texts: list[tuple[str, str, str]], batch: int = 16) -> tuple[int, float]:
+def bare_forward(model_spec: str, layer: int, texts: list[tuple[str, str, str]], batch: int = 16,
+                 dtype: str = "float32") -> tuple[int, float]:
     """Tokens and seconds of a plain batched forward to layer L in data order (the baseline)."""
-    lm = load(model_spec)
+    lm = load(model_spec, dtype)
     chat = ChatFormat.of(lm.tokenizer)
     seqs = [chat.ids_for(s, i, o) for s, i, o in texts]
     layers = lm.decoder_layers()
@@ -54,6 +58,12 @@ def bare_forward(model_spec: str, layer: int, texts: list[tuple[str, str, str]],
         ids, mask = pad_batch(seqs[k: k + batch], lm.tokenizer.pad_token_id)
         forward_to_layer(lm.model, layers, layer, ids, mask)
     return sum(len(s) for s in seqs), time.perf_counter() - start
+
+
+def _keep(cat: Catalog, n: int) -> None:
+    keep = ",".join(map(str, range(n)))
+    cat.delete_where("generations", f"concept_id NOT IN ({keep}) AND concept_id <> -1")
+    cat.delete_where("concepts", f"concept_id NOT IN ({keep})")
 
 
 def main() -> None:
@@ -74,21 +84,30 @@ def main() -> None:
         with Catalog(Path(tmp) / "catalog.duckdb") as cat:
             import_axbench(cat, DEMO_DATA, "bench")
             if args.concepts < 10:
-                keep = list(range(args.concepts))
-                cat.delete_where("generations", f"concept_id NOT IN ({','.join(map(str, keep))}) AND concept_id <> -1")
-                cat.delete_where("concepts", f"concept_id NOT IN ({','.join(map(str, keep))})")
+                _keep(cat, args.concepts)
             texts = cat.sql("SELECT split, input, output FROM generations WHERE concept_set = 'bench' "
                             "ORDER BY split, example_id").fetchall()
-            load(args.model)  # load once, outside both timings
-            n_tok, t_bare = bare_forward(args.model, layer, texts)
-            t0 = time.perf_counter()
-            acts = run_activations(cat, ActivationsConfig("bench", args.model, layer))
-            t_capture = time.perf_counter() - t0
-            bare_rate, cap_rate = n_tok / t_bare, acts.tokens / t_capture
-            print(f"examples {len(texts)}, tokens {n_tok}")
-            print(f"bare forward to layer {layer} (batch 16, data order): {bare_rate:,.0f} tok/s ({t_bare:.1f}s)")
-            print(f"axw activations (capture + Parquet write):        {cap_rate:,.0f} tok/s ({t_capture:.1f}s)")
-            print(f"capture / bare ratio: {cap_rate / bare_rate:.2f}x")
+            print(f"examples {len(texts)}; bfloat16 native on this CPU: {native_bf16('cpu')}")
+            rates = {}
+            for dtype, store in (("float32", "float32"), ("bfloat16", "bfloat16")):
+                load(args.model, dtype)  # load once, outside both timings
+                n_tok, t_bare = bare_forward(args.model, layer, texts, dtype=dtype)
+                with Catalog(Path(tmp) / f"{dtype}.duckdb") as side:  # its own warehouse: nothing cached yet
+                    import_axbench(side, DEMO_DATA, "bench")
+                    if args.concepts < 10:
+                        _keep(side, args.concepts)
+                    t0 = time.perf_counter()
+                    acts = run_activations(side, ActivationsConfig("bench", args.model, layer, dtype=dtype,
+                                                                   store_dtype=store))
+                    t_capture = time.perf_counter() - t0
+                bare_rate, cap_rate = n_tok / t_bare, acts.tokens / t_capture
+                rates[dtype] = cap_rate
+                print(f"{dtype:<8} bare forward to layer {layer} (batch 16, data order): {bare_rate:,.0f} tok/s "
+                      f"({t_bare:.1f}s, {n_tok} tokens)")
+                print(f"{dtype:<8} axw activations (capture + Parquet write, stored {store}): {cap_rate:,.0f} tok/s "
+                      f"({t_capture:.1f}s); capture / bare {cap_rate / bare_rate:.2f}x")
+            print(f"bf16 capture / fp32 capture: {rates['bfloat16'] / rates['float32']:.2f}x")
+            run_activations(cat, ActivationsConfig("bench", args.model, layer))  # default settings, for the methods
             for m in methods:
                 t0 = time.perf_counter()
                 run_train(cat, TrainConfig("bench", args.model, layer, (m,)))
@@ -99,11 +118,17 @@ def main() -> None:
                 print(f"method {m:<9} train {t_train:6.2f}s   latent {t_lat:6.2f}s")
             rows = cat.sql("SELECT method, round(mean_auroc, 4), n_concepts FROM latent_leaderboard "
                            "ORDER BY mean_auroc DESC").fetchall()
+            per_concept = cat.sql("SELECT concept_id, method, auroc FROM latent_auroc ORDER BY 1, 2").fetchall()
         print(f"end to end (import, activations, train, latent): {time.perf_counter() - t_all:.1f}s "
               f"(bare-forward baseline excluded: {time.perf_counter() - t_all - t_bare:.1f}s)")
         print(f"peak RSS: {_ru_maxrss_mb():,.0f} MiB")
         for r in rows:
             print("  auroc", *r)
+        names = sorted({m for _, m, _ in per_concept})
+        print("per-concept AUROC (bf16 activations):  concept " + " ".join(f"{m:>9}" for m in names))
+        table = {(c, m): a for c, m, a in per_concept}
+        for c in sorted({c for c, _, _ in per_concept}):
+            print(f"  {c:>7} " + " ".join(f"{table.get((c, m), float('nan')):9.6f}" for m in names))
 
 
 if __name__ == "__main__":

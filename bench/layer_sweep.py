@@ -42,16 +42,17 @@ def capture_layers(cat: Catalog, model: str, layers: list[int], batch_tokens: in
     info = model_info(model)
     todo = {L: missing_examples(cat, CS, info.name, L, ("train", "latent_eval")) for L in layers}
     keys = {L: set(zip(t.column("split").to_pylist(), t.column("example_id").to_pylist())) for L, t in todo.items()}
-    gen = cat.arrow("SELECT split, example_id, input, output FROM generations WHERE concept_set = ? "
+    gen = cat.arrow("SELECT split, example_id, concept_id, input, output FROM generations WHERE concept_set = ? "
                     "AND split IN ('train', 'latent_eval') ORDER BY split, example_id", [CS])
-    rows = [r for r in zip(*(gen.column(c).to_pylist() for c in ("split", "example_id", "input", "output")))
+    rows = [r for r in zip(*(gen.column(c).to_pylist() for c in ("split", "example_id", "concept_id", "input",
+                                                                 "output")))
             if any((r[0], r[1]) in k for k in keys.values())]
     layers = [L for L in layers if keys[L]]  # fully cached layers cost nothing (and don't deepen the pass)
     if not rows:
         return 0.0
     lm = load(model)
     chat = ChatFormat.of(lm.tokenizer)
-    seqs = [chat.ids_for(s, i or "", o or "") for s, _, i, o in rows]
+    seqs = [chat.ids_for(s, i or "", o or "") for s, _, _, i, o in rows]
     store: dict[int, list] = {L: [None] * len(seqs) for L in layers}
     start = time.perf_counter()
     for idx in length_batches([len(s) for s in seqs], batch_tokens):
@@ -64,12 +65,12 @@ def capture_layers(cat: Catalog, model: str, layers: list[int], batch_tokens: in
     seconds = time.perf_counter() - start
     for L in layers:
         meta = {"model": info.name, "layer": L, "concept_set": CS}
-        row_hash = activation_row_hash(info.name, L, chat, "float32")  # `axw activations`' default compute dtype
+        row_hash = activation_row_hash(info.name, L, chat, "float32")  # = `axw activations --dtype float32 --store-dtype float32`
         with cat.run("activations", {"bench": "layer_sweep", "model": info.name, "layer": L}) as run:
             mine = [i for i, (s, e, *_) in enumerate(rows) if (s, e) in keys[L]]
             for k in range(0, len(mine), 400):
-                part = [(rows[i][0], rows[i][1], seqs[i], store[L][i]) for i in mine[k: k + 400]]
-                table = activation_rows(meta, lm.tokenizer, chat.prefix_len, part)
+                part = [(rows[i][0], rows[i][1], rows[i][2], seqs[i], store[L][i]) for i in mine[k: k + 400]]
+                table = activation_rows(meta, lm.tokenizer, chat.prefix_len, part, "float32")
                 run.write("activations", table.append_column("config_hash", pa.array([row_hash] * table.num_rows)))
         del store[L]
     return seconds

@@ -3,6 +3,11 @@
 Incremental by key (model, layer, concept_set, split, example_id): only examples without rows are computed. Work is
 written in files of whole examples, each atomically, so a killed run loses at most the file in flight and a re-run
 finishes the rest without duplicates.
+
+The forward pass runs on ``--device`` in ``--dtype`` (``auto``: bfloat16 where the device computes it natively —
+CUDA, CPUs with AVX512-BF16/AMX — else float32), in batches of at most ``--batch-tokens`` padded tokens. Vectors are
+stored as bfloat16 bit patterns by default (``--store-dtype float32`` keeps them exact), in one folder per owning
+concept (axwarehouse/activation_store.py).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import torch
 
+from axwarehouse.activation_store import STORE_DTYPES, act_columns
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 
 SPLITS = ("train", "latent_eval")
 
@@ -30,7 +37,10 @@ class ActivationsConfig:
     splits: tuple[str, ...] = ()
     batch_tokens: int = 4096  # padded tokens per forward batch
     file_tokens: int = 32768  # tokens per Parquet file (the unit of loss on a kill)
-    dtype: str = "float32"  # compute dtype; vectors are stored as float32
+    dtype: str = "auto"  # compute dtype: auto | bfloat16 | float32 (auto = bfloat16 where the device has it natively)
+    device: str = "cpu"
+    store_dtype: str = "bfloat16"  # how vectors are stored: bfloat16 bit patterns | float32 (exact)
+    concepts: tuple[int, ...] = ()  # only examples owned by these concepts (-1: shared negatives); empty = all
 
 
 @dataclass
@@ -64,12 +74,15 @@ def _check_inputs(cat: Catalog, cfg: ActivationsConfig) -> tuple[str, ...]:
     return tuple(s for s in splits if s in have)
 
 
-def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, splits: tuple[str, ...]) -> pa.Table:
-    """Generations rows (split, example_id, input, output) that have no activations for (model, layer) yet."""
+def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, splits: tuple[str, ...],
+                     concepts: tuple[int, ...] = ()) -> pa.Table:
+    """Generations rows (split, example_id, concept_id, input, output) that have no activations for (model, layer)
+    yet (of the examples owned by ``concepts``, when given)."""
     marks = ", ".join("?" for _ in splits)
+    owned = f" AND g.concept_id IN ({', '.join(str(int(c)) for c in concepts)})" if concepts else ""
     return cat.arrow(
-        f"""SELECT g.split, g.example_id, g.input, g.output FROM generations g
-            WHERE g.concept_set = ? AND g.split IN ({marks})
+        f"""SELECT g.split, g.example_id, g.concept_id, g.input, g.output FROM generations g
+            WHERE g.concept_set = ? AND g.split IN ({marks}){owned}
               AND NOT EXISTS (SELECT 1 FROM activations a
                               WHERE a.model = ? AND a.layer = ? AND a.concept_set = g.concept_set
                                 AND a.split = g.split AND a.example_id = g.example_id)
@@ -78,36 +91,39 @@ def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, spl
     )
 
 
-def activation_row_hash(model: str, layer: int, chat, dtype: str) -> str:
-    """config_hash of activation rows: what their values depend on (model, layer, rendering, compute dtype), not
-    batching or file sizes."""
+def activation_row_hash(model: str, layer: int, chat, dtype: str, store_dtype: str = "float32") -> str:
+    """config_hash of activation rows: what their values depend on (model, layer, rendering, compute and storage
+    dtypes), not batching, device or file sizes."""
     from axwarehouse.lm.chat import MAX_LENGTH
 
-    return config_hash({"model": model, "layer": layer, "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len,
-                        "max_length": MAX_LENGTH, "dtype": dtype})
+    key = {"model": model, "layer": layer, "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len,
+           "max_length": MAX_LENGTH, "dtype": dtype}
+    if store_dtype != "float32":  # rows stored as float32 keep the hash they had before storage dtypes existed
+        key["store_dtype"] = store_dtype
+    return config_hash(key)
 
 
-def activation_rows(info: dict, tokenizer, prefix_len: int,
-                    batch: list[tuple[str, int, list[int], np.ndarray]]) -> pa.Table:
-    """Per-token rows for whole examples: (split, example_id, token ids, acts [len, d] float32)."""
-    lengths = np.array([len(ids) for _, _, ids, _ in batch])
+def activation_rows(info: dict, tokenizer, prefix_len: int, batch: list[tuple[str, int, int, list[int], object]],
+                    store_dtype: str = "bfloat16") -> pa.Table:
+    """Per-token rows for whole examples: (split, example_id, concept_id, token ids, acts [len, d] as a tensor or
+    float32 array)."""
+    lengths = np.array([len(ids) for _, _, _, ids, _ in batch])
     n = int(lengths.sum())
-    ids = np.concatenate([np.asarray(t, dtype=np.int32) for _, _, t, _ in batch])
+    ids = np.concatenate([np.asarray(t, dtype=np.int32) for _, _, _, t, _ in batch])
     positions = np.concatenate([np.arange(k, dtype=np.int32) for k in lengths])
-    acts = np.concatenate([a for *_, a in batch]).astype(np.float32, copy=False)
-    d = acts.shape[1]
-    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int32))
+    acts = torch.cat([torch.as_tensor(a) for *_, a in batch])
     return pa.table({
         "model": pa.array([info["model"]] * n, pa.string()),
         "layer": pa.array(np.full(n, info["layer"], dtype=np.int32)),
         "concept_set": pa.array([info["concept_set"]] * n, pa.string()),
         "split": pa.array(np.repeat([s for s, *_ in batch], lengths).tolist(), pa.string()),
         "example_id": pa.array(np.repeat([e for _, e, *_ in batch], lengths).astype(np.int64)),
+        "concept_id": pa.array(np.repeat([c for _, _, c, *_ in batch], lengths).astype(np.int64)),
         "position": pa.array(positions),
         "token_id": pa.array(ids),
         "token": pa.array(tokenizer.convert_ids_to_tokens(ids.tolist()), pa.string()),
         "is_prefix": pa.array(positions < prefix_len),
-        "act": pa.ListArray.from_arrays(offsets, pa.array(acts.reshape(-1))),
+        **act_columns(acts, store_dtype),
     })
 
 
@@ -121,45 +137,53 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
     from axwarehouse.lm.loader import load
 
+    check_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
+    if cfg.store_dtype not in STORE_DTYPES:
+        raise AxwError(f"unknown --store-dtype {cfg.store_dtype!r} (choose {' or '.join(STORE_DTYPES)})")
     splits = _check_inputs(cat, cfg)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
-    todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits)
-    total = cat.count("generations", f"concept_set = ? AND split IN ({', '.join('?' for _ in splits)})",
+    todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits, cfg.concepts)
+    owned = f" AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})" if cfg.concepts else ""
+    total = cat.count("generations", f"concept_set = ? AND split IN ({', '.join('?' for _ in splits)}){owned}",
                       [cfg.concept_set, *splits])
     result = ActivationsResult(info.name, layer, 0, 0, already=total - todo.num_rows)
     if todo.num_rows == 0:
         return result
 
-    lm = load(cfg.model, cfg.dtype)
+    lm = load(cfg.model, dtype)
+    lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
-    config = {**asdict(cfg), "model": info.name, "layer": layer, "prefix_len": chat.prefix_len,
-              "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": "float32"}
-    row_hash = activation_row_hash(info.name, layer, chat, cfg.dtype)
+    config = {**asdict(cfg), "dtype": dtype, "model": info.name, "layer": layer, "prefix_len": chat.prefix_len,
+              "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": cfg.store_dtype}
+    row_hash = activation_row_hash(info.name, layer, chat, dtype, cfg.store_dtype)
     meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}
     splits_col = todo.column("split").to_pylist()
     ex_ids = todo.column("example_id").to_pylist()
+    owners = todo.column("concept_id").to_pylist()
     seqs = [chat.ids_for(s, i or "", o or "") for s, i, o in
             zip(splits_col, todo.column("input").to_pylist(), todo.column("output").to_pylist())]
     layers = lm.decoder_layers()
     started = time.perf_counter()
     with cat.run("activations", config) as run:
-        pending: list[tuple[str, int, list[int], np.ndarray]] = []
+        pending: list[tuple[str, int, int, list[int], torch.Tensor]] = []
         pending_tokens = 0
 
         def flush() -> None:
             nonlocal pending, pending_tokens
             if pending:
-                table = activation_rows(meta, lm.tokenizer, chat.prefix_len, pending)
+                table = activation_rows(meta, lm.tokenizer, chat.prefix_len, pending, cfg.store_dtype)
                 table = table.append_column("config_hash", pa.array([row_hash] * table.num_rows))
                 run.write("activations", table)
                 pending, pending_tokens = [], 0
 
         bar = tqdm(total=sum(len(s) for s in seqs), unit="tok", desc=f"activations L{layer}", file=sys.stderr,
                    disable=None, smoothing=0.1)
-        for idx, acts in capture(lm.model, layers, layer, seqs, lm.tokenizer.pad_token_id, cfg.batch_tokens):
+        for idx, acts in capture(lm.model, layers, layer, seqs, lm.tokenizer.pad_token_id, cfg.batch_tokens,
+                                 as_tensors=True):
             for i, a in zip(idx, acts):
-                pending.append((splits_col[i], ex_ids[i], seqs[i], a))
+                pending.append((splits_col[i], ex_ids[i], owners[i], seqs[i], a))
                 pending_tokens += len(seqs[i])
                 result.examples += 1
                 result.tokens += len(seqs[i])

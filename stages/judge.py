@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
-from axwarehouse.lm.loader import check_device
+from axwarehouse.lm.loader import check_device, resolve_dtype
 from axwarehouse.lineage import config_hash
 from axwarehouse.steering.judge import CRITERIA, PROMPTS, judge_prompt, parse_rating, rating_slot
 
@@ -46,6 +46,8 @@ class JudgeConfig:
     batch_size: int = 16  # embedded judge: ratings per generate batch
     perplexity: bool = True
     device: str = "cpu"  # where embedded models run: the embedded judge and the perplexity model (not hashed)
+    dtype: str = "float32"  # their dtype (auto | bfloat16 | float32)
+    concepts: tuple[int, ...] = ()  # only outputs of these concepts (a distributed shard; needs concept_set)
 
 
 @dataclass
@@ -94,6 +96,8 @@ def _filters(cfg: JudgeConfig) -> tuple[str, list]:
     if cfg.concept_set:
         where.append("o.concept_set = ?")
         params.append(cfg.concept_set)
+    if cfg.concepts:
+        where.append(f"o.concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})")
     if cfg.methods:
         where.append(f"o.method IN ({', '.join('?' for _ in cfg.methods)})")
         params += list(cfg.methods)
@@ -128,6 +132,7 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
         raise AxwError("--judge-temperature must be between 0 and 2")
     spec = parse_llm(cfg.judge)
     check_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
     jhash = judge_hash(cfg)
@@ -142,10 +147,12 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     if not todo and not (cfg.perplexity and _missing_perplexity(cat, cfg)):
         return result
     started = time.perf_counter()
+    if judge.startswith("embedded:"):
+        backend.dtype = dtype
     if todo and judge.startswith("embedded:") and cfg.device != "cpu":
         from axwarehouse.lm.loader import load
 
-        load(backend.model).model.to(cfg.device)  # the loader's cached instance, which the backend then uses
+        load(backend.model, dtype).model.to(cfg.device)  # the loader's cached instance, which the backend uses
     with cat.run("judge", config) as run:
         if todo:
             from tqdm import tqdm
@@ -191,7 +198,7 @@ def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, chunk: list
     if judge.startswith("embedded:"):
         from axwarehouse.lm.loader import load
 
-        lm = load(client.backend.model)  # the judge model (the loader caches it: the backend's own instance)
+        lm = load(client.backend.model, client.backend.dtype)  # the judge model (the loader caches it: the backend's own instance)
         slots = rating_slot(lm, [prompts[k] for k in keep], [outcomes[k].text for k in keep])
         expected = [e for _, e in slots]
         for j, (k_score, _e) in enumerate(slots):
@@ -230,7 +237,7 @@ def _perplexity(cat: Catalog, run: Run, cfg: JudgeConfig) -> int:
     written = 0
     for model in sorted({r[1] for r in rows}):
         mine = [r for r in rows if r[1] == model]
-        lm = load(model)
+        lm = load(model, resolve_dtype(cfg.dtype, cfg.device))
         lm.model.to(cfg.device)
         chat = ChatFormat.of(lm.tokenizer)
         prompts = [chat.prompt_ids(r[2] or "") for r in mine]

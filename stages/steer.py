@@ -37,7 +37,7 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import get, method_names
 from axwarehouse.steering.instructions import InstructionSet, load_instructions
 from axwarehouse.steering.prompt_baseline import METHOD as PROMPT
@@ -70,6 +70,7 @@ class SteerConfig:
     llm_base_url: str | None = None
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE: which trained config to steer with (as in train)
     device: str = "cpu"  # where the target model generates (not hashed, like train's --device)
+    dtype: str = "float32"  # the target model's dtype (auto | bfloat16 | float32)
 
 
 @dataclass
@@ -268,6 +269,7 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     methods = _validate(cfg)
     factors = _factors(cfg)
     check_device(cfg.device)
+    resolve_dtype(cfg.dtype, cfg.device)  # an unknown --dtype is a one-line error before any work
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
@@ -393,7 +395,7 @@ def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, 
     from axwarehouse.methods.base import Context
     from axwarehouse.steering import GenRow, Steerer, generate_rows
 
-    lm = load(cfg.model)
+    lm = load(cfg.model, resolve_dtype(cfg.dtype, cfg.device))
     lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
     steerer = Steerer(lm.model, layer)

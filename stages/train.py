@@ -14,6 +14,11 @@ see :func:`drop_downstream`) are replaced by the new ones after training, in one
 atomically (a kill before that leaves the old rows; between the delete and the write, none, so the next run re-fits);
 otherwise there is nothing to do. They always cover the whole set, so ``--concepts`` selecting a subset skips them
 (an error when named explicitly).
+
+Memory is bounded per concept: the shared negatives' activations are read once, then each concept's own partition
+(axwarehouse/activation_store.py) is read when it is trained and dropped after, so peak memory is shared negatives +
+one concept (+ the model for methods that run it), whatever the size of the set. Joint methods are the exception:
+``fit_all`` sees every concept at once.
 """
 
 from __future__ import annotations
@@ -25,11 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from axwarehouse.activation_store import TokenMatrix, load_tokens
+from axwarehouse.activation_store import SHARED, ActivationReader, TokenMatrix, merge_tokens
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device
+from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.concept_queries import concept_table, method_hash
 from axwarehouse.methods import ConceptData, Method, get, method_names
 from axwarehouse.methods.registry import explicit, parse_overrides
@@ -49,6 +54,7 @@ class TrainConfig:
     seed: int = 42
     concepts: tuple[int, ...] = ()  # empty = every concept of the set
     device: str = "cpu"  # where methods that need the model train (results do not depend on it: not hashed)
+    dtype: str = "float32"  # the model's dtype for methods that run it (auto | bfloat16 | float32)
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE (part of the method's config, so hashed)
     replace: bool = False  # drop this config's artifacts (and all rows computed from them) first, then re-train
 
@@ -61,6 +67,8 @@ class TrainResult:
     unavailable: dict[str, str] = field(default_factory=dict)
     replaced: dict[str, int] = field(default_factory=dict)  # joint methods: earlier rows of the config replaced
     limited: dict[str, tuple[int, int]] = field(default_factory=dict)  # method -> (limit, concepts left out)
+    files_read: int = 0  # activation files opened (tests check that --concepts reads only its partitions)
+    rows_read: int = 0
 
     def summary(self) -> str:
         lines = [f"train {m}: skipped, {why}" for m, why in sorted(self.unavailable.items())]
@@ -131,13 +139,14 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     when one lacks its row)."""
     names = method_names(list(cfg.methods))
     check_device(cfg.device)
+    resolve_dtype(cfg.dtype, cfg.device)  # an unknown --dtype is a one-line error before any work
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     overrides = parse_overrides(cfg.overrides)
     methods = [get(n)(overrides.get(n), seed=cfg.seed) for n in names]
     result = TrainResult()
-    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse)
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
     todo: list[tuple[Method, str, list[tuple[int, str, str]]]] = []
     whole_set = concept_table(cat, cfg.concept_set, ()) if any(m.joint for m in methods) else concepts
     for m in methods:
@@ -177,8 +186,23 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     if not todo:
         return result
 
-    tokens: TokenMatrix = load_tokens(cat, info.name, layer, cfg.concept_set, "train")
+    reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, "train")
     examples = training_examples(cat, cfg.concept_set)
+    shared_ids = np.array([r[0] for r in cat.sql(
+        "SELECT example_id FROM generations WHERE concept_set = ? AND split = 'train' AND concept_id = ? "
+        "ORDER BY example_id", [cfg.concept_set, SHARED]).fetchall()], dtype=np.int64)
+    shared: list[TokenMatrix] = []  # the shared negatives, read on first use and kept for every concept
+
+    def concept_tokens(cid: int, ex_ids: np.ndarray) -> TokenMatrix:
+        if not shared:
+            shared.append(reader.read([SHARED], shared_ids))
+        own = ex_ids[~np.isin(ex_ids, shared_ids)]
+        negs = ex_ids[np.isin(ex_ids, shared_ids)]
+        parts = [reader.read([cid], own)]
+        if len(negs):
+            parts.append(shared[0].select(negs))
+        return merge_tokens(parts).select(ex_ids) if any(p.n_examples for p in parts) else parts[0].select(ex_ids)
+
     texts = example_texts(cat, cfg.concept_set) if any(m.needs - {"activations"} for m, _, _ in todo) else {}
     sae_ids = {int(c): s for c, s in cat.sql("SELECT concept_id, sae_id FROM concepts WHERE concept_set = ?",
                                              [cfg.concept_set]).fetchall()}
@@ -190,7 +214,7 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
         if labels.min() == labels.max():
             raise AxwError(f"concept {cid} of {cfg.concept_set!r} needs both positive and negative "
                            "training examples")
-        sub = tokens.select(ex_ids)
+        sub = concept_tokens(cid, ex_ids)
         pairs = [texts[int(e)] for e in sub.example_ids] if m.needs - {"activations"} else None
         return ConceptData(cid, concept, sub, labels, [p[0] for p in pairs] if pairs else None,
                            [p[1] for p in pairs] if pairs else None, ctx, sae_ids.get(cid))
@@ -230,6 +254,7 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
                 run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
                 result.trained[m.name] += len(fitted)
             result.seconds[m.name] = time.perf_counter() - started
+    result.files_read, result.rows_read = reader.files_read, reader.rows_read
     return result
 
 

@@ -97,7 +97,7 @@ def test_method_from_an_outside_file_reaches_the_leaderboard(warehouse, tmp_path
         code, out, _ = axw(*base, "leaderboard", "latent", "--format", "csv")
         assert code == 0 and any(line.startswith("toy-first-dim,") for line in out.splitlines())
         with Catalog(catalog_path, read_only=True) as cat:
-            scores = cat.sql("SELECT s.score, list_max(list_slice(a.act, 1, 1)) FROM latent_scores s "
+            scores = cat.sql("SELECT s.score, act_vector(a.act, a.act_bf16)[1] FROM latent_scores s "
                              "JOIN activations a USING (concept_set, split, example_id) "
                              "WHERE s.method = 'toy-first-dim' AND a.position = s.max_position LIMIT 5").fetchall()
         assert scores and all(abs(s - round(a, 3)) < 2e-3 for s, a in scores)

@@ -118,7 +118,6 @@ def test_usage_errors_are_one_line_with_exit_2(imported, args, needle):
 
 def test_non_finite_cached_activations(tiny_warehouse):
     """Activations with inf (what an overflowing float16 cache held) stop training with a one-line error."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from axwarehouse.catalog import Catalog, atomic_write_parquet
@@ -126,14 +125,16 @@ def test_non_finite_cached_activations(tiny_warehouse):
     catalog_path, common = tiny_warehouse
     with Catalog(catalog_path) as cat:
         paths = cat.table_files("activations")
-    for path in paths:  # the first value of every token row (train and latent_eval)
+    for path in paths:  # the first value of every token row (train and latent_eval), stored as bfloat16 bits
         table = pq.read_table(path)
-        act = table.column("act").combine_chunks()
+        act = table.column("act_bf16").combine_chunks()
         flat = act.flatten().to_numpy().copy()
-        flat[act.offsets.to_numpy()[:-1]] = float("inf")
-        poisoned = pa.ListArray.from_arrays(act.offsets, pa.array(flat, act.type.value_type))
-        atomic_write_parquet(table.set_column(table.schema.get_field_index("act"), "act", poisoned), path)
-        assert pc.any(pc.is_inf(pq.read_table(path).column("act").combine_chunks().flatten())).as_py()
+        flat[:: act.type.list_size] = 0x7F80  # +inf in bfloat16
+        poisoned = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.uint16()), act.type.list_size)
+        atomic_write_parquet(table.set_column(table.schema.get_field_index("act_bf16"), "act_bf16", poisoned), path)
+    with Catalog(catalog_path) as cat:
+        assert cat.sql("SELECT count(*) FROM activations WHERE isinf(act_vector(act, act_bf16)[1])"
+                       ).fetchall()[0][0] == cat.count("activations")
     _assert_clean_failure(catalog_path, ["train", *common, "--method", "diffmean"], "contain inf/NaN")
 
 
@@ -148,6 +149,19 @@ def test_unusable_device(imported, tiny_model_dir, command, device, needle):
         pytest.skip("this machine has 8 GPUs")
     _assert_clean_failure(imported, [command, "-c", "s3", "--model", tiny_model_dir, "--layer", "2",
                                      "--method", "diffmean", "--device", device], needle)
+
+
+@pytest.mark.parametrize("option, needle", [(["--device", "cuda"], "CUDA is not available"),
+                                            (["--dtype", "float8"], "unknown --dtype 'float8'"),
+                                            (["--store-dtype", "float16"], "unknown --store-dtype 'float16'")])
+def test_activations_unusable_device_or_dtype(imported, tiny_model_dir, option, needle):
+    """`axw activations --device cuda` on a machine without a GPU, or an unknown dtype: one line, nothing written."""
+    import torch
+
+    if option[1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _assert_clean_failure(imported, ["activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2", *option],
+                          needle)
 
 
 @pytest.mark.parametrize("device, needle", [("gpu0", "unknown device 'gpu0'"), ("mps", "MPS is not available")])

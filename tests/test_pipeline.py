@@ -36,7 +36,7 @@ def test_activations_one_row_per_token_and_incremental(warehouse):
                         "GROUP BY ALL HAVING count(*) > 1)").fetchall()[0][0]
         n_ex = cat.sql("SELECT count(DISTINCT (split, example_id)) FROM activations").fetchall()[0][0]
         n_gen = cat.count("generations")
-        dims = cat.sql("SELECT DISTINCT len(act) FROM activations").fetchall()
+        dims = cat.sql("SELECT DISTINCT len(act_vector(act, act_bf16)) FROM activations").fetchall()
         prefix = cat.sql("SELECT DISTINCT position FROM activations WHERE is_prefix ORDER BY 1").fetchall()
     assert n_tok == _expected_tokens(catalog_path, model)
     assert dupes == 0 and n_ex == n_gen
@@ -49,8 +49,8 @@ def test_activations_one_row_per_token_and_incremental(warehouse):
 
 
 def test_captured_vectors_equal_a_plain_forward(warehouse):
-    """Stored float32 vectors are the layer-2 block output of an unbatched forward pass (the batched, padded
-    capture differs only by float rounding)."""
+    """Stored vectors are the layer-2 block output of an unbatched float32 forward pass, up to bfloat16 rounding
+    (the default capture computes and stores bfloat16 on this CPU; tests/test_activation_store.py pins the bits)."""
     import numpy as np
     import torch
 
@@ -63,14 +63,15 @@ def test_captured_vectors_equal_a_plain_forward(warehouse):
     with Catalog(catalog_path, read_only=True) as cat:
         split, ex, inp, outp = cat.sql("SELECT split, example_id, input, output FROM generations "
                                        "WHERE split = 'latent_eval' ORDER BY example_id LIMIT 1").fetchall()[0]
-        acts = cat.sql("SELECT act FROM activations WHERE split = ? AND example_id = ? ORDER BY position",
+        acts = cat.sql("SELECT act_vector(act, act_bf16) FROM activations WHERE split = ? AND example_id = ? "
+                       "ORDER BY position",
                        [split, ex]).fetchall()
     ids = torch.tensor([chat.ids_for(split, inp, outp)])
     with torch.inference_mode():
         ref = lm.model(input_ids=ids, output_hidden_states=True).hidden_states[3][0].numpy()
     got = np.array([a for (a,) in acts], dtype=np.float32)
     assert got.shape == ref.shape
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max())
 
 
 def test_activations_beyond_float16_range_are_stored_exactly(tmp_path, tiny_model_dir, small_release):
@@ -92,12 +93,14 @@ def test_activations_beyond_float16_range_are_stored_exactly(tmp_path, tiny_mode
     catalog_path.parent.mkdir()
     base = ["--catalog", catalog_path]
     assert axw(*base, "import-axbench", small_release, "-c", "s3")[0] == 0
-    code, _, err = axw(*base, "activations", "-c", "s3", "--model", str(big), "--layer", "2")
+    code, _, err = axw(*base, "activations", "-c", "s3", "--model", str(big), "--layer", "2", "--dtype", "float32",
+                       "--store-dtype", "float32")
     assert code == 0, err
     with Catalog(catalog_path, read_only=True) as cat:
         split, inp, outp, ex = cat.sql("SELECT split, input, output, example_id FROM generations "
                                        "WHERE split = 'train' ORDER BY example_id LIMIT 1").fetchall()[0]
-        acts = cat.sql("SELECT act FROM activations WHERE split = ? AND example_id = ? ORDER BY position",
+        acts = cat.sql("SELECT act_vector(act, act_bf16) FROM activations WHERE split = ? AND example_id = ? "
+                       "ORDER BY position",
                        [split, ex]).fetchall()
     got = np.array([a for (a,) in acts], dtype=np.float32)
     tok = transformers.AutoTokenizer.from_pretrained(big)

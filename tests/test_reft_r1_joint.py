@@ -135,7 +135,8 @@ def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(
         s, ex, c = cat.sql("SELECT score, example_id, concept_id FROM latent_scores WHERE method = 'reft-r1-joint' "
                            "ORDER BY score DESC LIMIT 1").fetchall()[0]
         acts = np.array([a for (a,) in cat.sql(
-            "SELECT act FROM activations WHERE split = 'latent_eval' AND example_id = ? AND NOT is_prefix",
+            "SELECT act_vector(act, act_bf16) FROM activations WHERE split = 'latent_eval' AND example_id = ? "
+            "AND NOT is_prefix",
             [ex]).fetchall()], dtype=np.float32)
     assert n_scores == n_eval
     assert len(lb) == 1 and lb[0][0] == 3 and 0.0 <= lb[0][1] <= 1.0

@@ -32,11 +32,12 @@ class EmbeddedBackend:
         self.model = resolve(model).name  # validates the spec now (AxwError), loads weights on first use
         self._spec = model
         self.batch_size = batch_size
+        self.dtype = "float32"  # `axw judge --dtype` sets it before the first call
 
     def _lm(self):
         from axwarehouse.lm.loader import load
 
-        return load(self._spec)
+        return load(self._spec, self.dtype)
 
     async def complete_batch(self, reqs: list[LLMRequest]) -> list[Completion]:
         """Answer ``reqs`` (same sampling parameters expected; mixed ones are split) in a worker thread."""

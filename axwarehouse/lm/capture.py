@@ -75,10 +75,16 @@ def forward_to_layer(model, layers, layer: int, ids: torch.Tensor, mask: torch.T
 
 
 def capture(model, layers, layer: int, seqs: Sequence[Sequence[int]], pad_id: int,
-            batch_tokens: int = 4096) -> Iterator[tuple[list[int], list[np.ndarray]]]:
-    """Yield ``(indices, [acts of shape (len_i, d), float32])`` per length-sorted batch of ``seqs``."""
+            batch_tokens: int = 4096, as_tensors: bool = False) -> Iterator[tuple[list[int], list]]:
+    """Yield ``(indices, [acts of shape (len_i, d)])`` per length-sorted batch of ``seqs``: float32 numpy arrays,
+    or (``as_tensors``) CPU tensors in the model's own dtype, so bfloat16 activations reach the store unrounded."""
+    device = next(model.parameters()).device
     for idx in length_batches([len(s) for s in seqs], batch_tokens):
         ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
-        hidden = forward_to_layer(model, layers, layer, ids, mask)
-        out = hidden.to(torch.float32).numpy()
+        hidden = forward_to_layer(model, layers, layer, ids.to(device), mask.to(device))
+        if as_tensors:
+            out = hidden.to("cpu")
+            yield idx, [out[row, : len(seqs[i])] for row, i in enumerate(idx)]
+            continue
+        out = hidden.to("cpu", torch.float32).numpy()
         yield idx, [out[row, : len(seqs[i])] for row, i in enumerate(idx)]

@@ -126,6 +126,36 @@ def check_device(name: str) -> str:
     return name
 
 
+DTYPES = ("auto", "bfloat16", "float32")
+
+
+def native_bf16(device: str) -> bool:
+    """Does ``device`` compute bfloat16 natively? CUDA with bf16 support (Ampere and later), or a CPU with
+    AVX512-BF16 or AMX (read from /proc/cpuinfo: torch's own CPU capability reports only "AVX512" for both)."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if kind == "cpu":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return " avx512_bf16" in flags or " amx_bf16" in flags
+    return False
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """``auto`` → bfloat16 where ``device`` does it natively, else float32; an explicit dtype is kept; anything
+    else is a one-line AxwError."""
+    if dtype not in DTYPES:
+        raise AxwError(f"unknown --dtype {dtype!r} (choose {', '.join(DTYPES)})")
+    if dtype == "auto":
+        return "bfloat16" if native_bf16(device) else "float32"
+    return dtype
+
+
 def default_layer(n_layers: int, name: str | None = None) -> int:
     """The configured layer of a model we have measured, else round(0.4 * n_layers)."""
     if name in CONFIGURED_LAYERS and CONFIGURED_LAYERS[name] < n_layers:

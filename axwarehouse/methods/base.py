@@ -60,6 +60,7 @@ class Context:
     layer: int
     device: str = "cpu"
     warehouse: Path | None = None  # where weight files (safetensors) live
+    dtype: str = "float32"  # the model's compute dtype (float32 | bfloat16)
     _lm: Any = None
     _chat: Any = None
 
@@ -69,7 +70,7 @@ class Context:
         if self._lm is None:
             from axwarehouse.lm.loader import load
 
-            lm = load(self.model)
+            lm = load(self.model, self.dtype)
             lm.model.to(self.device)
             self._lm = lm
         return self._lm
