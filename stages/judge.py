@@ -26,7 +26,7 @@ from axwarehouse.lm.loader import check_device, resolve_dtype
 from axwarehouse.lineage import config_hash
 from axwarehouse.steering.judge import CRITERIA, PROMPTS, judge_prompt, parse_rating, rating_slot
 
-DEFAULT_JUDGE = "embedded:smollm2"
+DEFAULT_JUDGE = "proxy"  # offline, measured (stages.judge_proxy); embedded:smollm2 is the offline LLM judge
 AXBENCH_JUDGE = "openai:gpt-4o-mini"
 
 
@@ -125,6 +125,10 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     """Rate every output of the selection that has no rating by this judge and config yet; then perplexities."""
     from axwarehouse.llm import LLMClient, LLMRequest, ResponseCache, make_backend, parse_llm
 
+    if cfg.judge == "proxy" or cfg.judge.startswith("proxy:"):
+        from stages.judge_proxy import run_proxy_judge
+
+        return run_proxy_judge(cat, cfg, progress)
     bad = [c for c in cfg.criteria if c not in CRITERIA]
     if bad:
         raise AxwError(f"unknown judge criterion {bad[0]!r}; choose from {', '.join(CRITERIA)}")

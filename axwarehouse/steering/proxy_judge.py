@@ -1,0 +1,236 @@
+"""The offline proxy judge: AxBench's three criteria (0–2) from measurements instead of an LLM's verdict.
+
+A 135M-parameter instruct model cannot follow AxBench's judge rubric (its ratings collapse to one value), and no
+better small judge ships offline. This judge rates each steered output from signals that exist offline and do
+not depend on the steering method under test:
+
+* **concept** — a text classifier of the concept (TF-IDF word uni/bigrams + logistic regression, scikit-learn)
+  trained on the concept's *training* texts: its positives against the negatives, its hard negatives and the
+  other concepts' positives of the set (so a text about a neighbouring concept is not rated present). No
+  activations are used, so no steering method is favoured. Measurement: P(concept | output).
+* **instruction** — pointwise mutual information of output and instruction under the *unsteered* target model,
+  per token: mean log p(output | instruction) − mean log p(output | empty instruction), both as the assistant
+  turn of the model's chat template. Per token (not summed) so answers of different lengths compare; the same
+  normalisation is used to calibrate and to rate.
+* **fluency** — the unsteered model's mean log-probability of the output with an empty instruction
+  (= −log perplexity). Without the instruction, so an off-topic but well-formed answer is not marked disfluent
+  (the instruction criterion covers relevance); the conditional perplexity stays reported beside the ratings.
+
+Every measurement becomes a 0/1/2 rating through two thresholds calibrated on texts whose verdict is known, a
+*negative* class (should rate 0) and a *positive* class (should rate 2) — :func:`calibrate`:
+
+* low  = the :data:`NEG_QUANTILE` quantile of the negatives (at most 10 % of them reach 1),
+* high = the :data:`POS_QUANTILE` quantile of the positives (75 % of them rate 2), raised to ``low`` when the
+  classes overlap that much (then there is no 1 band).
+
+The classes: concept — held-out (out-of-fold) classifier probabilities of the concept's training positives vs
+its training negatives; instruction — unsteered answers to the instructions under their own instruction vs under
+other instructions; fluency — unsteered answers vs the same answers with their words shuffled. The thresholds and
+the class summaries are stored in ``judge_calibration`` and each rating's raw JSON names its calibration.
+
+Written by us (no library implements this judge); scikit-learn supplies the classifier and the folds.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+RUBRIC = "proxy-v1"
+NEG_QUANTILE = 0.9
+POS_QUANTILE = 0.25
+CV_FOLDS = 5
+N_MISMATCHED = 3  # answers to other instructions scored under each calibration instruction
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Measurement → rating: < low → 0, < high → 1, else 2 (higher measurement = better)."""
+
+    low: float
+    high: float
+
+    def rate(self, values: Sequence[float | None]) -> list[int]:
+        """Ratings of ``values``; a missing measurement (None/NaN: empty output) rates 0."""
+        out = []
+        for v in values:
+            if v is None or not math.isfinite(v):
+                out.append(0)
+            else:
+                out.append(0 if v < self.low else 1 if v < self.high else 2)
+        return out
+
+
+def calibrate(negatives: Sequence[float], positives: Sequence[float], neg_q: float = NEG_QUANTILE,
+              pos_q: float = POS_QUANTILE) -> Thresholds:
+    """Thresholds from measurements of texts that should rate 0 (negatives) and 2 (positives); see module doc."""
+    neg = np.asarray([v for v in negatives if v is not None and math.isfinite(v)], dtype=np.float64)
+    pos = np.asarray([v for v in positives if v is not None and math.isfinite(v)], dtype=np.float64)
+    if not len(neg) or not len(pos):
+        raise ValueError("calibration needs at least one negative and one positive measurement")
+    low = float(np.quantile(neg, neg_q))
+    high = max(float(np.quantile(pos, pos_q)), low)
+    return Thresholds(low, high)
+
+
+def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
+    """How well the measurement separates the calibration classes (reported with the calibration)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = [0] * len(negatives) + [1] * len(positives)
+    return float(roc_auc_score(y, list(negatives) + list(positives)))
+
+
+# -- concept: per-concept text classifier ------------------------------------------------------------------------
+def _pipeline(seed: int):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, lowercase=True),
+        LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=seed))
+
+
+@dataclass
+class ConceptClassifier:
+    """A fitted per-concept classifier and the thresholds chosen on its out-of-fold probabilities."""
+
+    model: object
+    thresholds: Thresholds
+    heldout_negatives: list[float]
+    heldout_positives: list[float]
+
+    @classmethod
+    def fit(cls, positives: Sequence[str], negatives: Sequence[str], seed: int = 42) -> ConceptClassifier:
+        """Fit on all training texts; thresholds from ``CV_FOLDS``-fold out-of-fold probabilities (each text
+        scored by a classifier that did not see it)."""
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        if len(positives) < CV_FOLDS or len(negatives) < CV_FOLDS:
+            raise ValueError(f"a concept classifier needs at least {CV_FOLDS} positive and {CV_FOLDS} negative "
+                             f"training texts (got {len(positives)} and {len(negatives)})")
+        texts = list(positives) + list(negatives)
+        y = np.array([1] * len(positives) + [0] * len(negatives))
+        folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
+        oof = cross_val_predict(_pipeline(seed), texts, y, cv=folds, method="predict_proba")[:, 1]
+        neg, pos = oof[y == 0].tolist(), oof[y == 1].tolist()
+        model = _pipeline(seed).fit(texts, y)
+        return cls(model, calibrate(neg, pos), neg, pos)
+
+    def probability(self, texts: Sequence[str]) -> list[float]:
+        return self.model.predict_proba([t or "" for t in texts])[:, 1].tolist()
+
+
+# -- instruction and fluency: log-probabilities under the unsteered model ---------------------------------------
+@dataclass(frozen=True)
+class TextMeasure:
+    """Mean per-token log-probabilities of one output (None when the output has no tokens)."""
+
+    n_tokens: int
+    logp_given_instruction: float | None
+    logp_without_instruction: float | None
+
+    @property
+    def pmi(self) -> float | None:
+        if self.logp_given_instruction is None or self.logp_without_instruction is None:
+            return None
+        return self.logp_given_instruction - self.logp_without_instruction
+
+    @property
+    def fluency(self) -> float | None:
+        return self.logp_without_instruction
+
+
+def _mean_logp(lm, prompts: list[list[int]], gens: list[list[int]]) -> list[float | None]:
+    from axwarehouse.steering.perplexity import conditional_perplexity
+
+    return [None if p is None else -math.log(p) for p in conditional_perplexity(lm, prompts, gens)]
+
+
+def measure_texts(lm, instructions: Sequence[str], outputs: Sequence[str]) -> list[TextMeasure]:
+    """Per (instruction, output): mean log p(output | instruction) and mean log p(output | empty instruction)
+    under ``lm`` (two teacher-forced forward passes, batched)."""
+    from axwarehouse.lm.chat import ChatFormat
+
+    chat = ChatFormat.of(lm.tokenizer)
+    gens = [lm.tokenizer.encode(o or "", add_special_tokens=False) for o in outputs]
+    cache: dict[str, list[int]] = {}
+
+    def prompt(text: str) -> list[int]:
+        if text not in cache:
+            cache[text] = chat.prompt_ids(text)
+        return cache[text]
+
+    given = _mean_logp(lm, [prompt(i or "") for i in instructions], gens)
+    without = _mean_logp(lm, [prompt("") for _ in outputs], gens)
+    return [TextMeasure(len(g), a, b) for g, a, b in zip(gens, given, without)]
+
+
+def shuffle_words(text: str, rng: random.Random) -> str:
+    """The same words in a random order (a fluency negative that keeps the vocabulary)."""
+    words = text.split()
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+@dataclass
+class LMCalibration:
+    """Instruction and fluency thresholds from unsteered answers, with the class measurements behind them."""
+
+    instruction: Thresholds
+    fluency: Thresholds
+    matched_pmi: list[float]
+    mismatched_pmi: list[float]
+    answer_fluency: list[float]
+    shuffled_fluency: list[float]
+
+
+def calibrate_lm(lm, instructions: Sequence[str], answers: Sequence[str], seed: int = 42,
+                 n_mismatched: int = N_MISMATCHED) -> LMCalibration:
+    """Thresholds from unsteered ``answers[i]`` to ``instructions[i]``.
+
+    instruction: PMI of each answer with its own instruction (positives) vs with ``n_mismatched`` other
+    instructions (negatives); fluency: each answer's mean log p without instruction (positives) vs the same
+    answer with its words shuffled (negatives). Answers without tokens are left out."""
+    keep = [k for k, a in enumerate(answers) if (a or "").strip()]
+    if len(keep) < 2:
+        raise ValueError("instruction calibration needs unsteered answers to at least 2 instructions")
+    instr = [instructions[k] for k in keep]
+    ans = [answers[k] for k in keep]
+    n = len(ans)
+    k_other = min(n_mismatched, n - 1)
+    rng = random.Random(seed)
+    shuffled = [shuffle_words(a, rng) for a in ans]
+    pairs_i = instr + [instr[(i + s) % n] for i in range(n) for s in range(1, k_other + 1)]
+    pairs_a = ans + [ans[i] for i in range(n) for _ in range(k_other)]
+    m = measure_texts(lm, pairs_i, pairs_a)
+    matched = [x.pmi for x in m[:n]]
+    mismatched = [x.pmi for x in m[n:]]
+    fluent = [x.fluency for x in m[:n]]
+    broken = [x.fluency for x in measure_texts(lm, [""] * n, shuffled)]
+    clean = lambda xs: [float(x) for x in xs if x is not None]  # noqa: E731
+    return LMCalibration(calibrate(clean(mismatched), clean(matched)), calibrate(clean(broken), clean(fluent)),
+                         clean(matched), clean(mismatched), clean(fluent), clean(broken))
+
+
+def reference_answers(lm, instructions: Sequence[str], max_new_tokens: int, temperature: float, seed: int,
+                      batch_size: int = 32) -> list[str]:
+    """Unsteered answers of ``lm`` to ``instructions`` (per-instruction seeds, batched like steering)."""
+    import hashlib
+
+    from axwarehouse.lm.chat import ChatFormat
+    from axwarehouse.steering.generate import GenRow, generate_rows
+    from axwarehouse.steering.intervention import Steerer
+
+    chat = ChatFormat.of(lm.tokenizer)
+    rows = [GenRow(tuple(chat.prompt_ids(i)), None, 0.0,
+                   int(hashlib.sha256(f"{seed}|{i}".encode()).hexdigest()[:8], 16)) for i in instructions]
+    steerer = Steerer(lm.model, 0, prefer="hook")  # no edit is ever installed: plain generation
+    outs = generate_rows(lm, steerer, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                         batch_size=batch_size)
+    return [o.text for o in outs]

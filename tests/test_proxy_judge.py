@@ -1,0 +1,142 @@
+"""The offline proxy judge (`axw judge --judge proxy`) on constructed cases whose verdict is known, and as a stage.
+
+Concept: the shipped Concept10 release's training texts train each classifier; held-out (latent-eval) positives of
+the concept must rate 2, a text about something else 0. Instruction and fluency: the embedded SmolLM2 calibrated on
+its own unsteered answers; a written answer must rate instruction higher under its own instruction than under
+another one, and the same answer with its words shuffled must rate fluency 0.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from axwarehouse.catalog import Catalog
+from axwarehouse.steering import proxy_judge as pj
+from conftest import CONCEPT10, axw
+
+UNRELATED = ("To bake a simple loaf of bread, mix flour, water, salt and yeast, knead the dough for ten minutes, "
+             "let it rise in a warm place for an hour, shape it and bake it until the crust is golden.")
+
+
+def test_thresholds_follow_the_calibration_classes():
+    th = pj.calibrate(negatives=[float(v) for v in range(10)], positives=[20.0, 21.0, 22.0, 23.0, 24.0])
+    assert (th.low, th.high) == pytest.approx((8.1, 21.0))  # 90 % quantile of negatives, 25 % of positives
+    assert th.rate([0.0, 8.0, 8.1, 20.9, 21.0, 99.0, None, float("nan")]) == [0, 0, 1, 1, 2, 2, 0, 0]
+    # overlapping classes: no 1 band (high is raised to low)
+    assert pj.calibrate([0.0, 10.0], [5.0, 6.0]).rate([8.0, 8.9, 9.0]) == [0, 0, 2]
+
+
+@pytest.fixture(scope="module")
+def concept10(tmp_path_factory):
+    path = tmp_path_factory.mktemp("c10") / "catalog.duckdb"
+    assert axw("--catalog", path, "import-axbench", CONCEPT10, "-c", "concept10")[0] == 0
+    return path
+
+
+def test_concept_rates_own_positive_texts_2_and_unrelated_text_0(concept10):
+    from stages.judge_proxy import concept_training_texts
+
+    with Catalog(concept10, read_only=True) as cat:
+        heldout = {c: [t for (t,) in cat.sql(
+            "SELECT output FROM generations WHERE concept_set = 'concept10' AND split = 'latent_eval' "
+            "AND category = 'positive' AND concept_id = ? ORDER BY example_id LIMIT 3", [c]).fetchall()]
+            for c in (0, 1, 3, 8)}
+        texts = {c: concept_training_texts(cat, "concept10", c, 42) for c in heldout}
+    for c, (pos, neg) in texts.items():
+        clf = pj.ConceptClassifier.fit(pos, neg)
+        own = clf.thresholds.rate(clf.probability([" ".join(heldout[c])]))
+        unrelated = clf.thresholds.rate(clf.probability([UNRELATED]))
+        assert (own, unrelated) == ([2], [0]), c
+        assert 0 < clf.thresholds.low <= clf.thresholds.high < 1
+
+
+INSTRUCTIONS = [
+    "Give me a simple recipe for vegetable soup.",
+    "Explain how a rainbow forms.",
+    "What should I pack for a weekend camping trip?",
+    "How can I improve my handwriting?",
+    "Explain why the sky looks blue during the day.",
+    "Write a short product description for a reusable water bottle.",
+    "How do I boil an egg so that the yolk stays soft?",
+    "What are the main differences between a lake and a pond?",
+]
+
+ANSWERS = {
+    "How do I take care of a cactus at home?":
+        "Place your cactus in a sunny spot near a window, water it only when the soil is completely dry, "
+        "and use a pot with drainage holes and a sandy cactus soil so the roots never sit in water.",
+    "What are good exercises to strengthen my back?":
+        "Good exercises for a stronger back include bridges, bird dogs, supermans and rows. Do them slowly, "
+        "keep your core engaged, and start with two sets of ten repetitions a few times a week.",
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2_calibration():
+    from axwarehouse.lm.loader import load
+
+    lm = load("embedded:smollm2")
+    answers = pj.reference_answers(lm, INSTRUCTIONS, max_new_tokens=48, temperature=1.0, seed=42)
+    return lm, pj.calibrate_lm(lm, INSTRUCTIONS, answers, seed=42)
+
+
+@pytest.mark.slow
+def test_instruction_rates_real_answer_above_answer_to_other_instruction(smollm2_calibration):
+    lm, cal = smollm2_calibration
+    (q1, a1), (q2, a2) = ANSWERS.items()
+    m = pj.measure_texts(lm, [q1, q1, q2, q2], [a1, a2, a2, a1])
+    rating = cal.instruction.rate([x.pmi for x in m])
+    assert rating[0] > rating[1] and rating[2] > rating[3], (rating, [x.pmi for x in m], cal.instruction)
+
+
+@pytest.mark.slow
+def test_fluency_rates_shuffled_words_0(smollm2_calibration):
+    lm, cal = smollm2_calibration
+    rng = random.Random(0)
+    texts = list(ANSWERS.values())
+    shuffled = [pj.shuffle_words(t, rng) for t in texts]
+    m = pj.measure_texts(lm, [""] * 4, texts + shuffled)
+    rating = cal.fluency.rate([x.fluency for x in m])
+    assert rating == [2, 2, 0, 0], (rating, [x.fluency for x in m], cal.fluency)
+
+
+def test_proxy_judge_stage_rates_every_output_once(tiny_warehouse):
+    """Default `axw judge` = proxy: 3 ratings in {0,1,2} per output, calibrations stored and named by each rating,
+    perplexities written from the same pass; a second run does nothing."""
+    catalog_path, common = tiny_warehouse
+    base = ["--catalog", catalog_path]
+    assert axw(*base, "train", *common, "--method", "diffmean")[0] == 0
+    assert axw(*base, "latent", *common, "--method", "diffmean")[0] == 0
+    code, _, err = axw(*base, "steer", *common, "--method", "diffmean", "--factors", "0.5,2", "--instructions", "4",
+                       "--max-new-tokens", "6", "--no-progress")
+    assert code == 0, err
+    code, out, err = axw(*base, "judge", "--no-progress")
+    assert code == 0, err
+    with Catalog(catalog_path, read_only=True) as cat:
+        model = cat.sql("SELECT DISTINCT model FROM steering_outputs").fetchall()[0][0]
+        n_out = cat.count("steering_outputs")
+        rows = cat.sql("SELECT output_id, judge, criterion, score, score_source, parse_ok, raw, run_id "
+                       "FROM judge_scores").fetchall()
+        cals = {r[0]: r[1:] for r in cat.sql(
+            "SELECT calibration_id, criterion, threshold_low, threshold_high, run_id FROM judge_calibration"
+        ).fetchall()}
+        ppl = cat.count("output_perplexity")
+        board = cat.sql("SELECT count(*) FROM steering_scores WHERE score IS NOT NULL").fetchall()[0][0]
+    assert f"judge proxy:{model}: {3 * n_out} ratings" in out
+    assert len(rows) == 3 * n_out == 3 * 3 * 4 * 2
+    assert {r[1] for r in rows} == {f"proxy:{model}"}
+    assert {(r[4], r[5]) for r in rows} == {("proxy", True)} and {r[3] for r in rows} <= {0.0, 1.0, 2.0}
+    assert sorted({r[2] for r in rows}) == ["concept", "fluency", "instruction"]
+    for r in rows:
+        raw = json.loads(r[6])
+        crit, low, high, run = cals[raw["calibration_id"]]
+        assert raw["rubric"] == "proxy-v1" and crit == r[2] and run == r[7]
+        assert (raw["threshold_low"], raw["threshold_high"]) == (low, high)
+        want = 0 if raw["value"] is None or raw["value"] < low else 1 if raw["value"] < high else 2
+        assert r[3] == want
+    assert len([c for c in cals.values() if c[0] == "concept"]) == 3 and ppl == n_out and board == n_out
+    code, out, _ = axw(*base, "judge", "--no-progress")
+    assert code == 0 and "nothing to do" in out
