@@ -214,32 +214,30 @@ def run_cmd(
 ) -> None:
     """Bring the warehouse up to date: run the next commands `axw status` lists (activations, train, latent, judge),
     in order, until it lists none."""
-    import shlex
-
     from stages.status import workflow_status
 
     catalog = ["--catalog", str(ctx.obj["catalog"])] if ctx.obj.get("catalog") else []
-    ran: list[str] = []
+    ran: list[tuple[str, ...]] = []
     while True:
         with _catalog(ctx, read_only=True) as cat:
-            todo = list(dict.fromkeys(workflow_status(cat).next_commands))
+            todo = workflow_status(cat).steps()
         if not todo:
             typer.echo(f"up to date: {len(ran)} commands run" if ran else "up to date: nothing to do")
             return
         if dry_run:
-            typer.echo("\n".join(todo))
+            typer.echo("\n".join(step.text() for step in todo))
             return
-        for command in todo:
-            argv = shlex.split(command)
-            if argv[:1] != ["axw"] or len(argv) < 2 or argv[1] not in ("activations", "train", "latent", "judge"):
-                raise AxwError(f"`axw run` cannot do this step itself: {command}")
-            if command in ran:  # ran once and still listed: running it again would loop
-                raise AxwError(f"`{command}` ran, but `axw status` still lists it (see `axw status`)")
-            typer.echo(f"$ {command}")
+        for step in todo:  # the argument lists status built: executed as they are, never re-parsed from text
+            argv = step.argv
+            if argv[:1] != ("axw",) or len(argv) < 2 or argv[1] not in ("activations", "train", "latent", "judge"):
+                raise AxwError(f"`axw run` cannot do this step itself: {step.text()}")
+            if argv in ran:  # ran once and still listed: running it again would loop
+                raise AxwError(f"`{step.text()}` ran, but `axw status` still lists it (see `axw status`)")
+            typer.echo(f"$ {step.text()}")
             code = run([*catalog, *argv[1:]])
             if code:
                 raise typer.Exit(code)
-            ran.append(command)
+            ran.append(argv)
 
 
 @models_app.command("pull")
