@@ -270,6 +270,8 @@ def demo_cmd(
                                            "LLM first, then run the latent benchmark on it.")] = False,
     steering: Annotated[bool, typer.Option("--steering/--no-steering", help="Also steer (DiffMean + prompt "
                                            "baseline) and judge a few concepts.")] = True,
+    concepts: Annotated[Optional[int], typer.Option("--concepts", help="Only the first N of the 10 concepts (2..10; "
+                                                    "concept set concept10-firstN): a quicker check.")] = None,
 ) -> None:
     """The whole benchmark (latent, then steering) on the shipped Concept10 data and the embedded model."""
     from stages.demo import DemoConfig, run_demo
@@ -281,13 +283,13 @@ def demo_cmd(
             run_generate_demo(cat, model, layer, echo=typer.echo, **({"methods": tuple(method)} if method else {}))
         return
 
-    cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()))
+    cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()), concepts=concepts)
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
         if steering:
             from stages.steer_demo import run_steering_demo
 
-            run_steering_demo(cat, model, layer, echo=typer.echo)
+            run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.subset_name())
 
 
 # -- LLM data generation (issue 4) ------------------------------------------------------------------------------

@@ -51,6 +51,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def embedded_concept10(tmp_path_factory) -> Path:
+    """The shipped Concept10 imported (concept set concept10), embedded SmolLM2's activations at its default layer 18,
+    DiffMean/PCA/LAT/Probe trained and the latent-eval set scored — `axw demo`'s latent half, built once per session
+    for the tests that only read it. Returns the catalog path."""
+    from axwarehouse.catalog import Catalog
+    from stages.demo import DemoConfig, run_demo
+
+    path = tmp_path_factory.mktemp("concept10") / "catalog.duckdb"
+    with Catalog(path) as cat:
+        run_demo(cat, DemoConfig(), echo=lambda _text: None)
+    return path
+
+
 def write_release(root: Path, n_concepts: int = 3, n_pos: int = 8, n_neg: int = 8, n_eval: int = 6) -> Path:
     """A small release in AxBench's layout, cut from the shipped Concept10 data (same columns and categories)."""
     meta = [json.loads(line) for line in (CONCEPT10 / "generate" / "metadata.jsonl").read_text().splitlines()]

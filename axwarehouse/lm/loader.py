@@ -15,6 +15,7 @@ cache on first use without their packages' dependencies (axwarehouse/lm/model_ca
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -132,6 +133,34 @@ def _offline_env() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Keep transformers' per-load progress bars ("Loading weights", and the GGUF "Converting and de-quantizing"
+    bar, which bypasses transformers' switch by importing tqdm itself) off the user's terminal: a model load is not
+    a long step of ours, and the stage that loads it shows its own bar."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_utils = getattr(transformers, "modeling_gguf_pytorch_utils", None)
+    if gguf_utils is None:
+        try:
+            from transformers import modeling_gguf_pytorch_utils as gguf_utils
+        except ImportError:  # a transformers without GGUF support: nothing to silence
+            gguf_utils = None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 @functools.lru_cache(maxsize=2)
 def load(spec: str, dtype: str = "float32") -> LoadedModel:
     """Load model + tokenizer for ``spec`` (cached per process). Raises AxwError when it cannot be loaded offline."""
@@ -144,9 +173,10 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     local_only = {"local_files_only": True}
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs, **local_only)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
+        with quiet_loading():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs, **local_only)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AxwError(f"cannot load model {spec!r} offline: {first}") from exc
