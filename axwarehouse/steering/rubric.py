@@ -110,11 +110,3 @@ def read_axbench_rubric(path: str | Path) -> Rubric:
     digest = hashlib.sha256("\x00".join(templates[c] for c in CRITERIA).encode()).hexdigest()[:12]
     return Rubric(f"axbench:{digest}", templates, str(file.resolve()))
 
-
-def rubric_label(name: str | None) -> str:
-    """Human wording of a rubric name (NULL = rated before the rubric was recorded = ours)."""
-    if name is None or name == OURS:
-        return "our rubric wording"
-    if name.startswith("axbench:"):
-        return "AxBench's rubric (read from a checkout)"
-    return name
