@@ -211,3 +211,17 @@ def test_proxy_and_axbench_labels(catalog_path):
     assert labels == {"proxy:embedded:smollm2": "proxy judge (offline, not AxBench's LLM judge)",
                       "openai:gpt-4o-mini": "AxBench's judge: gpt-4o-mini with AxBench's rubric (read from a "
                                             "checkout)"}
+
+
+def test_report_groups_each_judge_config_apart():
+    """Two configs of one judge are separate report groups (named by their hash); a single config keeps the name."""
+    import pandas as pd
+
+    from axwarehouse.report.steering_pages import _group_label
+
+    df = pd.DataFrame({"concept_set": ["s"] * 3, "model": ["m"] * 3, "layer": [2] * 3,
+                       "judge": ["openai:gpt-4o-mini", "openai:gpt-4o-mini", "embedded:smollm2"],
+                       "judge_config_hash": ["aaaaaaaa11", "bbbbbbbb22", "cccccccc33"]})
+    assert _group_label(df).tolist() == ["s · m · L2 · judged by openai:gpt-4o-mini@aaaaaaaa",
+                                         "s · m · L2 · judged by openai:gpt-4o-mini@bbbbbbbb",
+                                         "s · m · L2 · judged by embedded:smollm2"]

@@ -95,6 +95,10 @@ def steering_frames(cat: Catalog, judge_failures: str = "zero") -> tuple[pd.Data
 
 def _group_label(df: pd.DataFrame) -> pd.Series:
     judge = df["judge"].fillna("").astype(str)
+    # one judge rated with several settings or rubrics: each config is its own group, named by its hash
+    cfg = df["judge_config_hash"].fillna("").astype(str)
+    several = df.assign(_j=judge, _c=cfg).groupby("_j")["_c"].transform("nunique") > 1
+    judge = judge.where(~several, judge + "@" + cfg.str[:8])
     return (df["concept_set"].fillna("").astype(str) + " · " + df["model"].fillna("").astype(str) + " · L"
             + df["layer"].astype("string").fillna("?") + judge.where(judge == "", " · judged by " + judge))
 
