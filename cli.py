@@ -31,6 +31,9 @@ app.add_typer(leaderboard_app, name="leaderboard")
 models_app = typer.Typer(help="The embedded models' cache (fetched on first use; pull ahead for offline use).",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
+judge_app = typer.Typer(help="Rate steered generations with an LLM judge; `axw judge compare A B` checks two judges' "
+                        "agreement.")
+app.add_typer(judge_app, name="judge")
 
 DEFAULT_MODEL = "embedded:smollm2"
 DEFAULT_CONCEPT_SET = "concept10"
@@ -447,7 +450,17 @@ def steer_cmd(
     typer.echo(out.summary())
 
 
-@app.command("judge")
+class JudgeFailures(str, Enum):
+    zero = "zero"
+    drop = "drop"
+
+
+JudgeFailuresOpt = Annotated[JudgeFailures, typer.Option(
+    "--judge-failures", help="What a judge answer without a valid rating counts as: zero = 0, as AxBench scores it "
+    "(default); drop = left out of the means.")]
+
+
+@judge_app.callback(invoke_without_command=True)
 def judge_cmd(
     ctx: typer.Context,
     judge: Annotated[str, typer.Option("--judge", help="proxy (default: offline, measured — concept classifier, "
@@ -469,19 +482,42 @@ def judge_cmd(
     dtype: Dtype = "float32",
     workers: Workers = 0,
     ray_address: RayAddress = None,
+    rubric_from: Annotated[Optional[Path], typer.Option(
+        "--rubric-from", help="AxBench checkout (or its axbench/evaluators/prompt_templates.py): judge with "
+        "AxBench's own rubric templates, read as data (never imported). Default: our wording.")] = None,
 ) -> None:
     """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
+    if ctx.invoked_subcommand:  # `axw judge compare ...`: the subcommand does the work
+        return
     from stages.judge import CRITERIA, JudgeConfig, run_judge
 
     cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
                       methods=tuple(m.strip().lower() for m in method or ()),
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
-                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype)
+                      seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype,
+                      rubric_from=str(rubric_from) if rubric_from else None)
     if _on_ray(ctx, "judge", cfg, workers, ray_address):
         return
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)
     typer.echo(out.summary())
+
+
+@judge_app.command("compare")
+def judge_compare_cmd(
+    ctx: typer.Context,
+    a: Annotated[str, typer.Argument(help="Judge A: BACKEND:MODEL, optionally @CONFIGHASH (prefix) to pin one config.")],
+    b: Annotated[str, typer.Argument(help="Judge B, the same way.")],
+    judge_failures: JudgeFailuresOpt = JudgeFailures.zero,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Agreement of two judges on the outputs both rated: per criterion Spearman, Cohen's kappa, n (view judge_agreement)."""
+    from stages.judge_agreement import compare_judges
+
+    with _catalog(ctx, read_only=True) as cat:
+        rel, header = compare_judges(cat, a, b, judge_failures.value)
+        typer.echo(header)
+        _echo_table(rel, fmt)
 
 
 @leaderboard_app.command("steering")
@@ -491,16 +527,19 @@ def leaderboard_steering_cmd(
     judge: Annotated[Optional[str], typer.Option("--judge", help="Only this judge.")] = None,
     baseline: Annotated[Optional[str], typer.Option("--winrate-vs", help="Also print win rates against this "
                                                     "method (e.g. prompt).")] = None,
+    judge_failures: JudgeFailuresOpt = JudgeFailures.zero,
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Steering score per method: test split at the factor chosen on the selection split (view steering_leaderboard)."""
-    from stages.leaderboard import steering_leaderboard, winrate_table
+    from stages.leaderboard import failures_note, steering_leaderboard, winrate_table
 
     with _catalog(ctx, read_only=True) as cat:
-        _echo_table(steering_leaderboard(cat, concept_set, judge), fmt)
+        _echo_table(steering_leaderboard(cat, concept_set, judge, judge_failures.value), fmt)
         if baseline:
             typer.echo("")
-            _echo_table(winrate_table(cat, baseline, concept_set), fmt)
+            _echo_table(winrate_table(cat, baseline, concept_set, judge_failures.value), fmt)
+        # the count is also a column (n_failed_ratings); the sentence goes to stderr when stdout is data
+        typer.echo(failures_note(cat, concept_set, judge, judge_failures.value), err=fmt != OutputFormat.table)
 
 
 # -- reports, compare, export (issue 7) ---------------------------------------------------------------------------

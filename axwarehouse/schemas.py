@@ -224,6 +224,18 @@ JUDGE_SCORES = _schema(  # one judge rating of one output on one criterion
     pa.field("parse_error", pa.string()),  # empty | no_rating | not_a_number | out_of_range | transport: ...
     pa.field("raw", pa.string()),  # the judge's full answer
     pa.field("request_hash", pa.string()),  # llm_calls key of the answer
+    pa.field("rubric", pa.string()),  # axw-v1 (ours) | axbench:<hash> (AxBench's, read from a checkout) | proxy-v1;
+    # NULL in files written before the column existed = ours
+)
+
+JUDGE_CONFIGS = _schema(  # the settings behind each judge config_hash, so leaderboards show them (not only a hash)
+    pa.field("judge", pa.string(), nullable=False),  # BACKEND:MODEL, as in judge_scores
+    pa.field("judge_config_hash", pa.string(), nullable=False),  # judge_scores.config_hash
+    pa.field("rubric", pa.string()),
+    pa.field("rubric_source", pa.string()),  # the templates file read by --rubric-from (NULL: ours)
+    pa.field("temperature", pa.float64()),
+    pa.field("max_tokens", pa.int32()),
+    pa.field("seed", pa.int64()),
 )
 
 OUTPUT_PERPLEXITY = _schema(  # perplexity of each generation under the unsteered target model
@@ -239,6 +251,7 @@ TABLES.update({
     "steering_outputs": STEERING_OUTPUTS,
     "judge_scores": JUDGE_SCORES,
     "output_perplexity": OUTPUT_PERPLEXITY,
+    "judge_configs": JUDGE_CONFIGS,
 })
 PARTITIONS.update({
     "steering_instructions": [],
@@ -246,6 +259,7 @@ PARTITIONS.update({
     "steering_outputs": ["method"],
     "judge_scores": ["judge"],
     "output_perplexity": [],
+    "judge_configs": [],
 })
 # --- issue 6: SAEs trained by `axw sae train` (files in the SAELens layout under warehouse/saes/) ---
 TABLES["saes"] = _schema(

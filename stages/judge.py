@@ -4,11 +4,15 @@ judge into `judge_scores`, and its perplexity under the unsteered target model i
 * Calls go through the cached LLM client (`llm_calls`): a re-run, or a second judge run over the same outputs,
   asks nothing again. One attempt per rating (as AxBench): a bad answer is recorded, not redrawn. Transport
   failures write no row, so the next run retries them.
-* Unparseable answers keep the reason and the raw text and are never scored 0: NULL for hosted judges; the
-  embedded judge's rating slot is decoded under constraint instead (``score_source = 'constrained'``, see
+* Unparseable answers keep the reason and the raw text; the table stores no score for them (NULL) and the steering
+  views apply the rule: scored 0 as AxBench does (default), or left out (``--judge-failures drop``). The embedded
+  judge's rating slot is decoded under constraint instead (``score_source = 'constrained'``, see
   :mod:`axwarehouse.steering.judge`), which also gives every embedded rating an expected score Σ p(k)·k.
-* Incremental by (output_id, judge, criterion, config_hash); config_hash = the judge's prompts, temperature, max
-  tokens and seed. Work is written in chunks, each one atomic file (plus the cache rows it paid for).
+* The rubric is ours by default; ``--rubric-from PATH`` reads AxBench's own templates from a checkout
+  (:mod:`axwarehouse.steering.rubric`). Each row names its rubric; ``judge_configs`` records the settings.
+* Incremental by (output_id, judge, criterion, config_hash); config_hash = the rubric's templates (and its name
+  when not ours), temperature, max tokens and seed. Work is written in chunks, each one atomic file (plus the
+  cache rows it paid for).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.loader import check_device, resolve_dtype
 from axwarehouse.lineage import config_hash
-from axwarehouse.steering.judge import CRITERIA, PROMPTS, judge_prompt, parse_rating, rating_slot
+from axwarehouse.steering.judge import CRITERIA, parse_rating, rating_slot
+from axwarehouse.steering.rubric import Rubric, ours, read_axbench_rubric
 
 DEFAULT_JUDGE = "proxy"  # offline, measured (stages.judge_proxy); embedded:smollm2 is the offline LLM judge
 AXBENCH_JUDGE = "openai:gpt-4o-mini"
@@ -48,17 +53,23 @@ class JudgeConfig:
     device: str = "cpu"  # where embedded models run: the embedded judge and the perplexity model (not hashed)
     dtype: str = "float32"  # their dtype (auto | bfloat16 | float32)
     concepts: tuple[int, ...] = ()  # only outputs of these concepts (a distributed shard; needs concept_set)
+    rubric_from: str | None = None  # an AxBench checkout (or its prompt_templates.py) to read the rubric from
+
+    def rubric(self) -> Rubric:
+        return read_axbench_rubric(self.rubric_from) if self.rubric_from else ours()
 
 
 @dataclass
 class JudgeResult:
     judge: str = ""
+    rubric: str = ""
     rated: int = 0
     skipped: int = 0
     parse_failures: dict[str, int] = field(default_factory=dict)
     transport_failures: int = 0
     expected: int = 0
     constrained: int = 0
+    failed: int = 0  # ratings written with no score (parse failure not rescued by constrained decoding)
     perplexities: int = 0
     seconds: float = 0.0
     calls: int = 0
@@ -69,10 +80,12 @@ class JudgeResult:
             return f"judge {self.judge}: all {self.skipped} ratings present, nothing to do"
         fails = sum(self.parse_failures.values())
         detail = ", ".join(f"{k} {v}" for k, v in sorted(self.parse_failures.items()))
-        lines = [f"judge {self.judge}: {self.rated} ratings in {self.seconds:.1f}s "
+        lines = [f"judge {self.judge} (rubric {self.rubric}): {self.rated} ratings in {self.seconds:.1f}s "
                  f"({self.calls} calls, {self.cache_hits} cache hits), {self.skipped} already present; "
                  f"parse failures {fails}" + (f" ({detail})" if detail else "")
                  + f"; constrained ratings {self.constrained}; expected scores {self.expected}"]
+        if self.rated:
+            lines.append(failed_line(self.failed))
         if self.transport_failures:
             lines.append(f"judge: {self.transport_failures} calls failed in transport (no row written; re-run to "
                          "retry)")
@@ -81,10 +94,22 @@ class JudgeResult:
         return "\n".join(lines)
 
 
-def judge_hash(cfg: JudgeConfig) -> str:
-    """What defines a rating besides the output: the rubric texts and the sampling parameters."""
-    return config_hash({"prompts": {k: PROMPTS[k] for k in sorted(PROMPTS)}, "temperature": cfg.temperature,
-                        "max_tokens": cfg.max_tokens, "seed": cfg.seed})
+def failed_line(n: int) -> str:
+    """The status line for ratings without a score, saying what the leaderboard does with them."""
+    return (f"judge failures: {n} ratings without a valid rating (scored 0 on the steering leaderboard, AxBench's "
+            "rule; `axw leaderboard steering --judge-failures drop` leaves them out)")
+
+
+def judge_hash(cfg: JudgeConfig, rubric: Rubric | None = None) -> str:
+    """What defines a rating besides the output: the rubric texts and the sampling parameters. The rubric's name
+    joins the hash only when it is not ours, so ratings made with our wording before rubrics were named keep
+    their hash (their templates are the same)."""
+    rubric = rubric or ours()
+    spec = {"prompts": {k: rubric.templates[k] for k in sorted(rubric.templates)}, "temperature": cfg.temperature,
+            "max_tokens": cfg.max_tokens, "seed": cfg.seed}
+    if not rubric.is_ours:
+        spec["rubric"] = rubric.name
+    return config_hash(spec)
 
 
 def _request_seed(seed: int, output_id: str, criterion: str) -> int:
@@ -139,15 +164,17 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
-    jhash = judge_hash(cfg)
+    rubric = cfg.rubric()
+    jhash = judge_hash(cfg, rubric)
     backend = make_backend(spec, base_url=cfg.base_url, timeout=cfg.timeout, concurrency=cfg.concurrency,
                            batch_size=cfg.batch_size)
     # embedded model names already carry their "embedded:" prefix (embedded:smollm2, or embedded:<path>)
     judge = backend.model if backend.model.startswith("embedded:") else f"{spec.backend}:{backend.model}"
-    result = JudgeResult(judge=judge)
+    result = JudgeResult(judge=judge, rubric=rubric.name)
     todo, result.skipped = pending_ratings(cat, cfg, judge, jhash)
     config = {"judge": judge, "judge_config_hash": jhash, "concept_set": cfg.concept_set,
-              "methods": list(cfg.methods), "criteria": list(cfg.criteria)}
+              "methods": list(cfg.methods), "criteria": list(cfg.criteria), "rubric": rubric.name,
+              "temperature": cfg.temperature, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
     if not todo and not (cfg.perplexity and _missing_perplexity(cat, cfg)):
         return result
     started = time.perf_counter()
@@ -162,20 +189,26 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
             from tqdm import tqdm
 
             cache = ResponseCache(cat, run, stage="judge")
+            run.write("judge_configs", pa.table({
+                "judge": [judge], "judge_config_hash": [jhash], "rubric": [rubric.name],
+                "rubric_source": pa.array([rubric.source], pa.string()),
+                "temperature": pa.array([cfg.temperature], pa.float64()),
+                "max_tokens": pa.array([cfg.max_tokens], pa.int32()), "seed": pa.array([cfg.seed], pa.int64())}))
             bar = tqdm(total=len(todo), desc="judge", unit="rating", file=sys.stderr, disable=not progress,
                        dynamic_ncols=True)
             try:
                 with LLMClient(backend, cache, concurrency=cfg.concurrency, max_attempts=1) as client:
                     for start in range(0, len(todo), cfg.chunk):
                         chunk = todo[start:start + cfg.chunk]
-                        prompts = [judge_prompt(crit, concept or "", instr or "", gen or "")
+                        prompts = [rubric.prompt(crit, concept or "", instr or "", gen or "")
                                    for _, crit, concept, instr, gen in chunk]
                         reqs = [LLMRequest.user(p, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                                 seed=_request_seed(cfg.seed, oid, crit), purpose=f"judge_{crit}",
                                                 tag=oid)
                                 for p, (oid, crit, *_) in zip(prompts, chunk)]
                         outcomes = client.run(reqs, validate=lambda comp: (comp.text, None))
-                        _write_chunk(run, cfg, judge, jhash, chunk, prompts, reqs, outcomes, client, result)
+                        _write_chunk(run, cfg, judge, jhash, rubric.name, chunk, prompts, reqs, outcomes, client,
+                                     result)
                         cache.flush()
                         bar.update(len(chunk))
                         bar.set_postfix_str(client.stats.line())
@@ -189,8 +222,8 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     return result
 
 
-def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, chunk: list[tuple], prompts: list[str],
-                 reqs: list, outcomes: list, client, result: JudgeResult) -> None:
+def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, rubric: str, chunk: list[tuple],
+                 prompts: list[str], reqs: list, outcomes: list, client, result: JudgeResult) -> None:
     keep = [k for k, o in enumerate(outcomes) if not (o.error or "").startswith("transport")]
     result.transport_failures += len(outcomes) - len(keep)
     if not keep:
@@ -214,6 +247,7 @@ def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, chunk: list
     result.rated += len(keep)
     result.expected += sum(e is not None for e in expected)
     result.constrained += sum(src == "constrained" for src in sources)
+    result.failed += sum(s is None for s in scores)
     run.write("judge_scores", pa.table({
         "output_id": [chunk[k][0] for k in keep], "judge": [judge] * len(keep),
         "criterion": [chunk[k][1] for k in keep],
@@ -221,7 +255,7 @@ def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, chunk: list
         "expected_score": pa.array(expected, pa.float64()),
         "parse_ok": [p.ok for p in parsed], "parse_error": [p.error for p in parsed],
         "raw": [outcomes[k].text for k in keep], "request_hash": [client.key(reqs[k]) for k in keep],
-        "config_hash": [jhash] * len(keep)}))
+        "rubric": [rubric] * len(keep), "config_hash": [jhash] * len(keep)}))
 
 
 def _missing_perplexity(cat: Catalog, cfg: JudgeConfig) -> list[tuple]:

@@ -14,31 +14,52 @@ def latent_leaderboard(cat: Catalog, concept_set: str | None = None) -> duckdb.D
                    [concept_set] if concept_set else None)
 
 
-def steering_leaderboard(cat: Catalog, concept_set: str | None = None, judge: str | None = None
-                         ) -> duckdb.DuckDBPyRelation:
-    """Rows of the `steering_leaderboard` view (test split at the selection-chosen factor), best first."""
-    where, params = [], []
+def _steering_filters(concept_set: str | None, judge: str | None, judge_failures: str) -> tuple[str, list]:
+    where, params = ["judge_failures = ?"], [judge_failures]
     if concept_set:
         where.append("concept_set = ?")
         params.append(concept_set)
     if judge:
         where.append("judge = ?")
         params.append(judge)
-    clause = ("WHERE " + " AND ".join(where)) if where else ""
-    return cat.sql(f"""SELECT method, model, layer, concept_set, judge, judge_note, mean_score, mean_concept,
+    return " AND ".join(where), params
+
+
+def steering_leaderboard(cat: Catalog, concept_set: str | None = None, judge: str | None = None,
+                         judge_failures: str = "zero") -> duckdb.DuckDBPyRelation:
+    """Rows of the `steering_leaderboard` view (test split at the selection-chosen factor), best first, under one
+    judge-failure rule ('zero': failed ratings score 0 as in AxBench; 'drop': left out), with the judge settings
+    that tell judge configs apart."""
+    where, params = _steering_filters(concept_set, judge, judge_failures)
+    return cat.sql(f"""SELECT method, model, layer, concept_set, judge, judge_note, judge_failures, rubric,
+                              judge_temperature, judge_max_tokens, judge_seed, mean_score, mean_concept,
                               mean_instruction, mean_fluency, mean_perplexity, mean_best_factor, n_concepts,
-                              n_parse_failures, n_constrained_ratings
-                       FROM steering_leaderboard {clause}
-                       ORDER BY concept_set, model, layer, judge, mean_score DESC NULLS LAST""", params or None)
+                              n_parse_failures, n_failed_ratings, n_constrained_ratings, judge_config_hash
+                       FROM steering_leaderboard WHERE {where}
+                       ORDER BY concept_set, model, layer, judge, judge_config_hash, mean_score DESC NULLS LAST""",
+                   params)
 
 
-def winrate_table(cat: Catalog, baseline: str = "prompt", concept_set: str | None = None) -> duckdb.DuckDBPyRelation:
-    """Rows of the `winrate` view against ``baseline``."""
-    where, params = ["baseline = ?"], [baseline]
+def failures_note(cat: Catalog, concept_set: str | None = None, judge: str | None = None,
+                  judge_failures: str = "zero") -> str:
+    """One line: how many test ratings at the chosen factors had no valid rating, and what the rule did."""
+    where, params = _steering_filters(concept_set, judge, judge_failures)
+    n = cat.sql(f"SELECT coalesce(sum(n_failed_ratings), 0) FROM steering_leaderboard WHERE {where}",
+                params).fetchall()[0][0]
+    what = ("scored 0 (AxBench's rule; --judge-failures drop leaves them out)" if judge_failures == "zero"
+            else "left out of the means (--judge-failures drop; AxBench scores them 0)")
+    return f"judge failures: {int(n)} ratings without a valid rating at the chosen factors, {what}"
+
+
+def winrate_table(cat: Catalog, baseline: str = "prompt", concept_set: str | None = None,
+                  judge_failures: str = "zero") -> duckdb.DuckDBPyRelation:
+    """Rows of the `winrate` view against ``baseline`` under one judge-failure rule."""
+    where, params = ["baseline = ?", "judge_failures = ?"], [baseline, judge_failures]
     if concept_set:
         where.append("concept_set = ?")
         params.append(concept_set)
-    return cat.sql(f"""SELECT method, baseline, model, layer, concept_set, judge, n_pairs, win_rate, loss_rate,
-                              tie_rate, n_unscored
+    return cat.sql(f"""SELECT method, baseline, model, layer, concept_set, judge, judge_failures, rubric,
+                              judge_temperature, judge_max_tokens, judge_seed, n_pairs, win_rate, loss_rate,
+                              tie_rate, n_unscored, judge_config_hash
                        FROM winrate WHERE {' AND '.join(where)}
-                       ORDER BY concept_set, model, layer, judge, win_rate DESC""", params)
+                       ORDER BY concept_set, model, layer, judge, judge_config_hash, win_rate DESC""", params)

@@ -213,6 +213,21 @@ def _steering_status(cat: Catalog, st: Status, concept_set: str, model: str, lay
         st.lines.append(f"    steering {method:<10} {n} outputs, {n_concepts} concepts"
                         + (f", judged by {', '.join(judges)}" if judges else "")
                         + ("; " + "; ".join(notes) if notes else ", up to date"))
+    _judge_failure_lines(cat, st, key, params)
+
+
+def _judge_failure_lines(cat: Catalog, st: Status, key: str, params: list) -> None:
+    """Per judge config: its ratings and how many had no valid rating (the leaderboard scores those 0)."""
+    if not cat.table_files("judge_scores"):
+        return
+    for judge, jhash, rubric, n, failed in _rows(cat, f"""
+            SELECT j.judge, j.config_hash, coalesce(max(j.rubric), 'axw-v1'), count(*),
+                   count(*) FILTER (WHERE j.score IS NULL)
+            FROM judge_scores j JOIN steering_outputs o ON o.output_id = j.output_id
+            WHERE {key} GROUP BY 1, 2 ORDER BY 1, 2""", params):
+        st.lines.append(f"    judge {judge} [{jhash[:8]}] rubric {rubric}: {n} ratings, {failed} without a valid "
+                        "rating (scored 0 on the steering leaderboard, AxBench's rule; --judge-failures drop "
+                        "leaves them out)")
 
 
 def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer: int, all_ids: list[int],

@@ -32,7 +32,7 @@ def run_steering_demo(cat: Catalog, model: str, layer: int | None, echo: Callabl
                       concepts: tuple[int, ...] = DEMO_CONCEPTS) -> None:
     """steer (diffmean + prompt) → judge → steering leaderboard + win rates, printing what each step did."""
     from stages.judge import JudgeConfig, run_judge
-    from stages.leaderboard import steering_leaderboard, winrate_table
+    from stages.leaderboard import failures_note, steering_leaderboard, winrate_table
     from stages.steer import SteerConfig, run_steer
 
     t0 = time.perf_counter()
@@ -47,5 +47,6 @@ def run_steering_demo(cat: Catalog, model: str, layer: int | None, echo: Callabl
          f"{len(concepts)} concepts, judge {judge}, factors {', '.join(map(str, DEMO_FACTORS))}, {DEMO_INSTRUCTIONS} "
          f"instructions, {DEMO_MAX_NEW_TOKENS} new tokens):")
     echo(render(steering_leaderboard(cat, concept_set), "table"))
+    echo(failures_note(cat, concept_set))
     echo("\nwin rate vs the prompt baseline (test split, each method at its best factor):")
     echo(render(winrate_table(cat, "prompt", concept_set), "table"))

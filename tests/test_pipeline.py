@@ -255,7 +255,7 @@ def test_delete_where_keeps_partition_column_values(tmp_path):
                 "criterion": ["concept"] * 3, "score": pa.array([0.0, 1.0, 2.0]),
                 "score_source": ["parsed"] * 3, "expected_score": pa.array([None] * 3, pa.float64()),
                 "parse_ok": [True] * 3, "parse_error": [""] * 3, "raw": ["x"] * 3, "request_hash": ["h"] * 3,
-                "config_hash": ["c"] * 3}))
+                "rubric": ["axw-v1"] * 3, "config_hash": ["c"] * 3}))
         (folder,) = {p.parent.name for p in cat.table_files("judge_scores")}
         assert folder.startswith("judge=") and folder != "judge=openai-compatible:fake-judge"
         assert cat.delete_where("judge_scores", "output_id = ?", ["b"]) == 1

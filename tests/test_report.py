@@ -235,7 +235,7 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
     assert "No steering data yet" in (out / "steering.html").read_text()
     assert "No steering data yet" in (out / "leaderboard.html").read_text()
     # real steering rows in the base tables (steering_outputs, judge_scores); the real views compute the rest.
-    # One rating fails to parse (NULL, parse_ok false): its output has no score and is left out of the means.
+    # One rating fails to parse (NULL, parse_ok false): under the default rule (AxBench's) its output scores 0.
     import pyarrow as pa
 
     rng = np.random.default_rng(0)
@@ -261,8 +261,9 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
                                        "score": None if bad else v, "expected_score": None, "parse_ok": not bad,
                                        "parse_error": "no_rating" if bad else "", "raw": "Rating: [[x]]",
                                        "score_source": None if bad else "parsed",
-                                       "request_hash": oid + crit, "config_hash": "j1"})
-                    scores[(m, c, f, split, i)] = (None if failed else 0.0 if s3.min() == 0
+                                       "request_hash": oid + crit, "rubric": "axw-v1", "config_hash": "j1"})
+                    # a failed rating scores 0 (AxBench's rule, the report's default), so the output scores 0
+                    scores[(m, c, f, split, i)] = (0.0 if failed else 0.0 if s3.min() == 0
                                                    else 3 / (1 / s3).sum())
     with Catalog(cat_path) as cat, cat.run("test-steering", {"synthetic": True}) as run:
         run.write("steering_outputs", pa.Table.from_pylist(outs))

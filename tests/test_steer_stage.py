@@ -84,13 +84,17 @@ def test_steer_writes_the_sweep_once(steered):
     assert tree_state(catalog_path.parent / "warehouse") == before and srv.chat_requests == n_req
 
 
-def _by_hand(cat: Catalog) -> tuple[dict, dict]:
-    """The leaderboard and win rates from raw rows (steering_outputs, judge_scores) in plain Python."""
+def _by_hand(cat: Catalog, rule: str = "drop") -> tuple[dict, dict]:
+    """The leaderboard and win rates from raw rows (steering_outputs, judge_scores) in plain Python. rule 'drop':
+    a failed rating (NULL) leaves its output unscored (the behaviour before AxBench's rule was the default);
+    'zero': it counts as 0 (AxBench's DEFAULT_RATING)."""
     outs = {r[0]: r[1:] for r in cat.sql("SELECT output_id, method, concept_id, factor, input_id, split "
                                          "FROM steering_outputs").fetchall()}
     ratings: dict[str, dict[str, float | None]] = defaultdict(dict)
+    n_failed: dict[str, int] = defaultdict(int)
     for oid, crit, score in cat.sql("SELECT output_id, criterion, score FROM judge_scores").fetchall():
-        ratings[oid][crit] = score
+        ratings[oid][crit] = 0.0 if score is None and rule == "zero" else score
+        n_failed[oid] += score is None
     s_of: dict[str, float | None] = {}
     for oid, r in ratings.items():
         c, i, f = r["concept"], r["instruction"], r["fluency"]
@@ -116,7 +120,11 @@ def _by_hand(cat: Catalog) -> tuple[dict, dict]:
             and test_rows[k] is not None and test_rows[("prompt",) + k[1:]] is not None]
     win = {"n": len(wins), "win": sum(d > 1e-6 for d in wins) / len(wins), "tie": sum(abs(d) <= 1e-6 for d in wins)
            / len(wins)} if wins else {"n": 0}
-    return board, {"best": best, "win": win}
+    failed_at_best = defaultdict(int)  # test ratings without a score at each concept's chosen factor
+    for oid, (m, cid, f, _i, split) in outs.items():
+        if split == "test" and best.get((m, cid)) == f:
+            failed_at_best[m] += n_failed[oid]
+    return board, {"best": best, "win": win, "failed": dict(failed_at_best)}
 
 
 def test_judge_views_and_leaderboard_reproduce_from_raw_rows(steered):
@@ -131,25 +139,31 @@ def test_judge_views_and_leaderboard_reproduce_from_raw_rows(steered):
                         "FROM judge_scores WHERE NOT parse_ok GROUP BY 1 ORDER BY 1").fetchall()
         zero_from_failure = cat.count("judge_scores", "NOT parse_ok AND score = 0")
         ppl = cat.sql("SELECT count(*), min(perplexity) > 1 FROM output_perplexity").fetchall()[0]
-        board_view = {m: s for m, s, note in cat.sql(
-            "SELECT method, mean_score, judge_note FROM steering_leaderboard").fetchall()}
+        views = {}
+        for rule in ("zero", "drop"):  # both rules, each against its own computation by hand
+            views[rule] = (
+                dict(cat.sql("SELECT method, mean_score FROM steering_leaderboard WHERE judge_failures = ?",
+                             [rule]).fetchall()),
+                {(m, c): f for m, c, f in cat.sql("SELECT method, concept_id, best_factor FROM steering_best_factor "
+                                                  "WHERE judge_failures = ?", [rule]).fetchall()},
+                cat.sql("SELECT n_pairs, win_rate, tie_rate FROM winrate WHERE method = 'diffmean' "
+                        "AND baseline = 'prompt' AND judge_failures = ?", [rule]).fetchall(),
+                _by_hand(cat, rule))
         notes = {r[0] for r in cat.sql("SELECT DISTINCT judge FROM steering_leaderboard").fetchall()}
-        best_view = {(m, c): f for m, c, f in cat.sql(
-            "SELECT method, concept_id, best_factor FROM steering_best_factor").fetchall()}
-        win_view = cat.sql("SELECT n_pairs, win_rate, tie_rate FROM winrate WHERE method = 'diffmean' "
-                           "AND baseline = 'prompt'").fetchall()
-        board, extra = _by_hand(cat)
+        best_view = views["zero"][1]
     assert n == 3 * 48
     assert sum(c for _, c, _, _ in fails) > 0 and all(null and raw for _, _, null, raw in fails)
     assert {e for e, *_ in fails} <= {"no_rating", "out_of_range"} and zero_from_failure == 0
     assert f"parse failures {sum(c for _, c, _, _ in fails)}" in out
     assert ppl == (48, True)
     assert notes == {"openai-compatible:fake-judge"}
-    assert best_view == extra["best"]
-    assert set(board_view) == set(board) and all(math.isclose(board_view[m], board[m], abs_tol=1e-12) for m in board)
-    if extra["win"]["n"]:
-        assert win_view[0][0] == extra["win"]["n"]
-        assert win_view[0][1] == pytest.approx(extra["win"]["win"]) and win_view[0][2] == pytest.approx(extra["win"]["tie"])
+    for rule, (board_view, best_rule, win_view, (board, extra)) in views.items():
+        assert best_rule == extra["best"], rule
+        assert set(board_view) == set(board) and all(math.isclose(board_view[m], board[m], abs_tol=1e-12)
+                                                     for m in board), rule
+        if extra["win"]["n"]:
+            assert win_view[0][0] == extra["win"]["n"]
+            assert win_view[0][1] == pytest.approx(extra["win"]["win"]) and win_view[0][2] == pytest.approx(extra["win"]["tie"])
     # a second judge run asks the server nothing and writes nothing
     n_req = srv.chat_requests
     code, out, _ = axw(*judge)
@@ -161,7 +175,8 @@ def test_judge_views_and_leaderboard_reproduce_from_raw_rows(steered):
         cat.delete_where("judge_scores", "output_id IN (SELECT output_id FROM steering_outputs "
                                          "WHERE split = 'test')")
         after = {(m, c): f for m, c, f in cat.sql(
-            "SELECT method, concept_id, best_factor FROM steering_best_factor").fetchall()}
+            "SELECT method, concept_id, best_factor FROM steering_best_factor WHERE judge_failures = 'zero'"
+        ).fetchall()}
         assert cat.count("judge_scores") < n
     assert after == best_view
 
@@ -261,3 +276,79 @@ def test_replace_drops_what_the_old_artifacts_produced(steered, monkeypatch):
     with Catalog(catalog_path, read_only=True) as cat:
         assert cat.count("judge_scores") == n_judged  # the 12 new outputs rated: 3 criteria each, as before
     assert "next: nothing to do" in axw(*base, "status")[1]
+
+
+GARBAGE = ("I cannot decide.", "Rating: [[banana]]", "Rating: [[5]]")
+
+
+def garbage_judge(body: dict) -> str:
+    """A judge whose answer has no valid rating for a third of the prompts; every valid rating is 1 or 2, so only
+    a failure can make a criterion 0."""
+    h = int(hashlib.sha256(body["messages"][-1]["content"].encode()).hexdigest()[:8], 16)
+    return GARBAGE[(h // 3) % 3] if h % 3 == 0 else f"Short explanation.\nRating: [[{1 + (h // 3) % 2}]]"
+
+
+def _board(out: str) -> dict[str, dict]:
+    import csv
+    import io
+
+    return {r["method"]: r for r in csv.DictReader(io.StringIO(out))}
+
+
+def test_failed_ratings_score_zero_by_default_and_drop_keeps_the_old_numbers(steered):
+    """AxBench's rule: a judge answer without a valid rating scores 0 on the leaderboard and is counted (judge
+    output, status, leaderboard column and note); --judge-failures drop gives the numbers of the old rule (failed
+    ratings left out). A second judge run with other settings is a separate, distinguishable leaderboard row."""
+    catalog_path, base, *_ = steered
+    with FakeChatServer(responder=garbage_judge) as srv:
+        judge = [*base, "judge", "--judge", "openai-compatible:garbage", "--judge-base-url", srv.base_url,
+                 "--no-progress", "--no-perplexity"]
+        code, judged, err = axw(*judge)
+        assert code == 0, err
+        with Catalog(catalog_path, read_only=True) as cat:
+            n_failed = cat.count("judge_scores", "score IS NULL")
+            n_garbage = cat.count("judge_scores", "raw IN (?, ?, ?)", list(GARBAGE))
+            n_total = cat.count("judge_scores")
+            zero, drop = _by_hand(cat, "zero"), _by_hand(cat, "drop")
+        assert n_total == 3 * 48 and n_failed == n_garbage and 3 * n_failed > n_total // 2
+        assert f"judge failures: {n_failed} ratings without a valid rating (scored 0" in judged
+        code, status, _ = axw(*base, "status")
+        assert code == 0 and f"rubric axw-v1: {n_total} ratings, {n_failed} without a valid rating (scored 0" in status
+
+        code, out, err = axw(*base, "leaderboard", "steering", "--format", "csv")
+        assert code == 0, err
+        board = _board(out)
+        assert {m: float(r["mean_score"]) for m, r in board.items()} == pytest.approx(zero[0], abs=1e-12)
+        assert {m: int(r["n_failed_ratings"]) for m, r in board.items()} == zero[1]["failed"]
+        assert sum(zero[1]["failed"].values()) > 0
+        assert {(r["judge_failures"], r["rubric"], r["judge_temperature"], r["judge_max_tokens"], r["judge_seed"])
+                for r in board.values()} == {("zero", "axw-v1", "0.7", "256", "42")}
+        assert all(r["judge_note"] == "openai-compatible:garbage (not AxBench's gpt-4o-mini) with our rubric "
+                   "wording; failed ratings scored 0 (AxBench's rule)" for r in board.values())
+        assert f"judge failures: {sum(zero[1]['failed'].values())} ratings without a valid rating at the chosen " \
+               "factors, scored 0" in err
+        code, table, _ = axw(*base, "leaderboard", "steering")
+        assert code == 0 and "scored 0 (AxBench's rule" in table.splitlines()[-1]
+
+        code, out, err = axw(*base, "leaderboard", "steering", "--format", "csv", "--judge-failures", "drop")
+        assert code == 0, err
+        old = _board(out)
+        # (a method whose every test output at the chosen factors lost a rating has no mean under drop: NULL)
+        assert {m: float(r["mean_score"]) for m, r in old.items() if r["mean_score"]} == pytest.approx(drop[0],
+                                                                                                    abs=1e-12)
+        assert {r["judge_failures"] for r in old.values()} == {"drop"}
+        assert all(r["judge_note"].endswith("failed ratings left out (drop)") for r in old.values())
+        assert drop[0] and any(abs(zero[0][m] - drop[0][m]) > 1e-6 for m in drop[0])  # the rules really differ
+
+        # the same judge with other settings: its own rows, told apart by the settings columns
+        code, _, err = axw(*judge, "--judge-max-tokens", "32", "--judge-temperature", "0.0", "--seed", "7")
+        assert code == 0, err
+    code, out, err = axw(*base, "leaderboard", "steering", "--format", "csv")
+    assert code == 0, err
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 2 * len(board)
+    settings = {(r["method"], r["judge_temperature"], r["judge_max_tokens"], r["judge_seed"]) for r in rows}
+    assert settings == {(m, t, k, s) for m in board for t, k, s in (("0.7", "256", "42"), ("0.0", "32", "7"))}

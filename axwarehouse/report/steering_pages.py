@@ -71,21 +71,34 @@ def _select(cat: Catalog, view: str, wanted: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
-def steering_frames(cat: Catalog) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per concept × method × factor × split mean of every criterion, chosen factor per method × concept)."""
+def _rule_filter(cat: Catalog, view: str, judge_failures: str) -> str:
+    """WHERE clause keeping one judge-failure rule (the views hold both: 'zero' as AxBench, 'drop')."""
+    return f"WHERE judge_failures = '{judge_failures}'" if "judge_failures" in _view_columns(cat, view) else ""
+
+
+def steering_frames(cat: Catalog, judge_failures: str = "zero") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per concept × method × factor × split mean of every criterion, chosen factor per method × concept), under
+    one judge-failure rule (default: failed ratings score 0, as AxBench)."""
+    if judge_failures not in ("zero", "drop"):
+        raise ValueError(f"judge_failures must be zero or drop, not {judge_failures!r}")
     crit = tuple(c for c in CRITERIA if any(n in _view_columns(cat, "steering_scores") for n in COLUMNS[c]))
     sel = _select(cat, "steering_scores", KEYS + ("factor", "split") + crit)
     means = ", ".join(f"avg({c}) AS {c}" for c in crit)
     keys = ", ".join(KEYS)
     per = cat.sql(f"SELECT {keys}, factor, split, {means}, count(*) AS n "
-                  f"FROM (SELECT {sel} FROM steering_scores) GROUP BY {keys}, factor, split").df()
+                  f"FROM (SELECT {sel} FROM steering_scores {_rule_filter(cat, 'steering_scores', judge_failures)}) "
+                  f"GROUP BY {keys}, factor, split").df()
     best = cat.sql(f"SELECT DISTINCT {_select(cat, 'steering_best_factor', KEYS + ('best_factor',))} "
-                   "FROM steering_best_factor").df()
+                   f"FROM steering_best_factor {_rule_filter(cat, 'steering_best_factor', judge_failures)}").df()
     return per, best
 
 
 def _group_label(df: pd.DataFrame) -> pd.Series:
     judge = df["judge"].fillna("").astype(str)
+    # one judge rated with several settings or rubrics: each config is its own group, named by its hash
+    cfg = df["judge_config_hash"].fillna("").astype(str)
+    several = df.assign(_j=judge, _c=cfg).groupby("_j")["_c"].transform("nunique") > 1
+    judge = judge.where(~several, judge + "@" + cfg.str[:8])
     return (df["concept_set"].fillna("").astype(str) + " · " + df["model"].fillna("").astype(str) + " · L"
             + df["layer"].astype("string").fillna("?") + judge.where(judge == "", " · judged by " + judge))
 
@@ -127,7 +140,8 @@ def add_steering_leaderboard(page: Page, cat: Catalog) -> list[tuple[str, dict]]
     lb = steering_leaderboard_rows(steering_at_best(per, best))
     page.para(f"Per concept: mean aggregate score (harmonic mean of concept, instruction and fluency, 0–2) on the "
               f"test split at the factor chosen on the selection split; mean over concepts with a 95% percentile "
-              f"bootstrap CI over concepts ({N_BOOT} resamples).")
+              f"bootstrap CI over concepts ({N_BOOT} resamples). A judge answer without a valid rating scores 0, "
+              f"as in AxBench.")
     page.add(table(["group", "method", "mean score", "CI low", "CI high", "concepts"],
                    [(r.group, r.method, r.mean, r.ci_low, r.ci_high, r.n_concepts) for r in lb.itertuples()]))
     spec = page.chart(charts.leaderboard_ci(lb, "mean aggregate score (0–2)", "Steering leaderboard (95% CI)",

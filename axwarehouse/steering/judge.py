@@ -3,9 +3,10 @@ parser, and the expected score from token probabilities.
 
 Each criterion is one user message asking for a short explanation followed by ``Rating: [[score]]`` on 0–2.
 Parsing follows AxBench (text after the **last** ``Rating:``, first line, brackets removed, trailing ``.``, quotes
-and ``*`` stripped, parsed as a number) except for failures: AxBench scores them 0, we record them as NULL with the
-reason (``empty``, ``no_rating``, ``not_a_number``, ``out_of_range``) and the raw answer, so they are counted and
-never mistaken for a verdict.
+and ``*`` stripped, parsed as a number). A failure is stored as NULL with the reason (``empty``, ``no_rating``,
+``not_a_number``, ``out_of_range``) and the raw answer, so it is counted and never mistaken for a verdict; the
+steering views then score it 0 as AxBench does (``judge_failures = 'zero'``, the default) or leave it out
+(``'drop'``). These prompts are our wording; :mod:`axwarehouse.steering.rubric` reads AxBench's own on request.
 
 Where the backend exposes the judge's token distribution (the embedded backend: we re-run the judge model over
 its own answer), the *rating slot* is read too (:func:`rating_slot`): E = Σ_k p(k)·k over k ∈ {0, 1, 2}, with p
