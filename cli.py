@@ -465,7 +465,7 @@ def judge_cmd(
     ctx: typer.Context,
     judge: Annotated[str, typer.Option("--judge", help="proxy (default: offline, measured — concept classifier, "
                                        "PMI, perplexity; not an LLM) | BACKEND:MODEL — embedded:smollm2 (offline LLM "
-                                       "judge) | openai:gpt-4o-mini (AxBench's judge) | openai-compatible:NAME.")] = "proxy",
+                                       "judge) | openai:gpt-4o-mini (AxBench's judge model; add --rubric-from for its rubric) | openai-compatible:NAME.")] = "proxy",
     judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", envvar="AXW_LLM_BASE_URL",
                                                           help="Server URL for openai-compatible judges.")] = None,
     concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c", help="Only this concept set.")] = None,
