@@ -133,12 +133,14 @@ def axw(*args: str) -> tuple[int, str, str]:
 
 
 def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file under ``folder``: to prove a failed command changed nothing. The writer lock
-    file is left out: every writing command records itself in it."""
+    """(size, mtime_ns) of every data file under ``folder``: to prove a failed (or no-op) command changed nothing.
+    The writer lock file and the runs ledger (``run_events/``) are left out: every writing command records itself
+    there, whether or not it wrote data."""
     if not folder.exists():
         return {}
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".writer.lock"}
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".writer.lock" and p.relative_to(folder).parts[0] != "run_events"}
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

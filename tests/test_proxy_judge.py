@@ -124,7 +124,8 @@ def test_proxy_judge_stage_rates_every_output_once(tiny_warehouse):
             "SELECT calibration_id, criterion, threshold_low, threshold_high, run_id FROM judge_calibration"
         ).fetchall()}
         ppl = cat.count("output_perplexity")
-        board = cat.sql("SELECT count(*) FROM steering_scores WHERE score IS NOT NULL").fetchall()[0][0]
+        board = cat.sql("SELECT count(*) FROM steering_scores WHERE score IS NOT NULL AND judge_failures = 'zero'"
+                        ).fetchall()[0][0]
     assert f"judge proxy:{model}: {3 * n_out} ratings" in out
     assert len(rows) == 3 * n_out == 3 * 3 * 4 * 2
     assert {r[1] for r in rows} == {f"proxy:{model}"}

@@ -237,7 +237,7 @@ def test_replace_drops_what_the_old_artifacts_produced(steered, monkeypatch):
     catalog_path, base, common, steer, srv, _ = steered
     code, out, _ = axw(*base, "status")
     assert "steering diffmean   36 outputs, 3 concepts; not judged yet" in out, out
-    assert "axw judge -c s3 --judge embedded:smollm2" in out.split("next")[-1]
+    assert "axw judge -c s3 --judge proxy" in out.split("next")[-1]  # the offline default judge
     judge = [*base, "judge", "--judge", "openai-compatible:fake-judge", "--judge-base-url", srv.base_url,
              "--no-progress"]
     assert axw(*judge)[0] == 0
