@@ -27,9 +27,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import transformers
 
     from axwarehouse.lm.loader import resolve
+    from axwarehouse.lm.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
-    tok = transformers.AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    tok = load_tokenizer(src.path, src.gguf_file)
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                                    tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
@@ -81,6 +82,30 @@ def tiny_warehouse(catalog_path, small_release, tiny_model_dir) -> tuple[Path, l
     code, _, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
     assert code == 0, err
     return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
+
+
+EMBEDDED_CONCEPT10_METHODS = ("diffmean", "pca", "lat", "probe")
+
+
+def build_embedded_concept10(catalog: Path, layer: int = 18) -> Path:
+    """Import the shipped Concept10 release, capture embedded SmolLM2's activations at ``layer``, train and
+    latent-score DiffMean, PCA, LAT and Probe (the stage commands, as a user runs them); returns ``catalog``."""
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    where = ["-c", "concept10", "--model", "embedded:smollm2", "--layer", str(layer)]
+    methods = [a for m in EMBEDDED_CONCEPT10_METHODS for a in ("--method", m)]
+    for args in (["import-axbench", CONCEPT10, "--concept-set", "concept10"], ["activations", *where],
+                 ["train", *where, *methods], ["latent", *where, *methods]):
+        code, _, err = axw("--catalog", catalog, *args)
+        assert code == 0, f"axw {args[0]}: {err}"
+    return catalog
+
+
+@pytest.fixture(scope="session")
+def embedded_concept10(tmp_path_factory) -> Path:
+    """The catalog path of a warehouse holding the shipped Concept10 data with embedded SmolLM2 activations at
+    layer 18 and DiffMean/PCA/LAT/Probe trained and latent-scored (built once per test session, ~4 min on 2 cores).
+    Tests only read it."""
+    return build_embedded_concept10(tmp_path_factory.mktemp("embedded-concept10") / "catalog.duckdb")
 
 
 def axw(*args: str) -> tuple[int, str, str]:

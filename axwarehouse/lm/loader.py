@@ -159,13 +159,15 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     import torch
     import transformers
 
+    from axwarehouse.lm.tokenizer import load_tokenizer
+
     transformers.logging.set_verbosity_error()
     _offline_env()
     src = resolve(spec)
     kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     local_only = {"local_files_only": True}
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs, **local_only)
+        tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
     except (OSError, ValueError, KeyError) as exc:
