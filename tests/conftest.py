@@ -108,6 +108,43 @@ def embedded_concept10(tmp_path_factory) -> Path:
     return build_embedded_concept10(tmp_path_factory.mktemp("embedded-concept10") / "catalog.duckdb")
 
 
+def sklearn_auroc(cat) -> dict[tuple[str, str, str, int, int], float]:
+    """AUROC per (method, config_hash, concept_set, layer, concept_id) recomputed from the base tables with
+    scikit-learn, independently of the SQL views: a concept's latent_eval positives vs its negatives, hard negatives
+    and missing scores left out; concepts without both classes are absent."""
+    from sklearn.metrics import roc_auc_score
+
+    df = cat.sql("""SELECT s.method, s.config_hash, s.concept_set, s.layer, s.concept_id, s.score, g.category
+                    FROM latent_scores AS s
+                    JOIN generations AS g
+                      ON g.concept_set = s.concept_set AND g.split = s.split AND g.example_id = s.example_id
+                    WHERE s.split = 'latent_eval' AND g.concept_id = s.concept_id""").df()
+    df = df[df["category"].isin(["positive", "negative"]) & df["score"].notna()]
+    out = {}
+    for key, g in df.groupby(["method", "config_hash", "concept_set", "layer", "concept_id"]):
+        labels = (g["category"] == "positive").to_numpy()
+        if labels.all() or not labels.any():
+            continue
+        out[tuple(key)] = float(roc_auc_score(labels, g["score"].to_numpy()))
+    return out
+
+
+def assert_leaderboard_recomputes(cat) -> dict[str, float]:
+    """Every latent_leaderboard row's n_concepts and mean_auroc equal the scikit-learn recomputation from the
+    scores (:func:`sklearn_auroc`); returns {method: mean AUROC}."""
+    ref = sklearn_auroc(cat)
+    board = cat.sql("SELECT method, config_hash, concept_set, layer, n_concepts, mean_auroc FROM latent_leaderboard"
+                    ).fetchall()
+    assert board, "empty leaderboard"
+    out = {}
+    for method, chash, cset, layer, n, mean in board:
+        mine = [a for k, a in ref.items() if k[:4] == (method, chash, cset, layer)]
+        assert n == len(mine), (method, n, len(mine))
+        assert mean == pytest.approx(sum(mine) / len(mine), abs=1e-9), method
+        out[method] = mean
+    return out
+
+
 def axw(*args: str) -> tuple[int, str, str]:
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
     import contextlib

@@ -55,16 +55,6 @@ def test_demo_prints_leaderboard_of_four_methods_with_strong_diffmean(demo_dir):
     _check_report(folder)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap, issue 3: with AxBench's probe recipe SmolLM2's probe reaches "
-                                       "0.8715 mean AUROC at layer 18 (concepts 4 and 9 at 0.68/0.63; seeds 1-3: "
-                                       "0.85-0.88) and at most that at any layer 6-27 (BENCHMARKS.md, layer sweep); "
-                                       "target 0.90")
-def test_demo_probe_reaches_090(demo_dir):
-    folder, _ = demo_dir
-    assert _board(folder)["probe"][0] >= 0.90
-
-
 def _check_report(tmp_path):
     """`axw report` on the warehouse `axw demo` built: fast, and the leaderboard page carries the view's numbers."""
     import json
