@@ -28,7 +28,7 @@ def test_demo_texts_tokenize_as_llama_cpp_reads_the_gguf(spec, reference):
     src, tok = tokenizer_of(spec)
     want = reference[spec]
     assert want["gguf"] == src.gguf_file
-    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in demo_texts(tok)]
+    ids = [tok(t, add_special_tokens=bos)["input_ids"] for t, bos in demo_texts(tok)]
     got = [fingerprint(x) for x in ids]
     differ = [i for i, (a, b) in enumerate(zip(got, want["fingerprints"])) if a != b]
     assert len(got) == want["n_texts"] and not differ, f"{len(differ)} texts differ, first: {differ[:5]}"

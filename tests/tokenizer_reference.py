@@ -15,16 +15,22 @@ DEMO = Path(__file__).resolve().parents[1] / "axwarehouse" / "data" / "axbench-c
 REFERENCE = Path(__file__).resolve().parent / "data" / "gguf_token_ids.json"
 
 
-def demo_texts(tokenizer) -> list[str]:
-    """Every demo example (train split, then latent_eval, file order) rendered with the model's chat template as
-    `lm/chat.py` renders it before tokenizing: train with the generation prompt, latent_eval without."""
+def demo_texts(tokenizer) -> list[tuple[str, bool]]:
+    """Every demo example (train split, then latent_eval, file order) as the string `lm/chat.py` tokenizes and
+    whether the tokenizer adds BOS to it: rendered with the model's chat template (train with the generation
+    prompt, latent_eval without; the template writes its own BOS), or for a model without a template the plain
+    concatenation of instruction and response with BOS added."""
     train = pl.read_parquet(DEMO / "generate" / "train_data.parquet")
     evald = pl.read_parquet(DEMO / "inference" / "latent_eval_data.parquet")
+    templated = bool(getattr(tokenizer, "chat_template", None))
     out = []
     for frame, prompt in ((train, True), (evald, False)):
         for inp, outp in zip(frame["input"].to_list(), frame["output"].to_list()):
             msgs = [{"role": "user", "content": inp or ""}, {"role": "assistant", "content": outp or ""}]
-            out.append(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=prompt))
+            if templated:
+                out.append((tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=prompt), False))
+            else:
+                out.append(((inp or "") + (outp or ""), True))
     return out
 
 

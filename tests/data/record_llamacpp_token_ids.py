@@ -5,8 +5,8 @@ together with this repository, and run
 
     python tests/data/record_llamacpp_token_ids.py
 
-It loads each GGUF vocabulary-only with llama.cpp, tokenizes the chat-rendered demo texts (special tokens parsed,
-no BOS added: the templates write their own), and writes per-text fingerprints and the token total to
+It loads each GGUF vocabulary-only with llama.cpp, tokenizes the demo texts as the stages render them (special tokens
+parsed; BOS added only where the model has no chat template, as `lm/chat.py` does), and writes per-text fingerprints and the token total to
 tests/data/gguf_token_ids.json.
 """
 
@@ -32,7 +32,7 @@ def main() -> None:
         src = resolve(spec)
         texts = demo_texts(load_tokenizer(src.path, src.gguf_file))  # the template renders text only
         llm = llama_cpp.Llama(str(Path(src.path) / src.gguf_file), vocab_only=True, verbose=False)
-        ids = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in texts]
+        ids = [llm.tokenize(t.encode("utf-8"), add_bos=bos, special=True) for t, bos in texts]
         out[spec] = {"gguf": src.gguf_file, "llama_cpp_python": llama_cpp.__version__, "n_texts": len(ids),
                      "total_tokens": sum(map(len, ids)), "fingerprints": [fingerprint(x) for x in ids]}
         print(spec, out[spec]["n_texts"], "texts", out[spec]["total_tokens"], "tokens")
