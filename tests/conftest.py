@@ -131,7 +131,7 @@ def sklearn_auroc(cat) -> dict[tuple[str, str, str, int, int], float]:
 
 def assert_leaderboard_recomputes(cat) -> dict[str, float]:
     """Every latent_leaderboard row's n_concepts and mean_auroc equal the scikit-learn recomputation from the
-    scores (:func:`sklearn_auroc`); returns {method: mean AUROC}."""
+    scores (:func:`sklearn_auroc`); returns {method: the recomputed mean AUROC}."""
     ref = sklearn_auroc(cat)
     board = cat.sql("SELECT method, config_hash, concept_set, layer, n_concepts, mean_auroc FROM latent_leaderboard"
                     ).fetchall()
@@ -140,8 +140,8 @@ def assert_leaderboard_recomputes(cat) -> dict[str, float]:
     for method, chash, cset, layer, n, mean in board:
         mine = [a for k, a in ref.items() if k[:4] == (method, chash, cset, layer)]
         assert n == len(mine), (method, n, len(mine))
-        assert mean == pytest.approx(sum(mine) / len(mine), abs=1e-9), method
-        out[method] = mean
+        out[method] = sum(mine) / len(mine)
+        assert mean == pytest.approx(out[method], abs=1e-9), method
     return out
 
 
