@@ -41,9 +41,10 @@ def tiny_target(root: Path) -> Path:
     import transformers
 
     from axwarehouse.lm.loader import resolve
+    from axwarehouse.lm.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
-    tok = transformers.AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    tok = load_tokenizer(src.path, src.gguf_file)
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,

@@ -1,5 +1,5 @@
 -- latent_auroc: per method x concept AUROC of max-pooled scores, the concept's positives vs its negatives
--- (hard negatives excluded, as AxBench does). Mann-Whitney rank statistic with tied scores given their average
+-- (hard negatives excluded, as AxBench does; an example without a score (NULL) is left out, as latent_roc does). Mann-Whitney rank statistic with tied scores given their average
 -- rank, which equals scikit-learn's trapezoidal roc_auc_score.
 CREATE OR REPLACE VIEW latent_auroc AS
 WITH labelled AS (
@@ -11,6 +11,7 @@ WITH labelled AS (
     WHERE s.split = 'latent_eval'
       AND g.concept_id = s.concept_id
       AND g.category IN ('positive', 'negative')
+      AND s.score IS NOT NULL
 ),
 ranked AS (
     SELECT *,

@@ -1,4 +1,6 @@
--- latent_leaderboard: unweighted mean of per-concept AUROC per method, model, layer and concept set.
+-- latent_leaderboard: unweighted mean of per-concept AUROC per method, model, layer and concept set, and beside
+-- it AxBench's hard-negative score: hard_negative_macro = mean over concepts of latent_hard_negative.macro_accuracy
+-- (NULL when no concept has one).
 -- note (last column, '' for most methods) says what a row is built on, from its artifacts' `extra`:
 --   SAE / SAE-A on an SAE trained here by `axw sae train` (a `saes` row with that path, or a path under saes/):
 --     'ours: TopK SAE <name> (axw sae train, d_sae …, k …)': the offline stand-in for GemmaScope, not AxBench's;
@@ -23,6 +25,11 @@ trained AS (
     FROM (SELECT a.*, r.config, json_extract(r.config, '$.overrides."' || a.method || '"') AS o
           FROM (SELECT DISTINCT method, model, layer, concept_set, config_hash, run_id FROM method_artifacts) AS a
           LEFT JOIN runs AS r ON r.run_id = a.run_id)
+    GROUP BY method, model, layer, concept_set, config_hash
+),
+hard AS (
+    SELECT method, model, layer, concept_set, config_hash, avg(macro_accuracy) AS hard_negative_macro
+    FROM latent_hard_negative
     GROUP BY method, model, layer, concept_set, config_hash
 ),
 art AS (
@@ -51,8 +58,9 @@ notes AS (
     GROUP BY a.method, a.model, a.layer, a.concept_set, a.config_hash
 )
 SELECT b.method, b.model, b.layer, b.concept_set, coalesce(t.settings, '') AS settings, b.config_hash,
-       b.mean_auroc, b.n_concepts, coalesce(n.note, '') AS note
+       b.mean_auroc, b.n_concepts, h.hard_negative_macro, coalesce(n.note, '') AS note
 FROM board AS b
+LEFT JOIN hard AS h USING (method, model, layer, concept_set, config_hash)
 LEFT JOIN notes AS n
   ON n.method = b.method AND n.model = b.model AND n.layer = b.layer AND n.concept_set = b.concept_set
  AND n.config_hash = b.config_hash

@@ -49,9 +49,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import transformers
 
     from axwarehouse.lm.loader import resolve
+    from axwarehouse.lm.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
-    tok = transformers.AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+    tok = load_tokenizer(src.path, src.gguf_file)
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                                    tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
@@ -62,20 +63,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
-
-
-@pytest.fixture(scope="session")
-def embedded_concept10(tmp_path_factory) -> Path:
-    """The shipped Concept10 imported (concept set concept10), embedded SmolLM2's activations at its default layer 18,
-    DiffMean/PCA/LAT/Probe trained and the latent-eval set scored — `axw demo`'s latent half, built once per session
-    for the tests that only read it. Returns the catalog path."""
-    from axwarehouse.catalog import Catalog
-    from stages.demo import DemoConfig, run_demo
-
-    path = tmp_path_factory.mktemp("concept10") / "catalog.duckdb"
-    with Catalog(path) as cat:
-        run_demo(cat, DemoConfig(), echo=lambda _text: None)
-    return path
 
 
 def write_release(root: Path, n_concepts: int = 3, n_pos: int = 8, n_neg: int = 8, n_eval: int = 6) -> Path:
@@ -117,6 +104,67 @@ def tiny_warehouse(catalog_path, small_release, tiny_model_dir) -> tuple[Path, l
     code, _, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
     assert code == 0, err
     return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
+
+
+EMBEDDED_CONCEPT10_METHODS = ("diffmean", "pca", "lat", "probe")
+
+
+def build_embedded_concept10(catalog: Path, layer: int = 18) -> Path:
+    """Import the shipped Concept10 release, capture embedded SmolLM2's activations at ``layer``, train and
+    latent-score DiffMean, PCA, LAT and Probe (the stage commands, as a user runs them); returns ``catalog``."""
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    where = ["-c", "concept10", "--model", "embedded:smollm2", "--layer", str(layer)]
+    methods = [a for m in EMBEDDED_CONCEPT10_METHODS for a in ("--method", m)]
+    for args in (["import-axbench", CONCEPT10, "--concept-set", "concept10"], ["activations", *where],
+                 ["train", *where, *methods], ["latent", *where, *methods]):
+        code, _, err = axw("--catalog", catalog, *args)
+        assert code == 0, f"axw {args[0]}: {err}"
+    return catalog
+
+
+@pytest.fixture(scope="session")
+def embedded_concept10(tmp_path_factory) -> Path:
+    """The catalog path of a warehouse holding the shipped Concept10 data with embedded SmolLM2 activations at
+    layer 18 and DiffMean/PCA/LAT/Probe trained and latent-scored (built once per test session, ~4 min on 2 cores).
+    Tests only read it."""
+    return build_embedded_concept10(tmp_path_factory.mktemp("embedded-concept10") / "catalog.duckdb")
+
+
+def sklearn_auroc(cat) -> dict[tuple[str, str, str, int, int], float]:
+    """AUROC per (method, config_hash, concept_set, layer, concept_id) recomputed from the base tables with
+    scikit-learn, independently of the SQL views: a concept's latent_eval positives vs its negatives, hard negatives
+    and missing scores left out; concepts without both classes are absent."""
+    from sklearn.metrics import roc_auc_score
+
+    df = cat.sql("""SELECT s.method, s.config_hash, s.concept_set, s.layer, s.concept_id, s.score, g.category
+                    FROM latent_scores AS s
+                    JOIN generations AS g
+                      ON g.concept_set = s.concept_set AND g.split = s.split AND g.example_id = s.example_id
+                    WHERE s.split = 'latent_eval' AND g.concept_id = s.concept_id""").df()
+    df = df[df["category"].isin(["positive", "negative"]) & df["score"].notna()]
+    out = {}
+    for key, g in df.groupby(["method", "config_hash", "concept_set", "layer", "concept_id"]):
+        labels = (g["category"] == "positive").to_numpy()
+        if labels.all() or not labels.any():
+            continue
+        out[tuple(key)] = float(roc_auc_score(labels, g["score"].to_numpy()))
+    return out
+
+
+def assert_leaderboard_recomputes(cat) -> dict[str, float]:
+    """Every latent_leaderboard row's n_concepts and mean_auroc equal the scikit-learn recomputation from the
+    scores (:func:`sklearn_auroc`); returns {method: the recomputed mean AUROC}."""
+    ref = sklearn_auroc(cat)
+    board = cat.sql("SELECT method, config_hash, concept_set, layer, n_concepts, mean_auroc FROM latent_leaderboard"
+                    ).fetchall()
+    assert board, "empty leaderboard"
+    out = {}
+    for method, chash, cset, layer, n, mean in board:
+        mine = [a for k, a in ref.items() if k[:4] == (method, chash, cset, layer)]
+        assert n == len(mine), (method, n, len(mine))
+        out[method] = sum(mine) / len(mine)
+        assert mean == pytest.approx(out[method], abs=1e-9), method
+    return out
 
 
 def axw(*args: str) -> tuple[int, str, str]:

@@ -82,7 +82,7 @@ def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
                           "FROM judge_scores GROUP BY 1, 2").fetchall()
         n_cal = cat.count("judge_calibration")
         board = {m: (j, n) for m, j, n in cat.sql(
-            "SELECT method, judge, n_concepts FROM steering_leaderboard WHERE concept_set = 'concept10'").fetchall()}
+            "SELECT method, judge, n_concepts FROM steering_leaderboard WHERE concept_set = ?", [SUBSET]).fetchall()}
     concepts = rows["prompt"][1]
     total = rows["diffmean"][0] + rows["prompt"][0]
     assert len(concepts) >= 1 and rows["diffmean"][1] == concepts
@@ -105,15 +105,6 @@ def test_concept10_leaderboard_has_four_methods_with_strong_diffmean(embedded_co
     assert all(n == 10 for _, n in board.values())
     assert board["diffmean"][0] >= 0.90, board
     assert layer == [(18,)]
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap, issue 3: with AxBench's probe recipe SmolLM2's probe reaches "
-                                       "0.8715 mean AUROC at layer 18 (concepts 4 and 9 at 0.68/0.63; seeds 1-3: "
-                                       "0.85-0.88) and at most that at any layer 6-27 (BENCHMARKS.md, layer sweep); "
-                                       "target 0.90")
-def test_demo_probe_reaches_090(embedded_concept10):
-    assert _board(embedded_concept10, "concept10")["probe"][0] >= 0.90
 
 
 def _check_report(tmp_path):

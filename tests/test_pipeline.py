@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from axwarehouse.catalog import Catalog
-from conftest import axw, tree_state
+from conftest import assert_leaderboard_recomputes, axw, tree_state
 
 METHODS = ("diffmean", "pca", "lat", "probe")
 
@@ -134,9 +134,9 @@ def test_train_latent_and_leaderboard(warehouse):
         n_eval = cat.count("generations", "split = 'latent_eval'")
         lineage = cat.sql("SELECT count(*) FROM latent_scores WHERE run_id IS NULL OR config_hash IS NULL "
                           "OR code_version IS NULL").fetchall()[0][0]
+        assert_leaderboard_recomputes(cat)  # each mean AUROC = scikit-learn's on the stored scores
     assert [(m, n) for m, n, _ in arts] == [(m, 3) for m in sorted(METHODS)] and all(ok for *_, ok in arts)
     assert [(m, n) for m, n, _ in lb] == [(m, 3) for m in sorted(METHODS)]
-    assert all(0.0 <= a <= 1.0 for *_, a in lb)
     assert dupes == 0 and per == 0 and lineage == 0
     with Catalog(catalog_path, read_only=True) as cat:
         assert cat.count("latent_scores") == 4 * n_eval

@@ -13,7 +13,7 @@ import torch
 from axwarehouse.catalog import Catalog
 from axwarehouse.methods import get
 from axwarehouse.methods.base import Context
-from conftest import axw, tree_state
+from conftest import assert_leaderboard_recomputes, axw, tree_state
 from test_methods_lm import _data
 
 FAST = {"epochs": 2, "batch_size": 4, "topk": 2, "lr": 0.05}
@@ -138,8 +138,9 @@ def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(
             "SELECT act_vector(act, act_bf16) FROM activations WHERE split = 'latent_eval' AND example_id = ? "
             "AND NOT is_prefix",
             [ex]).fetchall()], dtype=np.float32)
+        means = assert_leaderboard_recomputes(cat)  # mean AUROC = scikit-learn's on the stored scores
     assert n_scores == n_eval
-    assert len(lb) == 1 and lb[0][0] == 3 and 0.0 <= lb[0][1] <= 1.0
+    assert len(lb) == 1 and lb[0][0] == 3 and lb[0][1] == pytest.approx(means["reft-r1-joint"], abs=1e-9)
     assert lb[0][2] == "joint dictionary over 3 concepts (one fit)"
     assert s == pytest.approx(round(float(np.maximum(acts @ dirs[c], 0).max()), 3), abs=2e-3)
 

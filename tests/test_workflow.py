@@ -127,18 +127,22 @@ def test_status_judges_set_rows_by_their_own_settings(wh, monkeypatch):
 
 
 def test_code_change_compares_git_history():
-    """Rows without a source hash fall back to git: the first commit predates every method file."""
+    """Rows without a source hash fall back to git: the repository's first commit predates every method file; a
+    commit the checkout does not have is reported as not comparable."""
     import subprocess
 
     from axwarehouse.staleness import REPO_ROOT, code_change, commit_of
 
     assert commit_of("0.1.0+b4a42b9-dirty") == "b4a42b9" and commit_of("0.1.0") is None
-    known = subprocess.run(["git", "cat-file", "-e", "b4a42b9^{commit}"], cwd=REPO_ROOT, capture_output=True)
-    note = code_change("0.1.0+b4a42b9", "train", "pca", method_only=True)
-    if known.returncode == 0:
-        assert note == "code changed since b4a42b9: axwarehouse/methods/pca.py"
-    else:  # a checkout without that history (e.g. squashed): still reported, as not comparable
-        assert note is not None and "cannot compare" in note
+    roots = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                           text=True)
+    if roots.returncode != 0:
+        pytest.skip("not a git checkout")
+    first = roots.stdout.split()[0][:7]
+    note = code_change(f"0.1.0+{first}", "train", "pca", method_only=True)
+    assert note == f"code changed since {first}: axwarehouse/methods/pca.py"
+    note = code_change("0.1.0+0000000", "train", "pca", method_only=True)  # not in this history
+    assert note is not None and "cannot compare" in note
 
 
 def _trained(wh):
@@ -167,12 +171,12 @@ def test_compare_matches_scipy(wh):
     d = np.array([b[i] - a[i] for i in ids])
     assert f"mean delta (B - A) {d.mean():+.4f}" in err
     nz = d[np.abs(d) > 1e-9]
-    if len(nz):
-        assert f"Wilcoxon signed-rank p = {stats.wilcoxon(nz).pvalue:.4g}" in err
-    # a run id prefix selects the rows that run wrote; a run that scored two methods is ambiguous
-    code, _, err = axw("--catalog", cat_path, "compare", "diffmean", run_pca[:8])
-    if "scored configs" in err:
-        assert code == 2 and "Pin one with METHOD@HASH" in err
+    assert len(nz) > 0  # two different methods on a random model: some concept differs
+    assert f"Wilcoxon signed-rank p = {stats.wilcoxon(nz).pvalue:.4g}" in err
+    # a run id prefix selects the rows that run wrote (that run scored only pca)
+    code, by_run, err = axw("--catalog", cat_path, "compare", "diffmean", run_pca[:8], "--format", "csv")
+    assert code == 0, err
+    assert by_run == out
     cat_path_, common = wh
     assert axw("--catalog", cat_path, "train", *common, "--method", "lat")[0] == 0
     assert axw("--catalog", cat_path, "latent", *common, "--method", "lat")[0] == 0
@@ -183,6 +187,18 @@ def test_compare_matches_scipy(wh):
     assert by_run == axw("--catalog", cat_path, "compare", "diffmean", "lat", "--format", "csv")[1]
     code, _, err = axw("--catalog", cat_path, "compare", "diffmean", "nosuch")
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_compare_by_a_run_that_scored_two_methods_is_ambiguous(tiny_warehouse):
+    path, common = tiny_warehouse
+    two = ["--method", "diffmean", "--method", "pca"]
+    assert axw("--catalog", path, "train", *common, *two)[0] == 0
+    assert axw("--catalog", path, "latent", *common, *two)[0] == 0  # one run scores both
+    with Catalog(path, read_only=True) as cat:
+        runs = cat.sql("SELECT DISTINCT run_id FROM latent_scores").fetchall()
+    assert len(runs) == 1
+    code, _, err = axw("--catalog", path, "compare", "diffmean", runs[0][0][:8])
+    assert code == 2 and "scored configs" in err and "Pin one with METHOD@HASH" in err, err
 
 
 def test_paired_test_and_bootstrap():

@@ -197,6 +197,8 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     import torch
     import transformers
 
+    from axwarehouse.lm.tokenizer import load_tokenizer
+
     transformers.logging.set_verbosity_error()
     _offline_env()
     src = resolve(spec)
@@ -204,7 +206,7 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     local_only = {"local_files_only": True}
     try:
         with quiet_loading():
-            tokenizer = transformers.AutoTokenizer.from_pretrained(src.path, **kwargs, **local_only)
+            tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
     except (OSError, ValueError, KeyError) as exc:

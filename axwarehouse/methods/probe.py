@@ -4,7 +4,8 @@ Loss = BCE(sigmoid(h_t . w), y_example) averaged over real tokens at positions >
 skips only BOS, so chat-prefix tokens are trained too). The logit has no bias: AxBench's ProbeIntervention computes
 the latent as a plain dot product, so its nn.Linear bias never receives a gradient and stays at its init. After backward, w is renormalised to unit length and the
 gradient component parallel to w removed, then AdamW steps; one step per batch, linear decay to 0, no warmup.
-s_t = h_t . w (the bias is not part of the score).
+s_t = h_t . w: the bias is neither stored (the artifact's bias is 0) nor added when scoring, so the steering
+magnitude (max train activation) and the latent scores are AxBench's.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class Probe(Method):
         w = linear.weight.detach()[0]
         w = w / w.norm().clamp_min(torch.finfo(w.dtype).eps)
         pos_rows = np.flatnonzero(data.token_labels == 1)
-        return Artifact(w.numpy(), float(linear.bias.detach()[0]),
-                        float((data.tokens.acts[torch.from_numpy(pos_rows)] @ w).max()),
+        # bias 0.0: AxBench's ProbeIntervention scores h.w, its nn.Linear bias is never used (nor stored here)
+        return Artifact(w.numpy(), 0.0, float((data.tokens.acts[torch.from_numpy(pos_rows)] @ w).max()),
                         extra={"final_loss": float(loss.detach())})
+
+    def token_scores(self, acts: torch.Tensor, directions: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+        """h·w, never plus a bias: artifacts written before the bias was dropped still carry the random init."""
+        return acts @ directions.T

@@ -82,10 +82,13 @@ def add_latent_leaderboard(page: Page, lb: pd.DataFrame) -> list[tuple[str, dict
               f"({N_BOOT} resamples, seed 0).")
     # note: what an SAE row is built on (ours vs a loaded SAE), joint dictionaries (view latent_leaderboard)
     notes = "note" in lb.columns and bool(lb["note"].notna().any())
-    rows = [(r.group, r.method, r.config_hash, r.mean, r.ci_low, r.ci_high, int(r.n_concepts))
-            + ((r.note if isinstance(r.note, str) else "",) if notes else ()) for r in lb.itertuples()]
-    page.add(table(["group", "method", "config", "mean AUROC", "CI low", "CI high", "concepts"]
-                   + (["note"] if notes else []), rows))
+    # AxBench's hard-negative macro accuracy (view latent_hard_negative), mean over concepts
+    hard = lb["hard_negative_macro"] if "hard_negative_macro" in lb.columns else pd.Series(np.nan, index=lb.index)
+    rows = [(r.group, r.method, r.config_hash, r.mean, r.ci_low, r.ci_high, int(r.n_concepts), h)
+            + ((r.note if isinstance(r.note, str) else "",) if notes else ())
+            for r, h in zip(lb.itertuples(), hard.astype(float))]
+    page.add(table(["group", "method", "config", "mean AUROC", "CI low", "CI high", "concepts",
+                    "hard-negative macro acc."] + (["note"] if notes else []), rows))
     spec = page.chart(charts.leaderboard_ci(lb[["group", "method", "mean", "ci_low", "ci_high", "n_concepts"]],
                                             "mean AUROC", "Latent leaderboard (95% bootstrap CI over concepts)"),
                       "latent_leaderboard")

@@ -1,0 +1,53 @@
+"""The embedded GGUF models tokenize like the models' own tokenizers: on every demo text our ids equal llama.cpp's
+reading of the same GGUF file (reference ids recorded by tests/data/record_llamacpp_token_ids.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from axwarehouse.lm.chat import ChatFormat
+from axwarehouse.lm.loader import resolve
+from axwarehouse.lm.tokenizer import load_tokenizer
+from tokenizer_reference import REFERENCE, demo_texts, fingerprint
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return json.loads(REFERENCE.read_text())
+
+
+def tokenizer_of(spec: str):
+    src = resolve(spec)
+    return src, load_tokenizer(src.path, src.gguf_file)
+
+
+@pytest.mark.parametrize("spec", ["embedded:smollm2", "embedded:gemma3-270m"])
+def test_demo_texts_tokenize_as_llama_cpp_reads_the_gguf(spec, reference):
+    src, tok = tokenizer_of(spec)
+    want = reference[spec]
+    assert want["gguf"] == src.gguf_file
+    ids = [tok(t, add_special_tokens=bos)["input_ids"] for t, bos in demo_texts(tok)]
+    got = [fingerprint(x) for x in ids]
+    differ = [i for i, (a, b) in enumerate(zip(got, want["fingerprints"])) if a != b]
+    assert len(got) == want["n_texts"] and not differ, f"{len(differ)} texts differ, first: {differ[:5]}"
+    assert sum(map(len, ids)) == want["total_tokens"]
+
+
+def test_smollm2_splits_digits_before_byte_level():
+    _, tok = tokenizer_of("embedded:smollm2")
+    # the model's own tokenizer.json: Digits(individual) then ByteLevel; llama.cpp's "smollm" pre-tokenizer
+    assert tok.tokenize("\n\n1. 2024 x") == ["ĊĊ", "1", ".", "Ġ", "2", "0", "2", "4", "Ġx"]
+    # what the stages feed the model on the demo data: 272,613 tokens (272,766 with the plain ByteLevel split)
+    chat = ChatFormat.of(tok)
+    import polars as pl
+
+    from tokenizer_reference import DEMO
+
+    total = 0
+    for path, split in ((DEMO / "generate" / "train_data.parquet", "train"),
+                        (DEMO / "inference" / "latent_eval_data.parquet", "latent_eval")):
+        frame = pl.read_parquet(path)
+        total += sum(len(chat.ids_for(split, i or "", o or "")) for i, o in zip(frame["input"], frame["output"]))
+    assert total == 272_613
