@@ -203,7 +203,7 @@ STEERING_OUTPUTS = _schema(  # one steered generation; key = output_id (hash of 
     pa.field("instruction_id", pa.int64()),
     pa.field("instruction", pa.string()),
     pa.field("steering_prompt", pa.string()),  # prompt baseline: the LLM-written steering prompt (else NULL)
-    pa.field("magnitude", pa.float64()),  # a_c (spec §4.2)
+    pa.field("magnitude", pa.float64()),  # a_c (docs/axbench-recipes.md §4.2)
     pa.field("magnitude_source", pa.string()),  # latent_max | latent_max<=0 -> 50 | none -> 1.0 | n/a
     pa.field("strength", pa.float64()),  # factor * a_c
     pa.field("seed", pa.int64()),  # the row's sampling seed

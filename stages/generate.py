@@ -1,4 +1,4 @@
-"""`axw generate`: AxBench's LLM-in-the-loop data generation (spec §1) from `concepts` into `generations`.
+"""`axw generate`: AxBench's LLM-in-the-loop data generation (docs/axbench-recipes.md §1) from `concepts` into `generations`.
 
 Per concept set (all of it seeded, all of it cached in `llm_calls`):
 
@@ -145,7 +145,7 @@ def load_pools(folder: str | Path | None) -> tuple[dict[str, dict[str, list[str]
 
 
 def _rng(*parts: object) -> random.Random:
-    # one generator per (concept, purpose): draws never depend on which other concepts ran before (spec §7.8)
+    # one generator per (concept, purpose): draws never depend on which other concepts ran before (docs/axbench-recipes.md §7.8)
     return random.Random(hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest())
 
 
@@ -357,7 +357,7 @@ def _concept_texts(ctx: _Ctx, pools: dict, concepts: list[dict]) -> None:
 
 
 def _hard_negatives(ctx: _Ctx, concepts: list[dict]) -> None:
-    """Spec §1.5 contrast pipeline, each step batched over the chunk's concepts."""
+    """docs/axbench-recipes.md §1.5 contrast pipeline, each step batched over the chunk's concepts."""
     cfg = ctx.cfg
     if cfg.max_contrast == 0:
         return

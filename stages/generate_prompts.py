@@ -1,4 +1,4 @@
-"""Prompts and answer parsers of `axw generate` (AxBench spec §1.3–§1.5), written for axwarehouse.
+"""Prompts and answer parsers of `axw generate` (docs/axbench-recipes.md §1.3–§1.5), written for axwarehouse.
 
 Every prompt is one user message (no system message), as AxBench sends them. Each structured prompt starts with a
 capitalised marker (``GENRE:``, ``RELATED WORDS:``, ...) so logs, the ``llm_calls`` ledger and test servers can
@@ -79,7 +79,7 @@ def _structured(comp: Completion, parsed: tuple) -> tuple:
 
 
 def parse_genre(comp: Completion) -> tuple[list[str] | None, str | None]:
-    """Spec §1.3: 'none' → [text]; else text/code/math in that order if each occurs. No genre word → malformed."""
+    """docs/axbench-recipes.md §1.3: 'none' → [text]; else text/code/math in that order if each occurs. No genre word → malformed."""
     err = check_answer(comp, allow_truncation=True)
     if err:
         return None, err
@@ -128,7 +128,7 @@ def parse_words(comp: Completion, limit: int = 10) -> tuple[list[str] | None, st
 
 
 def parse_meaning(comp: Completion) -> tuple[str | None, str | None]:
-    """Another meaning of a word. A '<NONE>' or one-word meaning is a valid answer that drops the pair (spec §1.5
+    """Another meaning of a word. A '<NONE>' or one-word meaning is a valid answer that drops the pair (docs/axbench-recipes.md §1.5
     step 3), returned as ''."""
     err = check_answer(comp, allow_truncation=True)
     if err:

@@ -1,6 +1,6 @@
 """`axw import-axbench DIR`: load an AxBench release folder into `concepts` and `generations`.
 
-Release layout (see spec §1.7)::
+Release layout (see docs/axbench-recipes.md §1.7)::
 
     DIR/generate/metadata.jsonl            one concept per line
     DIR/generate/train_data[_k].parquet    split `train`   (shared negatives have concept_id -1)
@@ -28,7 +28,7 @@ TRAIN_COLUMNS = ["input", "output", "output_concept", "concept_genre", "category
 CATEGORY_MAP = {"positive": "positive", "negative": "negative", "hard negative": "hard_negative",
                 "hard_negative": "hard_negative"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-# The model that wrote AxBench's shared negatives is the target model named in the Neuronpedia ref (spec §1.1).
+# The model that wrote AxBench's shared negatives is the target model named in the Neuronpedia ref (docs/axbench-recipes.md §1.1).
 _REF_MODELS = {"gemma-2-2b": "google/gemma-2-2b-it", "gemma-2-9b-it": "google/gemma-2-9b-it",
                "gemma-2-9b": "google/gemma-2-9b-it", "llama3.1-8b": "meta-llama/Llama-3.1-8B-Instruct"}
 RELEASE_GENERATOR = "gpt-4o-mini"

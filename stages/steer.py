@@ -1,11 +1,11 @@
 """`axw steer`: steered generations for methods × concepts × factors × instructions into `steering_outputs`.
 
-* Linear methods: add ``factor · a_c · w_c`` at the output of decoder layer L at every position (spec §2.4, §4.2);
+* Linear methods: add ``factor · a_c · w_c`` at the output of decoder layer L at every position (docs/axbench-recipes.md §2.4, §4.2);
   a_c = the method's max latent score over the concept's latent-eval rows (≤ 0 → 50), so `axw latent` must run
   first. The edit is the shared one in :mod:`axwarehouse.steering.intervention`.
 * ``prompt`` (baseline): an LLM-written steering prompt per concept (cached in `llm_calls`), answered by the
-  unsteered model. Its factor is meaningless (spec §7.6), so it is generated once per instruction, at factor 1.0.
-* Methods that change the model (``steering = "model"``: LoReFT, LoRA, SFT) ignore the factor too (spec §2.4), so
+  unsteered model. Its factor is meaningless (docs/axbench-recipes.md §7.6), so it is generated once per instruction, at factor 1.0.
+* Methods that change the model (``steering = "model"``: LoReFT, LoRA, SFT) ignore the factor too (docs/axbench-recipes.md §2.4), so
   they are also generated once per instruction at ``FACTOR_FREE`` (= 1.0, the prompt baseline's convention); with
   one factor per concept, `steering_best_factor` picks it and the test split is scored at it. Their rows are
   grouped per (method, concept): the method's ``steering_edit`` installs that concept's weights, the concept's
@@ -46,8 +46,8 @@ from axwarehouse.concept_queries import concept_table, method_hash
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
 PROMPT_FACTOR = 1.0
 FACTOR_FREE = PROMPT_FACTOR  # the one factor of methods whose steering ignores it (steering = "model")
-MAGNITUDE_FALLBACK_NONPOSITIVE = 50.0  # spec §4.2: a max latent <= 0 becomes 50
-MAGNITUDE_FALLBACK_MISSING = 1.0  # spec §4.2: no latent scores at all (steering-only methods)
+MAGNITUDE_FALLBACK_NONPOSITIVE = 50.0  # docs/axbench-recipes.md §4.2: a max latent <= 0 becomes 50
+MAGNITUDE_FALLBACK_MISSING = 1.0  # docs/axbench-recipes.md §4.2: no latent scores at all (steering-only methods)
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def ensure_inputs(cat: Catalog, run_factory: Callable[[], Run], instr: Instructi
 
 def magnitudes(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str,
                concept_ids: list[int], has_latent: bool) -> dict[int, tuple[float, str]]:
-    """a_c per concept (spec §4.2): max latent score over the concept's latent-eval rows; <= 0 -> 50; missing ->
+    """a_c per concept (docs/axbench-recipes.md §4.2): max latent score over the concept's latent-eval rows; <= 0 -> 50; missing ->
     1.0 for steering-only methods, an error for methods that have a latent evaluation (run `axw latent` first)."""
     rows = dict(cat.sql(
         "SELECT concept_id, max(score) FROM latent_scores WHERE method = ? AND model = ? AND layer = ? "

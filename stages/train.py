@@ -87,7 +87,7 @@ class TrainResult:
 
 
 def training_examples(cat: Catalog, concept_set: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per concept: (example_ids, labels) = its positives + the shared negatives of its genre (spec §2.2)."""
+    """Per concept: (example_ids, labels) = its positives + the shared negatives of its genre (docs/axbench-recipes.md §2.2)."""
     table = cat.arrow(
         """SELECT c.concept_id, g.example_id, CASE WHEN g.category = 'positive' THEN 1 ELSE 0 END AS label
            FROM concepts c JOIN generations g

@@ -49,7 +49,7 @@ def test_auroc_view_matches_sklearn(tmp_path):
         got = dict(cat.sql("SELECT concept_id, auroc FROM latent_auroc ORDER BY concept_id").fetchall())
         lb = cat.sql("SELECT mean_auroc, n_concepts FROM latent_leaderboard").fetchall()
     for cid, (labels, scores) in cases.items():
-        keep = labels != 2  # hard negatives are not part of AUROC (spec §3.2)
+        keep = labels != 2  # hard negatives are not part of AUROC (docs/axbench-recipes.md §3.2)
         expect = roc_auc_score(labels[keep], scores[keep])
         assert abs(got[cid] - expect) < 1e-9, (cid, got[cid], expect)
     assert got[6] == 0.5

@@ -45,7 +45,7 @@ def test_recovers_planted_direction(name):
     w = np.asarray(art.direction)
     assert abs(np.linalg.norm(w) - 1) < 1e-5
     cos = float(w @ u)
-    if name in ("pca", "lat"):  # principal components have no sign (spec §7.4)
+    if name in ("pca", "lat"):  # principal components have no sign (docs/axbench-recipes.md §7.4)
         cos = abs(cos)
     assert cos > 0.99, f"{name} cosine with planted direction {cos:.4f}"
 

@@ -35,7 +35,7 @@ def price_for(backend: str, model: str) -> tuple[float, float] | None:
 
 def cost_usd(backend: str, model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """Cost of one call, or None when the model's price is unknown. Output tokens use the output price
-    (AxBench priced them at the input price, spec §7.12)."""
+    (AxBench mixed the two up: it multiplied the input-token count by the output rate, docs/axbench-recipes.md §7.12)."""
     price = price_for(backend, model)
     if price is None:
         return None

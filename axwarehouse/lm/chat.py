@@ -1,4 +1,4 @@
-"""Chat-template renderings AxBench uses (spec §2.1, §2.2, §3.1), as token ids.
+"""Chat-template renderings AxBench uses (docs/axbench-recipes.md §2.1, §2.2, §3.1), as token ids.
 
 * P (prefix length): render one-user-message chats "1" and "2" (no generation prompt); P = first differing token.
   Those P tokens (BOS, role header, and for SmolLM2 its default system prompt) are never scored.

@@ -1,9 +1,9 @@
-"""Shared by IG and IxG (spec §2.3, §2.4): a classifier head on the frozen LM and gradients of p(positive) with
+"""Shared by IG and IxG (docs/axbench-recipes.md §2.3, §2.4): a classifier head on the frozen LM and gradients of p(positive) with
 respect to the residual stream at layer L. Not a method (nothing registered here).
 
 Head: last real token's final-layer hidden state → dropout 0.3 → Linear(d, d/2) → ReLU → dropout 0.3 →
-Linear(d/2, 2) → softmax, trained with cross-entropy applied to the softmax output (AxBench's double softmax, spec
-§7.9) on the binarized training texts; AdamW, linear decay, gradient accumulation. Attribution target: p(positive).
+Linear(d/2, 2) → softmax, trained with cross-entropy applied to the softmax output (AxBench's double softmax,
+docs/axbench-recipes.md §7.9) on the binarized training texts; AdamW, linear decay, gradient accumulation. Attribution target: p(positive).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BoW: bag-of-words logistic regression on the text, a baseline that never looks at the model (spec §2.3, §2.4).
+"""BoW: bag-of-words logistic regression on the text, a baseline that never looks at the model (docs/axbench-recipes.md §2.3, §2.4).
 
 sklearn ``CountVectorizer()`` (defaults) + ``LogisticRegression(l2, C=100, lbfgs, max_iter=1000, random_state=42)``
 fitted on the concept's 144 training texts; the example score is p(positive). Detection only, no token scores.

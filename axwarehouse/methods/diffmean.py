@@ -1,4 +1,4 @@
-"""DiffMean: w = mean(h | positive tokens) - mean(h | negative tokens), unit norm; s_t = h_t . w (spec §2.4).
+"""DiffMean: w = mean(h | positive tokens) - mean(h | negative tokens), unit norm; s_t = h_t . w (docs/axbench-recipes.md §2.4).
 
 Tokens are pooled across examples (long examples weigh more), positions after the chat prefix only.
 """

@@ -1,4 +1,4 @@
-"""IG (integrated gradients; spec §2.4): baseline b = mean input embedding of 1000 random token ids (seeded),
+"""IG (integrated gradients; docs/axbench-recipes.md §2.4): baseline b = mean input embedding of 1000 random token ids (seeded),
 broadcast to every position; ``steps`` points α = k/steps (k = 0..steps−1, left Riemann); block L's output replaced by
 b + α(h − b); s_t = Σ_d |(h − b)_{t,d} · mean_α ∂p/∂x_{t,d}|. Same classifier head as IxG. Detection only.
 

@@ -1,4 +1,4 @@
-"""IxG (input × gradient; spec §2.4): s_t = Σ_d |h_{t,d} · ∂p(positive)/∂h_{t,d}| at block L's output, where p comes
+"""IxG (input × gradient; docs/axbench-recipes.md §2.4): s_t = Σ_d |h_{t,d} · ∂p(positive)/∂h_{t,d}| at block L's output, where p comes
 from a classifier head trained on the frozen model's final hidden state (see ``attribution.py``). Detection only."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """LAT (linear artificial tomography): positive tokens shuffled, first half paired with second half, each
-difference L2-normalised (zero rows stay zero), first component of PCA(2) on the differences (spec §2.4).
+difference L2-normalised (zero rows stay zero), first component of PCA(2) on the differences (docs/axbench-recipes.md §2.4).
 
 AxBench shuffles with NumPy's global RNG; we use a seeded Generator so results are reproducible.
 """

@@ -1,5 +1,5 @@
 """Shared machinery of the methods trained with the language-modelling objective through the target model
-(ReFT-r1, SSV, LoReFT, LoRA, SFT; spec §2.2 "LM-style", §2.3): example tensorisation, an edit of the block-L output,
+(ReFT-r1, SSV, LoReFT, LoRA, SFT; docs/axbench-recipes.md §2.2 "LM-style", §2.3): example tensorisation, an edit of the block-L output,
 the training loop.
 
 Not a method (nothing registered here). :func:`train_lm` is the one loop (AdamW, linear decay to 0 without warmup,
@@ -45,7 +45,7 @@ def lm_examples(chat: ChatFormat, inputs: list[str], outputs: list[str], labels)
 
 
 def concept_lm_examples(chat: ChatFormat, data, with_negatives: bool = False) -> list[LMExample]:
-    """A concept's LM-style training examples (spec §2.2): its positives, and its genre negatives when
+    """A concept's LM-style training examples (docs/axbench-recipes.md §2.2): its positives, and its genre negatives when
     ``with_negatives`` (ReFT-r1's ``train_on_negative``), in the order of ``data``."""
     keep = [i for i, y in enumerate(data.labels) if with_negatives or y == 1]
     return lm_examples(chat, [data.inputs[i] for i in keep], [data.outputs[i] for i in keep], data.labels[keep])

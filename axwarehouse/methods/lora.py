@@ -1,10 +1,10 @@
 """LoRA (AxBench's ``LoRA``: PEFT ``LoraConfig(r=4, lora_alpha=32, use_rslora=True, lora_dropout=0.05,
-bias="none")`` on ``o_proj`` of layers 5, 10, 15, 20; spec §2.3, §2.4). Steering only; the factor is ignored.
+bias="none")`` on ``o_proj`` of layers 5, 10, 15, 20; docs/axbench-recipes.md §2.3, §2.4). Steering only; the factor is ignored.
 
 At every listed layer, ``o_proj(x) = W x`` becomes ``W x + (α/√r) · B A dropout(x)`` (rank-stabilised scaling),
 A ∈ R^{r×d_in} Kaiming-uniform (a = √5) and B ∈ R^{d_out×r} = 0 at the start (PEFT's init), so the untrained
 adapter is the base model bit for bit. Trained on the concept's positives with the output-token CE (LM-style data,
-spec §2.2): AdamW lr 9e-4, batch 18, gradient accumulation 2, 24 epochs, linear decay to 0, no clipping. Dropout
+docs/axbench-recipes.md §2.2): AdamW lr 9e-4, batch 18, gradient accumulation 2, 24 epochs, linear decay to 0, no clipping. Dropout
 is active while training only: PEFT creates its dropout modules in training mode inside AxBench's eval-mode model,
 and steering calls ``eval()``.
 

@@ -1,5 +1,5 @@
 """LoReFT (AxBench's ``LoReFT``: pyreft ``LoreftIntervention``, rank 4, at the block outputs of layers 5, 10, 15, 20,
-positions "f5+l5"; spec §2.3, §2.4). Steering only; the factor is ignored.
+positions "f5+l5"; docs/axbench-recipes.md §2.3, §2.4). Steering only; the factor is ignored.
 
 At each listed layer and each intervened position: Φ(h) = h + Rᵀ(W h + b − R h), R ∈ R^{r×d} with orthonormal rows,
 W ∈ R^{r×d}, b ∈ R^r (one (R, W, b) per layer, shared across positions). R is pyvene's ``LowRankRotateLayer``

@@ -1,6 +1,6 @@
-"""PCA: first principal component (sklearn PCA(2), mean-centred) of the positive examples' tokens (spec §2.4).
+"""PCA: first principal component (sklearn PCA(2), mean-centred) of the positive examples' tokens (docs/axbench-recipes.md §2.4).
 
-The sign of a principal component is arbitrary, as in AxBench (spec §7.4): AUROC can fall below 0.5.
+The sign of a principal component is arbitrary, as in AxBench (docs/axbench-recipes.md §7.4): AUROC can fall below 0.5.
 """
 
 from __future__ import annotations

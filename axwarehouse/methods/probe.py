@@ -1,4 +1,4 @@
-"""Probe: per-token logistic regression on the example label, w kept on the unit sphere (spec §2.3, §2.4).
+"""Probe: per-token logistic regression on the example label, w kept on the unit sphere (docs/axbench-recipes.md §2.3, §2.4).
 
 Loss = BCE(sigmoid(h_t . w), y_example) averaged over real tokens at positions >= 1 (AxBench's probe loader
 skips only BOS, so chat-prefix tokens are trained too). The logit has no bias: AxBench's ProbeIntervention computes

@@ -1,10 +1,10 @@
-"""Prompt detection (AxBench's ``PromptDetection``; spec §2.4): the target model itself rates how present the concept
-is in the raw response, with the concept-relevance judge prompt (spec §5.1) wrapped in its chat template.
+"""Prompt detection (AxBench's ``PromptDetection``; docs/axbench-recipes.md §2.4): the target model itself rates how present the concept
+is in the raw response, with the concept-relevance judge prompt (docs/axbench-recipes.md §5.1) wrapped in its chat template.
 
 Two modes (``--set prompt.mode=...``):
 
 * ``generate`` (AxBench): sample at temperature 1.0 up to ``max_new_tokens`` (512), parse ``Rating: [[x]]`` after
-  the last "Rating:" (spec §5.2); an unparseable or out-of-range answer scores −1 (AxBench's detection rule).
+  the last "Rating:" (docs/axbench-recipes.md §5.2); an unparseable or out-of-range answer scores −1 (AxBench's detection rule).
   Seeded per concept, so a re-run reproduces the same scores.
 * ``expected``: force the answer prefix ``Rating: [[`` and score the expected rating Σ_k k·p(k) over the next-token
   probabilities of "0", "1", "2" (renormalised). One forward per example, deterministic; a small model that rarely
@@ -51,7 +51,7 @@ ANSWER_PREFIX = "Rating: [["
 
 
 def parse_rating(text: str) -> float | None:
-    """AxBench's judge parser (spec §5.2): after the last "Rating:", first line, brackets removed, trailing
+    """AxBench's judge parser (docs/axbench-recipes.md §5.2): after the last "Rating:", first line, brackets removed, trailing
     ./quotes/* stripped, a float in [0, 2]; None otherwise."""
     if "Rating:" not in text:
         return None

@@ -1,4 +1,4 @@
-"""ReFT-r1 (AxBench's ``LsReFT``): a rank-1 top-k ReLU encoder trained with the steering (LM) objective (spec §2.4).
+"""ReFT-r1 (AxBench's ``LsReFT``): a rank-1 top-k ReLU encoder trained with the steering (LM) objective (docs/axbench-recipes.md §2.4).
 
 w ∈ R^d starts at 0.01 everywhere. At the intervened positions T (real tokens at positions ≥ P) of block L:
 z_t = ReLU(h_t · w); m = mean of the top-k z_t; every t ∈ T is edited to h_t + m·w. Loss = next-token CE on the

@@ -1,6 +1,6 @@
 """ReFT-r1, joint dictionary form: one encoder W ∈ R^{n×d} with a row per concept of the set, trained together.
 
-Same objective, edit and per-step rule as ``reft-r1`` (spec §2.4), but one AdamW run over every concept: each training
+Same objective, edit and per-step rule as ``reft-r1`` (docs/axbench-recipes.md §2.4), but one AdamW run over every concept: each training
 example is the (example, concept) pair of a concept's own ReFT-r1 training set (its positives and, with
 ``train_on_negative``, its genre's shared negatives, so a negative appears once per concept of its genre) and is
 edited with its concept's row W[c] (AxBench's pyvene ``subspaces`` = concept id). Batches mix concepts; the L1 term

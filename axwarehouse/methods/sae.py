@@ -1,4 +1,4 @@
-"""SAE (AxBench's ``GemmaScopeSAE``): the pretrained SAE feature a concept was labelled from (spec §2.4).
+"""SAE (AxBench's ``GemmaScopeSAE``): the pretrained SAE feature a concept was labelled from (docs/axbench-recipes.md §2.4).
 
 No training: the concept's ``sae_id`` (last segment of its Neuronpedia ref) picks feature c of the SAE in ``sae``
 (a SAELens or GemmaScope directory). s_t = the SAE's activation of feature c (JumpReLU: ReLU(pre)·[pre > θ_c]);

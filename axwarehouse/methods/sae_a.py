@@ -1,4 +1,4 @@
-"""SAE-A (AxBench's ``GemmaScopeSAEMaxAUC``): the SAE feature with the best AUROC on the training data (spec §2.4).
+"""SAE-A (AxBench's ``GemmaScopeSAEMaxAUC``): the SAE feature with the best AUROC on the training data (docs/axbench-recipes.md §2.4).
 
 Encode the concept's binarized training texts with the whole SAE, take each example's max over scored tokens
 (positions ≥ P) for every feature, compute every feature's AUROC (positives vs negatives) and keep the best

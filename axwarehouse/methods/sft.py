@@ -1,7 +1,7 @@
-"""SFT (AxBench's ``SFT``: full finetune; spec §2.3, §2.4). Steering only; the factor is ignored.
+"""SFT (AxBench's ``SFT``: full finetune; docs/axbench-recipes.md §2.3, §2.4). Steering only; the factor is ignored.
 
 Every parameter of the target model is trained on the concept's positives with the output-token CE (LM-style data,
-spec §2.2): AdamW lr 4e-5, batch 18, gradient accumulation 4, 8 epochs, linear decay to 0, grad-norm clip 1.0.
+docs/axbench-recipes.md §2.2): AdamW lr 4e-5, batch 18, gradient accumulation 4, 8 epochs, linear decay to 0, grad-norm clip 1.0.
 AxBench configures SFT for its first 20 concepts only (``max_concepts: 20``): ``max_concepts`` here limits training
 and steering to the first N concepts of a set by concept_id (0 = all). The model stays in eval mode (AxBench calls
 ``train()``, which changes nothing for Llama/Gemma: their attention dropout is 0).

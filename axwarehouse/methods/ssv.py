@@ -1,8 +1,8 @@
-"""SSV (supervised steering vector, AxBench's ``SteeringVector``; spec §2.4).
+"""SSV (supervised steering vector, AxBench's ``SteeringVector``; docs/axbench-recipes.md §2.4).
 
 v ∈ R^d starts at 0.01 everywhere; training adds v to block L's output at every position ≥ P; loss = next-token CE
 on the positives' responses; no normalisation and no clipping, one AdamW step per batch. Detection:
-s_t = ReLU(h_t · v); steering adds f·a_c·v with v *not* unit norm (spec §7.5), so the stored direction is raw v.
+s_t = ReLU(h_t · v); steering adds f·a_c·v with v *not* unit norm (docs/axbench-recipes.md §7.5), so the stored direction is raw v.
 """
 
 from __future__ import annotations

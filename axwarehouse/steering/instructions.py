@@ -1,4 +1,4 @@
-"""The steering instruction set and AxBench's per-concept draw and selection/test split (spec §4.1, §5.3).
+"""The steering instruction set and AxBench's per-concept draw and selection/test split (docs/axbench-recipes.md §4.1, §5.3).
 
 The shipped set (``axwarehouse/data/steering_instructions``, provenance in its NOTICE.md) stands in for AlpacaEval.
 Per concept, AxBench takes ``alpaca_eval_df.sample(n, random_state=concept_id)``: pandas draws that as

@@ -2,7 +2,7 @@
 
 A steering *edit* maps the residual stream ``h`` [batch, positions, d] of one padded batch to its edited value. Each
 batch row carries its own parameters (concept direction, factor, magnitude), so a whole concepts × factors ×
-instructions sweep runs as one padded batch per step. AxBench's rank-1 rule (spec §2.4, §4.2) is
+instructions sweep runs as one padded batch per step. AxBench's rank-1 rule (docs/axbench-recipes.md §2.4, §4.2) is
 :class:`AdditionEdit`: ``h + f·a_c·w_c`` at **every** position, prompt and generated tokens alike.
 
 Later methods (ReFT-r1, SSV, SAE clamping, LoReFT) add an edit class here (or in their method file) and register

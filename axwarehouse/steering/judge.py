@@ -1,4 +1,4 @@
-"""The three-criterion LLM judge of steered generations (spec §5.1–§5.2): rubric prompts (our wording), the answer
+"""The three-criterion LLM judge of steered generations (docs/axbench-recipes.md §5.1–§5.2): rubric prompts (our wording), the answer
 parser, and the expected score from token probabilities.
 
 Each criterion is one user message asking for a short explanation followed by ``Rating: [[score]]`` on 0–2.
@@ -88,7 +88,7 @@ def judge_prompt(criterion: str, concept: str, instruction: str, generation: str
 
 
 def parse_rating(text: str | None) -> Parsed:
-    """Score 0..2 from a judge answer, or NULL with the reason (spec §5.2 rules, failures kept as failures)."""
+    """Score 0..2 from a judge answer, or NULL with the reason (docs/axbench-recipes.md §5.2 rules, failures kept as failures)."""
     if text is None or not text.strip():
         return Parsed(None, "empty")
     if MARKER not in text:

@@ -1,7 +1,7 @@
 """Perplexity of generations under the unsteered target model (reported beside the judge scores, never scored).
 
 PPL = exp(mean cross-entropy of the generated tokens given the plain instruction prompt). Unlike AxBench (which
-scores prompt + generation for methods but the generation alone for the prompt baseline, spec §4.3), every method
+scores prompt + generation for methods but the generation alone for the prompt baseline, docs/axbench-recipes.md §4.3), every method
 is measured the same way: the generation conditioned on the *unsteered* chat prompt of the original instruction,
 so the numbers are comparable across methods and the prompt tokens do not dilute them.
 """

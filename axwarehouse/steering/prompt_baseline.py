@@ -1,4 +1,4 @@
-"""The prompt steering baseline (AxBench ``PromptSteering``, spec §4.3): an LLM writes, once per concept, a prompt
+"""The prompt steering baseline (AxBench ``PromptSteering``, docs/axbench-recipes.md §4.3): an LLM writes, once per concept, a prompt
 that makes a model bring the concept into every answer; the *unsteered* target model then answers
 ``" {steering_prompt}\\n\\nQuestion: {instruction}"``. Calls go through the cached LLM client (`llm_calls`), so a
 re-run asks nothing again. The wording of the request is ours.
