@@ -245,6 +245,27 @@ OUTPUT_PERPLEXITY = _schema(  # perplexity of each generation under the unsteere
     pa.field("n_tokens", pa.int32()),
 )
 
+JUDGE_CALIBRATION = _schema(  # one calibrated threshold pair of the proxy judge
+    pa.field("calibration_id", pa.string(), nullable=False),
+    pa.field("judge", pa.string(), nullable=False),  # proxy:<model>
+    pa.field("rubric", pa.string()),
+    pa.field("criterion", pa.string(), nullable=False),
+    pa.field("measure", pa.string()),  # classifier_probability | pmi_per_token | logp_per_token
+    pa.field("concept_set", pa.string()),
+    pa.field("concept_id", pa.int64()),  # concept criterion only
+    pa.field("instruction_set", pa.string()),  # instruction / fluency only
+    pa.field("threshold_low", pa.float64()),  # measurement >= low rates at least 1
+    pa.field("threshold_high", pa.float64()),  # measurement >= high rates 2
+    pa.field("negative_quantile", pa.float64()),
+    pa.field("positive_quantile", pa.float64()),
+    pa.field("n_negative", pa.int64()),
+    pa.field("n_positive", pa.int64()),
+    pa.field("negative_mean", pa.float64()),
+    pa.field("positive_mean", pa.float64()),
+    pa.field("auroc", pa.float64()),  # separation of the two calibration classes by the measurement
+    pa.field("details", pa.string()),  # JSON: what the classes were made of
+)
+
 TABLES.update({
     "steering_instructions": STEERING_INSTRUCTIONS,
     "steering_inputs": STEERING_INPUTS,
@@ -252,6 +273,7 @@ TABLES.update({
     "judge_scores": JUDGE_SCORES,
     "output_perplexity": OUTPUT_PERPLEXITY,
     "judge_configs": JUDGE_CONFIGS,
+    "judge_calibration": JUDGE_CALIBRATION,  # the proxy judge's thresholds (stages/judge_proxy.py)
 })
 PARTITIONS.update({
     "steering_instructions": [],
@@ -260,6 +282,7 @@ PARTITIONS.update({
     "judge_scores": ["judge"],
     "output_perplexity": [],
     "judge_configs": [],
+    "judge_calibration": [],
 })
 # --- issue 6: SAEs trained by `axw sae train` (files in the SAELens layout under warehouse/saes/) ---
 TABLES["saes"] = _schema(

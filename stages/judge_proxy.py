@@ -21,7 +21,6 @@ import time
 
 import pyarrow as pa
 
-from axwarehouse import schemas
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
@@ -31,29 +30,6 @@ from stages.judge import JudgeResult, _filters, _missing_perplexity, _perplexity
 PROXY = "proxy"
 MAX_CALIBRATION_INSTRUCTIONS = 64  # bounds the reference generation for large concept sets
 OTHER_POSITIVES_PER_POSITIVE = 4  # cap on other concepts' positives used as concept negatives
-
-JUDGE_CALIBRATION = schemas._schema(  # one calibrated threshold pair of the proxy judge
-    pa.field("calibration_id", pa.string(), nullable=False),
-    pa.field("judge", pa.string(), nullable=False),  # proxy:<model>
-    pa.field("rubric", pa.string()),
-    pa.field("criterion", pa.string(), nullable=False),
-    pa.field("measure", pa.string()),  # classifier_probability | pmi_per_token | logp_per_token
-    pa.field("concept_set", pa.string()),
-    pa.field("concept_id", pa.int64()),  # concept criterion only
-    pa.field("instruction_set", pa.string()),  # instruction / fluency only
-    pa.field("threshold_low", pa.float64()),  # measurement >= low rates at least 1
-    pa.field("threshold_high", pa.float64()),  # measurement >= high rates 2
-    pa.field("negative_quantile", pa.float64()),
-    pa.field("positive_quantile", pa.float64()),
-    pa.field("n_negative", pa.int64()),
-    pa.field("n_positive", pa.int64()),
-    pa.field("negative_mean", pa.float64()),
-    pa.field("positive_mean", pa.float64()),
-    pa.field("auroc", pa.float64()),  # separation of the two calibration classes by the measurement
-    pa.field("details", pa.string()),  # JSON: what the classes were made of
-)
-schemas.register_table("judge_calibration", JUDGE_CALIBRATION)
-
 
 def proxy_hash(seed: int) -> str:
     """What defines a proxy rating besides the output and its calibration data."""

@@ -188,7 +188,7 @@ def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
         return {}
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".writer.lock" and p.relative_to(folder).parts[0] != "run_events"}
+            if p.is_file() and p.name != ".writer.lock" and "run_events" not in p.relative_to(folder).parts}
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
