@@ -333,9 +333,10 @@ def demo_cmd(
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
         if steering:
-            from stages.steer_demo import run_steering_demo
+            from stages.steer_demo import DEMO_CONCEPTS, run_steering_demo
 
-            run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.subset_name())
+            run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.subset_name(),
+                              concepts=DEMO_CONCEPTS[:concepts] if concepts else DEMO_CONCEPTS)
 
 
 # -- LLM data generation (issue 4) ------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print)
     methods = cfg.methods or DEMO_METHODS
     t0 = time.perf_counter()
     if cfg.concepts is not None and not 2 <= cfg.concepts <= 10:
-        raise AxwError(f"--concepts must be 2..10 (the steering part steers concepts 0 and 1), got {cfg.concepts}")
+        raise AxwError(f"--concepts must be 2..10 (the steering part steers the first of them), got {cfg.concepts}")
     resolve(cfg.model)  # an embedded model not cached yet is fetched (or its one-line error raised) before any work
     concept_set = cfg.subset_name()
     if concept_set == cfg.concept_set:

@@ -50,7 +50,7 @@ def test_demo_runs_both_halves_and_a_second_run_reuses_everything(demo_dir):
     assert set(board) == {"diffmean", "pca", "lat", "probe"}
     assert all(n == 3 for _, n in board.values())
     assert layer == [(18,)]  # the configured default layer of embedded:smollm2
-    assert steered == [("diffmean", 0), ("diffmean", 1), ("prompt", 0), ("prompt", 1)]
+    assert steered == [(m, c) for m in ("diffmean", "prompt") for c in range(3)]  # the subset's 3 concepts
     assert judged == n_outputs > 0
     for method in board:
         assert method in out
