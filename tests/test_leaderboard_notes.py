@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from axwarehouse.catalog import Catalog
 from conftest import axw
 
-BOARD_COLUMNS = ["method", "model", "layer", "concept_set", "config_hash", "mean_auroc", "n_concepts"]
+BOARD_COLUMNS = ["method", "model", "layer", "concept_set", "settings", "config_hash", "mean_auroc", "n_concepts",
+                 "hard_negative_macro"]
 
 
 def _external_saes(root, d=32, n=24):
