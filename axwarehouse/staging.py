@@ -132,6 +132,7 @@ class WorkerCatalog(Catalog):
         self.read_only = False
         self.con = duckdb.connect(":memory:")
         self._seq = 0
+        self._bodies, self.damaged, self._lock = {}, {}, None  # Catalog's view state; a worker holds no writer lock
         self.folder, self.run_id, self.shard, self.fault = Path(folder), run_id, shard, fault
         self.refresh_views()
 
