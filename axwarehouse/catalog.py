@@ -161,6 +161,49 @@ def _relation_error(exc: BaseException) -> AxwError:
     return AxwError(duckdb_error_line(exc))
 
 
+def conform_table(table: str, data: pa.Table, run_id: str, chash: str) -> pa.Table:
+    """``data`` in ``table``'s schema with lineage stamped (run id, config hash where the stage gave none, code
+    version): the one rule for every write, the driver's and a distributed worker's staged files alike."""
+    import pyarrow.compute as pc
+    schema = schemas.TABLES[table]
+    n = data.num_rows
+    stamps = {"run_id": run_id, "config_hash": chash, "code_version": code_version()}
+    columns = []
+    for f in schema:
+        if f.name in data.column_names:
+            col = data.column(f.name)
+            if f.name == "config_hash" and col.null_count:
+                col = pc.fill_null(col, chash)
+        elif f.name in stamps:
+            col = pa.array([stamps[f.name]] * n, pa.string())
+        else:
+            raise AxwError(f"internal: table {table} write is missing column {f.name}")
+        if (pa.types.is_list(f.type) and pa.types.is_fixed_size_list(col.type)
+                and col.type.value_type == f.type.value_type):
+            columns.append(col)  # a fixed-size list stays one (the file's Arrow schema keeps its width)
+            continue
+        try:
+            columns.append(col.cast(f.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise AxwError(f"internal: column {table}.{f.name} cannot be cast to {f.type}: {exc}") from exc
+    fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
+
+
+def partition_groups(table: str, data: pa.Table) -> list[tuple[list[str], pa.Table]]:
+    """``data`` split by ``table``'s partition columns: (folder names ``col=slug``, rows) per distinct value tuple."""
+    import pyarrow.compute as pc
+    groups: list[tuple[list[str], pa.Table]] = [([], data)]
+    for col in schemas.PARTITIONS.get(table, []):
+        split: list[tuple[list[str], pa.Table]] = []
+        for prefix, sub in groups:
+            for value in pc.unique(sub.column(col)).to_pylist():
+                mask = pc.equal(sub.column(col), pa.scalar(value, sub.schema.field(col).type))
+                split.append((prefix + [f"{col}={partition_slug(value)}"], sub.filter(mask)))
+        groups = split
+    return groups
+
+
 @dataclass
 class Run:
     """One execution of a stage; stamps lineage on the rows it writes."""
@@ -557,30 +600,7 @@ class Catalog:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def _conform(self, table: str, data: pa.Table, run: Run) -> pa.Table:
-        import pyarrow.compute as pc
-        schema = schemas.TABLES[table]
-        n = data.num_rows
-        stamps = {"run_id": run.run_id, "config_hash": run.config_hash, "code_version": code_version()}
-        columns = []
-        for f in schema:
-            if f.name in data.column_names:
-                col = data.column(f.name)
-                if f.name == "config_hash" and col.null_count:
-                    col = pc.fill_null(col, run.config_hash)
-            elif f.name in stamps:
-                col = pa.array([stamps[f.name]] * n, pa.string())
-            else:
-                raise AxwError(f"internal: table {table} write is missing column {f.name}")
-            if (pa.types.is_list(f.type) and pa.types.is_fixed_size_list(col.type)
-                    and col.type.value_type == f.type.value_type):
-                columns.append(col)  # a fixed-size list stays one (the file's Arrow schema keeps its width)
-                continue
-            try:
-                columns.append(col.cast(f.type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise AxwError(f"internal: column {table}.{f.name} cannot be cast to {f.type}: {exc}") from exc
-        fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
-        return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
+        return conform_table(table, data, run.run_id, run.config_hash)
 
     def _writable(self) -> None:
         if self.read_only:
@@ -588,24 +608,13 @@ class Catalog:
 
     def append(self, table: str, data: pa.Table, run: Run) -> int:
         """Append rows (split by partition values) as new Parquet files, each written atomically."""
-        import pyarrow.compute as pc
-
         self._writable()
         if data.num_rows == 0:
             return 0
         data = self._conform(table, data, run)
-        part_cols = schemas.PARTITIONS.get(table, [])
-        groups: list[tuple[list[tuple[str, Any]], pa.Table]] = [([], data)]
-        for col in part_cols:
-            split: list[tuple[list[tuple[str, Any]], pa.Table]] = []
-            for prefix, sub in groups:
-                for value in pc.unique(sub.column(col)).to_pylist():
-                    mask = pc.equal(sub.column(col), pa.scalar(value, sub.schema.field(col).type))
-                    split.append((prefix + [(col, value)], sub.filter(mask)))
-            groups = split
         with self.commit_lock():
-            for parts, sub in groups:
-                folder = self.table_dir(table).joinpath(*[f"{c}={partition_slug(v)}" for c, v in parts])
+            for folder_parts, sub in partition_groups(table, data):
+                folder = self.table_dir(table).joinpath(*folder_parts)
                 self._seq += 1
                 atomic_write_parquet(sub, folder / f"part-{run.run_id}-{self._seq:05d}.parquet")
         self._register_table_view(table)

@@ -32,13 +32,12 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from axwarehouse import schemas
-from axwarehouse.catalog import Catalog, Run, atomic_write_parquet, partition_slug, _fsync_dir
+from axwarehouse.catalog import Catalog, Run, _fsync_dir, atomic_write_parquet, conform_table, partition_groups
 from axwarehouse.errors import AxwError
-from axwarehouse.lineage import code_version, config_hash
+from axwarehouse.lineage import config_hash
 
 STAGING = "_staging"
 FAULT_ENV = "AXW_FAULT_KILL_SHARD"  # tests only: "<shard>[:<marker file>]" kills that shard's worker mid-shard
@@ -46,28 +45,6 @@ FAULT_ENV = "AXW_FAULT_KILL_SHARD"  # tests only: "<shard>[:<marker file>]" kill
 
 def staging_root(warehouse: Path, stage: str) -> Path:
     return Path(warehouse) / STAGING / stage
-
-
-def conform(table: str, data: pa.Table, run_id: str, chash: str) -> pa.Table:
-    """``data`` in ``table``'s schema with lineage stamped (the columns and casts ``Catalog.append`` applies)."""
-    schema = schemas.TABLES[table]
-    stamps = {"run_id": run_id, "config_hash": chash, "code_version": code_version()}
-    columns, fields = [], []
-    for f in schema:
-        if f.name in data.column_names:
-            col = data.column(f.name)
-            if f.name == "config_hash" and col.null_count:
-                col = pc.fill_null(col, chash)
-        elif f.name in stamps:
-            col = pa.array([stamps[f.name]] * data.num_rows, pa.string())
-        else:
-            raise AxwError(f"internal: table {table} write is missing column {f.name}")
-        if not (pa.types.is_list(f.type) and pa.types.is_fixed_size_list(col.type)
-                and col.type.value_type == f.type.value_type):
-            col = col.cast(f.type)
-        columns.append(col)
-        fields.append(f.with_type(col.type))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 @dataclass
@@ -88,18 +65,9 @@ class StagedRun:
     def write(self, table: str, data: pa.Table) -> int:
         if data.num_rows == 0:
             return 0
-        data = conform(table, data, self.run_id, self.config_hash)
-        groups = [([], data)]
-        for col in schemas.PARTITIONS.get(table, []):
-            split = []
-            for prefix, sub in groups:
-                for value in pc.unique(sub.column(col)).to_pylist():
-                    mask = pc.equal(sub.column(col), pa.scalar(value, sub.schema.field(col).type))
-                    split.append((prefix + [(col, value)], sub.filter(mask)))
-            groups = split
-        for parts, sub in groups:
-            sub_dir = self.folder / table / Path(*[f"{c}={partition_slug(v)}" for c, v in parts]) if parts \
-                else self.folder / table
+        data = conform_table(table, data, self.run_id, self.config_hash)
+        for folder_parts, sub in partition_groups(table, data):
+            sub_dir = self.folder.joinpath(table, *folder_parts)
             self.files_written += 1
             atomic_write_parquet(sub, sub_dir / f"part-{self.run_id}-s{self.shard:05d}-{self.files_written:05d}"
                                                 f".parquet")
