@@ -256,7 +256,7 @@ class Catalog:
         self._bodies: dict[str, str] = {}
         self.damaged: dict[str, str] = {}  # table -> one-line message, for tables with an unreadable file
         self._lock: WriterLock | None = None
-        self.con = None
+        self._con: duckdb.DuckDBPyConnection | None = None
         try:
             if not read_only:
                 if not os.access(self.path.parent, os.W_OK):
@@ -281,9 +281,33 @@ class Catalog:
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------------------
+    # tables written since their view was last bound: re-bound on the next use of the connection, not per write
+    _stale: frozenset[str] | set[str] = frozenset()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection | None:
+        """The in-memory DuckDB connection, every view of a table written since its last use re-bound first.
+
+        Binding a table's view reads the footer of each of its files (``union_by_name``), so binding it after every
+        append made a stage that writes k files pay O(k²): ~1,500 activation files at Concept500 cost minutes.
+        """
+        if self._stale and self._con is not None:
+            stale, self._stale = self._stale, frozenset()
+            for table in sorted(stale):
+                self._register_table_view(table)
+        return self._con
+
+    @con.setter
+    def con(self, value: duckdb.DuckDBPyConnection | None) -> None:
+        self._con = value
+
+    def _mark_written(self, table: str) -> None:
+        self._stale = self._stale | {table}
+
     def close(self) -> None:
-        if self.con is not None:
-            self.con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -415,6 +439,7 @@ class Catalog:
 
     def refresh_views(self) -> None:
         """Register every table view, then every sql/*.sql file (DDL and derived views, in dependency order)."""
+        self._stale = frozenset()
         for table in _table_schemas():
             self._register_table_view(table)
         self._run_sql_files(self.con)
@@ -617,7 +642,7 @@ class Catalog:
                 folder = self.table_dir(table).joinpath(*folder_parts)
                 self._seq += 1
                 atomic_write_parquet(sub, folder / f"part-{run.run_id}-{self._seq:05d}.parquet")
-        self._register_table_view(table)
+        self._mark_written(table)
         return data.num_rows
 
     def delete_where(self, table: str, where: str, params: Sequence[Any] | None = None) -> int:
@@ -639,14 +664,14 @@ class Catalog:
                 else:
                     path.unlink()
                 removed += int(hits)
-        self._register_table_view(table)
+        self._mark_written(table)
         return removed
 
     # -- runs ------------------------------------------------------------------------------------------------
     def _event(self, table: pa.Table, run_id: str, kind: str) -> None:
         with self.commit_lock():
             atomic_write_parquet(table, self.table_dir(run_ledger.TABLE) / f"part-{run_id}-{kind}.parquet")
-        self._register_table_view(run_ledger.TABLE)
+        self._mark_written(run_ledger.TABLE)
 
     @contextmanager
     def run(self, stage: str, config: dict[str, Any]) -> Iterator[Run]:

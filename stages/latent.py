@@ -24,6 +24,7 @@ import torch
 from axwarehouse.activation_store import ActivationReader, TokenMatrix
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
+from axwarehouse.heap import bound_heap_growth
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import Method, get, method_names
@@ -193,6 +194,7 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     if not todo:
         return result
 
+    bound_heap_growth()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
     reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, SPLIT, with_tokens=True)
     ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
     texts: dict[int, tuple[str, str]] = {}
