@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from axwarehouse import schemas
-from axwarehouse.catalog import Catalog, Run, _fsync_dir, atomic_write_parquet, conform_table, partition_groups
+from axwarehouse.catalog import (Catalog, Run, _fsync_dir, atomic_write_parquet, conform_table, data_file_name,
+                                  partition_groups)
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 
@@ -69,8 +70,8 @@ class StagedRun:
         for folder_parts, sub in partition_groups(table, data):
             sub_dir = self.folder.joinpath(table, *folder_parts)
             self.files_written += 1
-            atomic_write_parquet(sub, sub_dir / f"part-{self.run_id}-s{self.shard:05d}-{self.files_written:05d}"
-                                                f".parquet")
+            atomic_write_parquet(sub, sub_dir / data_file_name(
+                table, f"part-{self.run_id}-s{self.shard:05d}-{self.files_written:05d}"))
         self.rows_written += data.num_rows
         self.written[table] = self.written.get(table, 0) + data.num_rows
         self._maybe_die()
