@@ -187,6 +187,10 @@ class ActivationReader:
         folder = partition_dir(self.warehouse, self.model, self.layer, self.concept_set, self.split, concept_id)
         return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
+    def may_hold(self, concept_id: int) -> bool:
+        """Whether any file may hold rows of ``concept_id``: its folder has files, or old-layout files exist."""
+        return bool(self._legacy) or bool(self.concept_files(concept_id))
+
     def read(self, concept_ids: Sequence[int] | None, example_ids: Sequence[int] | None = None) -> TokenMatrix:
         """Rows of the examples owned by ``concept_ids`` (None: the whole split), optionally only ``example_ids``.
 

@@ -1,10 +1,15 @@
 -- latent_auroc: per method x concept AUROC of max-pooled scores, the concept's positives vs its negatives
--- (hard negatives excluded, as AxBench does; an example without a score (NULL) is left out, as latent_roc does). Mann-Whitney rank statistic with tied scores given their average
--- rank, which equals scikit-learn's trapezoidal roc_auc_score.
+-- (hard negatives excluded, as AxBench does; an example without a score (NULL) is left out, as latent_roc does).
+-- Mann-Whitney U with ties counted as one half — U = sum over distinct scores s of pos(s) * (neg below s +
+-- neg(s) / 2) — divided by n_pos * n_neg, which equals scikit-learn's trapezoidal roc_auc_score (and the average-rank
+-- form of the statistic: every term is an integer or a half, so the sums are exact in DOUBLE).
+-- Written for speed at Concept500 scale: counts per distinct score are one hash aggregate, and the one window (the
+-- running count of negatives) is partitioned by an integer series id, not by five string columns (3x faster at
+-- 300 concepts than rank() and count() windows over every score row).
 CREATE OR REPLACE VIEW latent_auroc AS
 WITH labelled AS (
     SELECT s.method, s.model, s.layer, s.concept_set, s.config_hash, s.concept_id, s.score,
-           CASE WHEN g.category = 'positive' THEN 1 ELSE 0 END AS label
+           g.category = 'positive' AS positive
     FROM latent_scores AS s
     JOIN generations AS g
       ON g.concept_set = s.concept_set AND g.split = s.split AND g.example_id = s.example_id
@@ -13,21 +18,32 @@ WITH labelled AS (
       AND g.category IN ('positive', 'negative')
       AND s.score IS NOT NULL
 ),
-ranked AS (
+series AS (
+    SELECT method, model, layer, concept_set, config_hash, row_number() OVER () AS series_id
+    FROM (SELECT DISTINCT method, model, layer, concept_set, config_hash FROM labelled)
+),
+by_score AS (
+    SELECT series_id, concept_id, score,
+           count(*) FILTER (WHERE positive) AS pos,
+           count(*) FILTER (WHERE NOT positive) AS neg
+    FROM labelled JOIN series USING (method, model, layer, concept_set, config_hash)
+    GROUP BY series_id, concept_id, score
+),
+below AS (
     SELECT *,
-           rank() OVER (PARTITION BY method, model, layer, concept_set, config_hash, concept_id ORDER BY score)
-           + (count(*) OVER (PARTITION BY method, model, layer, concept_set, config_hash, concept_id, score) - 1) / 2.0
-             AS avg_rank
-    FROM labelled
+           coalesce(sum(neg) OVER (PARTITION BY series_id, concept_id ORDER BY score
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS neg_below
+    FROM by_score
 ),
 per_concept AS (
-    SELECT method, model, layer, concept_set, config_hash, concept_id,
-           count(*) FILTER (WHERE label = 1) AS n_pos,
-           count(*) FILTER (WHERE label = 0) AS n_neg,
-           sum(avg_rank) FILTER (WHERE label = 1) AS pos_rank_sum
-    FROM ranked
-    GROUP BY method, model, layer, concept_set, config_hash, concept_id
+    SELECT series_id, concept_id,
+           CAST(sum(pos) AS BIGINT) AS n_pos,
+           CAST(sum(neg) AS BIGINT) AS n_neg,
+           sum(pos * (neg_below + neg / 2.0)) AS u
+    FROM below
+    GROUP BY series_id, concept_id
 )
-SELECT method, model, layer, concept_set, config_hash, concept_id, n_pos, n_neg,
-       (pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / nullif(n_pos * n_neg, 0) AS auroc
-FROM per_concept;
+SELECT s.method, s.model, s.layer, s.concept_set, s.config_hash, p.concept_id, p.n_pos, p.n_neg,
+       p.u / nullif(p.n_pos * p.n_neg, 0) AS auroc
+FROM per_concept AS p
+JOIN series AS s USING (series_id);
