@@ -73,7 +73,7 @@ def _examples(n: int) -> list[tuple[str, int, int, str, str]]:
         for _ in range(N_POS):
             rows.append(("train", ex, c, "positive", g))
             ex += 1
-        for cat, k in (("positive", N_EVAL), ("negative", N_EVAL), ("hard negative", N_HARD)):
+        for cat, k in (("positive", N_EVAL), ("negative", N_EVAL), ("hard_negative", N_HARD)):
             for _ in range(k):
                 rows.append(("latent_eval", ex, c, cat, g))
                 ex += 1

@@ -165,3 +165,36 @@ def test_old_float32_layout_still_reads(tmp_path, many_concepts):
     with Catalog(src_catalog, read_only=True) as cat:
         want = cat.sql(q).fetchall()
     assert [c for c, _ in got] == [0, 3] and got == want
+
+
+def test_sae_train_reads_one_partition_at_a_time_and_shared_negatives_once(many_concepts, monkeypatch):
+    """`axw sae train` on eight concepts: no read holds more than one concept's partition (or the shared negatives),
+    the shared negatives are read once for all passes, every concept once per pass (moments, each epoch, FVU), and
+    the SAE covers every scored token of the train split."""
+    import axwarehouse.activation_store as store
+    from stages.sae import SaeTrainConfig, run_sae_train
+
+    catalog_path, model = many_concepts
+    wh = catalog_path.parent / "warehouse"
+    reads: list[tuple[tuple[int, ...], int]] = []
+    plain = store.ActivationReader.read
+
+    def counted(self, concept_ids, example_ids=None):
+        out = plain(self, concept_ids, example_ids)
+        reads.append((tuple(concept_ids), len(out.acts)))
+        return out
+
+    monkeypatch.setattr(store.ActivationReader, "read", counted)
+    epochs = 2
+    with Catalog(catalog_path) as cat:
+        run_sae_train(cat, SaeTrainConfig("s8", model, 2, name="streamed", d_sae=16, k=2, epochs=epochs,
+                                          batch_tokens=64))
+        n_tokens, = cat.sql("SELECT n_tokens FROM saes WHERE name = 'streamed'").fetchall()[0]
+        scored = cat.count("activations", "split = 'train' AND concept_set = 's8' AND NOT is_prefix")
+    per_partition = {c: sum(pq.read_metadata(f).num_rows for f in partition_dir(wh, model, 2, "s8", "train", c)
+                            .glob("*.parquet")) for c in range(SHARED, 8)}
+    assert all(len(c) == 1 for c, _ in reads)  # one partition per read
+    assert all(rows == per_partition[c[0]] for c, rows in reads)
+    counts = {c: sum(1 for r, _ in reads if r == (c,)) for c in range(SHARED, 8)}
+    assert counts == {SHARED: 1, **{c: epochs + 2 for c in range(8)}}
+    assert n_tokens == scored > 0

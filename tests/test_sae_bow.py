@@ -133,3 +133,44 @@ def test_bow_separates_texts_by_their_words(tmp_path):
     vec = CountVectorizer()
     clf = LogisticRegression(C=100, max_iter=1000, random_state=42).fit(vec.fit_transform(outputs), labels)
     np.testing.assert_allclose(scores, clf.predict_proba(vec.transform(test_out))[:, 1], atol=1e-6)
+
+
+def test_topk_trainer_streams_chunks_within_its_buffer_and_is_deterministic():
+    """Chunk loaders instead of one tensor: every epoch loads each chunk once and yields every token exactly once,
+    in full batches but the last; no batch mixes more tokens than buffer + one chunk; two runs give the same SAE; and
+    the streamed SAE fits as well as one trained on the whole tensor."""
+    from axwarehouse.sae.topk import TopKConfig, _batches, train_topk_sae
+
+    g = torch.Generator().manual_seed(0)
+    atoms = torch.randn(32, D, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    idx = torch.stack([torch.randperm(32, generator=g)[:2] for _ in range(3000)])
+    x = ((torch.rand(3000, 2, generator=g) * 3 + 1).unsqueeze(-1) * atoms[idx]).sum(1) * 7.0 + 0.5
+    parts = list(x.split(250))  # twelve "concepts" of 250 tokens
+    loads = [0] * len(parts)
+
+    def loader(i):
+        def load():
+            loads[i] += 1
+            return parts[i]
+        return load
+
+    chunks = [loader(i) for i in range(len(parts))]
+    seen = list(_batches(chunks, 1.0, 256, 600, torch.Generator().manual_seed(1)))
+    assert loads == [1] * len(parts)
+    assert [len(b) for b in seen[:-1]] == [256] * (len(seen) - 1) and 0 < len(seen[-1]) <= 256
+    got = torch.cat(seen)
+    assert torch.equal(got[torch.argsort(got[:, 0])], x[torch.argsort(x[:, 0])])  # each token exactly once
+    # a buffer of 600 tokens mixes at most three 250-token chunks (+ a tail under one batch): the first batch's
+    # tokens come from at most three chunks
+    first = {int(torch.nonzero((x == t).all(1))[0]) // 250 for t in seen[0]}
+    assert len(first) <= 3
+
+    cfg = TopKConfig(d_sae=64, k=2, epochs=30, batch_tokens=256, lr=3e-3, seed=0)
+    a, stats_a = train_topk_sae(chunks, cfg, buffer_tokens=600)
+    b, stats_b = train_topk_sae(chunks, cfg, buffer_tokens=600)
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert stats_a == stats_b and stats_a["n_tokens"] == 3000
+    _, whole = train_topk_sae(x, cfg)
+    assert stats_a["fvu"] < 0.15 and whole["fvu"] < 0.15, (stats_a, whole)
