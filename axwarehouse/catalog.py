@@ -318,7 +318,8 @@ class Catalog:
     def con(self, value: duckdb.DuckDBPyConnection | None) -> None:
         self._con = value
 
-    def _mark_written(self, table: str) -> None:
+    def mark_written(self, table: str) -> None:
+        """Files of ``table`` changed: its view is re-bound before the next query."""
         self._stale = self._stale | {table}
 
     def close(self) -> None:
@@ -399,9 +400,17 @@ class Catalog:
             return None
         root = self.table_dir(table)
         schema_file = root / SCHEMA_FILE
-        files = self.table_files(table)
+        if not schema_file.exists():
+            return None
         suffix = f".{columns_tag(table)}.parquet"
-        if not schema_file.exists() or not files or not all(p.name.endswith(suffix) for p in files):
+        n = 0
+        for folder, _, names in os.walk(root):  # names only: no footer, no Path per file (thousands of files)
+            for name in names:
+                if name.endswith(".parquet") and not (name == SCHEMA_FILE and folder == str(root)):
+                    if not name.endswith(suffix):
+                        return None
+                    n += 1
+        if not n:
             return None
         cols = ", ".join(f'"{f.name}"' for f in _table_schemas()[table])
         glob = _sql_str(str(root / "**" / "*.parquet"))
@@ -687,7 +696,7 @@ class Catalog:
                 folder = self.table_dir(table).joinpath(*folder_parts)
                 self._seq += 1
                 atomic_write_parquet(sub, folder / data_file_name(table, f"part-{run.run_id}-{self._seq:05d}"))
-        self._mark_written(table)
+        self.mark_written(table)
         return data.num_rows
 
     def delete_where(self, table: str, where: str, params: Sequence[Any] | None = None) -> int:
@@ -709,14 +718,14 @@ class Catalog:
                 else:
                     path.unlink()
                 removed += int(hits)
-        self._mark_written(table)
+        self.mark_written(table)
         return removed
 
     # -- runs ------------------------------------------------------------------------------------------------
     def _event(self, table: pa.Table, run_id: str, kind: str) -> None:
         with self.commit_lock():
             atomic_write_parquet(table, self.table_dir(run_ledger.TABLE) / f"part-{run_id}-{kind}.parquet")
-        self._mark_written(run_ledger.TABLE)
+        self.mark_written(run_ledger.TABLE)
 
     @contextmanager
     def run(self, stage: str, config: dict[str, Any]) -> Iterator[Run]:

@@ -1,7 +1,7 @@
 """Keep a streaming stage's resident memory at one concept's working set, whatever the number of concepts.
 
 Measured on the scale benchmark (bench/scale.py): `axw train` grew by ~3.5 MB per DiffMean concept at d = 2304 while
-its live memory did not grow at all. The cause is glibc's *dynamic* mmap threshold: once a large buffer (a concept's
+all it kept per concept was one 9 KB direction. The cause is glibc's *dynamic* mmap threshold: once a large buffer (a concept's
 activation matrix) is freed, glibc raises the threshold to that size, so the next concept's buffers come from the
 brk heap instead of fresh mappings. The small objects kept across concepts (each artifact's direction, pending score
 rows) then sit between freed large chunks, the heap cannot shrink past them, and the holes rarely fit the next,

@@ -159,8 +159,8 @@ def commit_shard(cat: Catalog, folder: Path, run: Run | None = None) -> dict[str
         _fsync_dir(target.parent)
         rows[table] = rows.get(table, 0) + n
     shutil.rmtree(folder, ignore_errors=True)
-    if rows:
-        cat.refresh_views()
+    for table in rows:  # re-bound on the next query (only the tables that got files)
+        cat.mark_written(table)
     if run is not None:
         for table, n in rows.items():
             run.rows_written += n
