@@ -137,8 +137,9 @@ def test_bow_separates_texts_by_their_words(tmp_path):
 
 def test_topk_trainer_streams_chunks_within_its_buffer_and_is_deterministic():
     """Chunk loaders instead of one tensor: every epoch loads each chunk once and yields every token exactly once,
-    in full batches but the last; no batch mixes more tokens than buffer + one chunk; two runs give the same SAE; and
-    the streamed SAE fits as well as one trained on the whole tensor."""
+    in full batches but the last; a buffer fill mixes only the chunks that fit in it; a tensor is shuffled whole, as
+    before streaming; two runs give the same SAE; and the streamed SAE fits as well as one trained on the whole
+    tensor."""
     from axwarehouse.sae.topk import TopKConfig, _batches, train_topk_sae
 
     g = torch.Generator().manual_seed(0)
@@ -165,6 +166,11 @@ def test_topk_trainer_streams_chunks_within_its_buffer_and_is_deterministic():
     # tokens come from at most three chunks
     first = {int(torch.nonzero((x == t).all(1))[0]) // 250 for t in seen[0]}
     assert len(first) <= 3
+
+    # one chunk that fits the buffer (a tensor in memory) is one permutation of every token, as before streaming
+    whole = list(_batches([lambda: x], 2.0, 256, len(x), torch.Generator().manual_seed(5)))
+    again = [(x / 2.0)[i] for i in torch.randperm(len(x), generator=torch.Generator().manual_seed(5)).split(256)]
+    assert len(whole) == len(again) and all(torch.equal(a, b) for a, b in zip(whole, again))
 
     cfg = TopKConfig(d_sae=64, k=2, epochs=30, batch_tokens=256, lr=3e-3, seed=0)
     a, stats_a = train_topk_sae(chunks, cfg, buffer_tokens=600)

@@ -6,11 +6,11 @@ the saved weights, so the file encodes raw activations. Decoder rows are kept at
 each row removed before the step, rows renormalised after), W_enc starts as W_decᵀ and b_dec at the data mean.
 
 Streaming: the tokens come as chunks (one concept's partition, the shared negatives) that are loaded on demand, so
-memory holds a shuffle buffer of at most ~``SHUFFLE_TOKENS`` tokens plus one chunk, never the whole split. One pass
-computes the input scale and the mean (float64 sums), each epoch visits the chunks in a seeded random order and
-shuffles tokens within the buffer (tokens left over after the last full batch carry into the next buffer), and a
-last pass measures FVU and live features. A fully in-memory tensor is the one-chunk case: when it fits the buffer,
-each epoch is a shuffle of every token, as before streaming. The buffer size is a constant, not a config field: like
+memory holds one preallocated shuffle buffer of ``SHUFFLE_TOKENS`` tokens plus one chunk, never the whole split. One
+pass computes the input scale and the mean (float64 sums), each epoch visits the chunks in a seeded random order
+and shuffles tokens within the buffer (tokens left over after the last full batch carry into the next fill), and a
+last pass measures FVU and live features. A tensor already in memory is one chunk shuffled whole: each epoch is a
+permutation of every token, as before streaming. The buffer size is a constant, not a config field: like
 the rest of the algorithm it is versioned by the code version stamped on every row.
 """
 
@@ -64,7 +64,7 @@ def _moments(chunks: Sequence[Chunk]) -> tuple[int, float, torch.Tensor]:
             continue
         n += len(x)
         norm_sum += float(x.norm(dim=1).double().sum())
-        part = x.double().sum(0)
+        part = x.sum(0, dtype=torch.float64)
         total = part if total is None else total + part
     if total is None:
         raise NoTokens("no tokens to train the SAE on")
@@ -87,30 +87,40 @@ def _evaluate(sae: SAE, chunks: Sequence[Chunk], mean: torch.Tensor, step: int =
     return err / max(tot, 1e-12), int(alive.sum())
 
 
-def _batches(chunks: Sequence[Chunk], scale: float, batch: int, buffer: int, gen: torch.Generator
+def _batches(chunks: Sequence[Chunk], scale: float, batch: int, capacity: int, gen: torch.Generator
              ) -> Iterator[torch.Tensor]:
-    """One epoch of scaled token batches: chunks in a seeded random order, tokens shuffled within the buffer."""
+    """One epoch of scaled token batches: chunks in a seeded random order, copied into one preallocated buffer of
+    ``capacity`` tokens (a chunk that does not fit continues in the next fill), each full buffer shuffled and served
+    in batches by index. Tokens left after the last full batch move to the front of the next fill, so every batch
+    but an epoch's last is full. Memory: the buffer, one chunk and one batch."""
     order = torch.randperm(len(chunks), generator=gen).tolist() if len(chunks) > 1 else [0]
-    held: list[torch.Tensor] = []
-    n_held = 0
-    for i, ci in enumerate(order):
-        x = chunks[ci]()
-        if len(x):
-            held.append(x / scale)
-            n_held += len(x)
-        last = i == len(order) - 1
-        if n_held < buffer and not last:
-            continue
-        pool = torch.cat(held) if len(held) > 1 else held[0] if held else None
-        held, n_held = [], 0
-        if pool is None:
-            continue
-        pool = pool[torch.randperm(len(pool), generator=gen)]
-        full = len(pool) if last else len(pool) - len(pool) % batch
+    pool: torch.Tensor | None = None
+    filled = 0
+
+    def drain(final: bool) -> Iterator[torch.Tensor]:
+        nonlocal filled
+        perm = torch.randperm(filled, generator=gen)
+        full = filled if final else filled - filled % batch
         for s in range(0, full, batch):
-            yield pool[s:s + batch]
-        if full < len(pool):  # the tail waits for the next buffer, so every batch but an epoch's last is full
-            held, n_held = [pool[full:].clone()], len(pool) - full  # a copy: a view would pin the pool
+            yield pool[perm[s:s + batch]]  # a copy: the buffer is refilled afterwards
+        tail = pool[perm[full:filled]]
+        pool[:len(tail)] = tail
+        filled = len(tail)
+
+    for ci in order:
+        x = chunks[ci]()
+        start = 0
+        while start < len(x):
+            if pool is None:
+                pool = torch.empty(capacity, x.shape[1], dtype=torch.float32)
+            if filled == capacity:  # drained only when more tokens need the room: a last fill is drained whole
+                yield from drain(final=False)
+            take = min(len(x) - start, capacity - filled)
+            pool[filled:filled + take] = x[start:start + take] / scale
+            filled += take
+            start += take
+    if filled:
+        yield from drain(final=True)
 
 
 def train_topk_sae(x: torch.Tensor | Sequence[Chunk], cfg: TopKConfig, device: str = "cpu",
@@ -130,8 +140,10 @@ def train_topk_sae(x: torch.Tensor | Sequence[Chunk], cfg: TopKConfig, device: s
     params = [W_enc, b_enc, W_dec, b_dec]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     losses = []
+    # a tensor already in memory is shuffled whole, as before streaming; chunks through the bounded buffer
+    buffer = max(buffer_tokens, cfg.batch_tokens, n if isinstance(x, torch.Tensor) else 0)
     for _ in range(cfg.epochs):
-        for xb in _batches(chunks, scale, cfg.batch_tokens, max(buffer_tokens, cfg.batch_tokens), gen):
+        for xb in _batches(chunks, scale, cfg.batch_tokens, min(buffer, n), gen):
             xb = xb.to(device)
             pre = (xb - b_dec) @ W_enc + b_enc
             top = pre.topk(cfg.k, dim=-1)
