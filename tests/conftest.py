@@ -14,6 +14,27 @@ REPO = Path(__file__).resolve().parents[1]
 CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
 
 
+EMBEDDED_GROUP = "embedded-concept10"
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1:
+    # each worker gets its share of the cores: N workers x all-core torch thread pools would oversubscribe them
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup`` (pyproject's addopts): a test file runs on one worker, so its
+    module fixtures are built once, and every test that reads the session's embedded Concept10 warehouse joins one
+    group, so that warehouse (the costliest fixture) is built once per run. That group is put first: it is the
+    longest, and starting it while the other worker takes the rest keeps both busy until the end."""
+    for item in items:
+        group = EMBEDDED_GROUP if "embedded_concept10_demo" in getattr(item, "fixturenames", ()) \
+            else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: "embedded_concept10_demo" not in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory):
     """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
@@ -106,28 +127,32 @@ def tiny_warehouse(catalog_path, small_release, tiny_model_dir) -> tuple[Path, l
     return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
 
 
-EMBEDDED_CONCEPT10_METHODS = ("diffmean", "pca", "lat", "probe")
-
-
-def build_embedded_concept10(catalog: Path, layer: int = 18) -> Path:
-    """Import the shipped Concept10 release, capture embedded SmolLM2's activations at ``layer``, train and
-    latent-score DiffMean, PCA, LAT and Probe (the stage commands, as a user runs them); returns ``catalog``."""
-    catalog.parent.mkdir(parents=True, exist_ok=True)
-    where = ["-c", "concept10", "--model", "embedded:smollm2", "--layer", str(layer)]
-    methods = [a for m in EMBEDDED_CONCEPT10_METHODS for a in ("--method", m)]
-    for args in (["import-axbench", CONCEPT10, "--concept-set", "concept10"], ["activations", *where],
-                 ["train", *where, *methods], ["latent", *where, *methods]):
-        code, _, err = axw("--catalog", catalog, *args)
-        assert code == 0, f"axw {args[0]}: {err}"
-    return catalog
+def demo_in(folder: Path, *args: str) -> str:
+    """Run ``axw demo ARGS`` in ``folder`` with the default ./catalog.duckdb, as the README runs it; returns stdout."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code, out, err = axw("demo", *args)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
+    return out
 
 
 @pytest.fixture(scope="session")
-def embedded_concept10(tmp_path_factory) -> Path:
-    """The catalog path of a warehouse holding the shipped Concept10 data with embedded SmolLM2 activations at
-    layer 18 and DiffMean/PCA/LAT/Probe trained and latent-scored (built once per test session, ~4 min on 2 cores).
-    Tests only read it."""
-    return build_embedded_concept10(tmp_path_factory.mktemp("embedded-concept10") / "catalog.duckdb")
+def embedded_concept10_demo(tmp_path_factory) -> tuple[Path, str]:
+    """A folder where ``axw demo --no-steering`` ran from scratch: the shipped Concept10 data, embedded SmolLM2's
+    activations at its default layer 18, DiffMean/PCA/LAT/Probe trained and latent-scored (the demo's latent half,
+    ~2.5 min on 2 cores, built once per test session). Returns (folder, what the demo printed); tests only read it
+    (or copy the folder: warehouses are relocatable)."""
+    folder = tmp_path_factory.mktemp("embedded-concept10")
+    return folder, demo_in(folder, "--no-steering")
+
+
+@pytest.fixture(scope="session")
+def embedded_concept10(embedded_concept10_demo) -> Path:
+    """The catalog path of the :func:`embedded_concept10_demo` warehouse."""
+    return embedded_concept10_demo[0] / "catalog.duckdb"
 
 
 def sklearn_auroc(cat) -> dict[tuple[str, str, str, int, int], float]:
