@@ -35,7 +35,7 @@ def proxy_hash(seed: int) -> str:
     """What defines a proxy rating besides the output and its calibration data."""
     return config_hash({"rubric": pj.RUBRIC, "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
                         "folds": pj.CV_FOLDS, "n_mismatched": pj.N_MISMATCHED, "seed": seed,
-                        "classifier": "tfidf-word-1-2-mindf2-sublinear+logreg-liblinear-C10-balanced",
+                        "classifier": f"{pj.CONCEPT_FEATURES_NAME}+logreg-liblinear-C10-balanced",
                         "max_calibration_instructions": MAX_CALIBRATION_INSTRUCTIONS,
                         "other_positives_per_positive": OTHER_POSITIVES_PER_POSITIVE})
 
@@ -119,7 +119,8 @@ def _rate_model(cat: Catalog, run: Run, cfg, jhash: str, model: str, selection: 
                     if crit == "concept":
                         cal_id, clf = concepts[(r[2], r[3])]
                         value = clf.probability([r[7] or ""])[0]
-                        th, extra, measure = clf.thresholds, {}, "classifier_probability"
+                        th, measure = clf.thresholds, "classifier_probability"
+                        extra = {"features": pj.CONCEPT_FEATURES_NAME}
                     else:
                         cal_id, instr_th, flu_th = lm_cals[r[4]]
                         if crit == "instruction":
