@@ -36,7 +36,7 @@ def proxy_hash(seed: int, dtype: str = "float32") -> str:
     included: a bfloat16 log-probability is another measurement than a float32 one)."""
     return config_hash({"rubric": pj.RUBRIC, **({} if dtype == "float32" else {"dtype": dtype}), "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
                         "folds": pj.CV_FOLDS, "n_mismatched": pj.N_MISMATCHED, "seed": seed,
-                        "classifier": "tfidf-word-1-2-mindf2-sublinear+logreg-liblinear-C10-balanced",
+                        "classifier": f"{pj.CONCEPT_FEATURES_NAME}+logreg-liblinear-C10-balanced",
                         "max_calibration_instructions": MAX_CALIBRATION_INSTRUCTIONS,
                         "other_positives_per_positive": OTHER_POSITIVES_PER_POSITIVE})
 
@@ -121,7 +121,8 @@ def _rate_model(cat: Catalog, run: Run, cfg, jhash: str, model: str, selection: 
                     if crit == "concept":
                         cal_id, clf = concepts[(r[2], r[3])]
                         value = clf.probability([r[7] or ""])[0]
-                        th, extra, measure = clf.thresholds, {}, "classifier_probability"
+                        th, measure = clf.thresholds, "classifier_probability"
+                        extra = {"features": pj.CONCEPT_FEATURES_NAME}
                     else:
                         cal_id, instr_th, flu_th = lm_cals[r[4]]
                         if crit == "instruction":
