@@ -31,10 +31,12 @@ PROXY = "proxy"
 MAX_CALIBRATION_INSTRUCTIONS = 64  # bounds the reference generation for large concept sets
 OTHER_POSITIVES_PER_POSITIVE = 4  # cap on other concepts' positives used as concept negatives
 
+
 def proxy_hash(seed: int, dtype: str = "float32") -> str:
     """What defines a proxy rating besides the output and its calibration data (the measuring model's dtype
     included: a bfloat16 log-probability is another measurement than a float32 one)."""
-    return config_hash({"rubric": pj.RUBRIC, **({} if dtype == "float32" else {"dtype": dtype}), "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
+    return config_hash({"rubric": pj.RUBRIC, **({} if dtype == "float32" else {"dtype": dtype}),
+                        "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
                         "folds": pj.CV_FOLDS, "n_mismatched": pj.N_MISMATCHED, "seed": seed,
                         "classifier": f"{pj.CONCEPT_FEATURES_NAME}+logreg-liblinear-C10-balanced",
                         "max_calibration_instructions": MAX_CALIBRATION_INSTRUCTIONS,
