@@ -161,7 +161,7 @@ def train_cmd(
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that train through the model (cpu, cuda, mps).")] = "cpu",
-    dtype: Dtype = "float32",
+    dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
@@ -190,7 +190,7 @@ def latent_cmd(
     layer: Layer = None,
     seed: Annotated[int, typer.Option(help="Seed of the trained artifacts to score.")] = 42,
     device: Annotated[str, typer.Option(help="Device for methods that run the model while scoring (IG, IxG, Prompt).")] = "cpu",
-    dtype: Dtype = "float32",
+    dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
@@ -316,8 +316,8 @@ def demo_cmd(
                                            "LLM first, then run the latent benchmark on it.")] = False,
     steering: Annotated[bool, typer.Option("--steering/--no-steering", help="Also steer (DiffMean + prompt "
                                            "baseline) and judge a few concepts.")] = True,
-    concepts: Annotated[Optional[int], typer.Option("--concepts", help="Only the first N of the 10 concepts (2..10; "
-                                                    "concept set concept10-firstN): a quicker check.")] = None,
+    concepts: Annotated[Optional[int], typer.Option("--concepts", help="Only the first N of the 10 concepts (2..10): "
+                                                    "a quicker check; a later full run adds the rest.")] = None,
 ) -> None:
     """The whole benchmark (latent, then steering) on the shipped Concept10 data and the embedded model."""
     from stages.demo import DemoConfig, run_demo
@@ -335,7 +335,7 @@ def demo_cmd(
         if steering:
             from stages.steer_demo import DEMO_CONCEPTS, run_steering_demo
 
-            run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.subset_name(),
+            run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.concept_set,
                               concepts=DEMO_CONCEPTS[:concepts] if concepts else DEMO_CONCEPTS)
 
 
@@ -432,7 +432,7 @@ def steer_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
     device: Annotated[str, typer.Option(help="Device the target model generates on (cpu, cuda, mps).")] = "cpu",
-    dtype: Dtype = "float32",
+    dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
 ) -> None:
@@ -480,7 +480,7 @@ def judge_cmd(
     perplexity: Annotated[bool, typer.Option(help="Also compute perplexity under the unsteered model.")] = True,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     device: Annotated[str, typer.Option(help="Device for the embedded judge and the perplexity model (cpu, cuda, mps).")] = "cpu",
-    dtype: Dtype = "float32",
+    dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
     rubric_from: Annotated[Optional[Path], typer.Option(

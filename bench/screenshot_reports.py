@@ -5,6 +5,7 @@ when the kernel allows it, else with a proxy that points nowhere and a resolver 
 passes when the number of rendered Vega SVGs equals the number of charts it embeds and each SVG holds marks.
 
     python bench/screenshot_reports.py REPORT_DIR [--png-dir docs/img] [--pages leaderboard.html ...]
+        [--window-size 1280,1400]
 
 Prints one line per page (charts expected / drawn, marks, seconds) and exits 1 if any page failed.
 """
@@ -84,6 +85,7 @@ def main() -> int:
     ap.add_argument("report_dir", type=Path)
     ap.add_argument("--png-dir", type=Path, default=None, help="save a screenshot of each page here")
     ap.add_argument("--pages", nargs="*", default=None)
+    ap.add_argument("--window-size", default="1280,1400", help="screenshot size WIDTH,HEIGHT in pixels")
     args = ap.parse_args()
     pages = args.pages or ["index.html", "leaderboard.html", "roc.html", "steering.html", "geometry.html"]
     paths = [args.report_dir / p for p in pages]
@@ -98,7 +100,7 @@ def main() -> int:
               f"marks per chart {c.marks}, external sources {len(c.external)}, {c.seconds:.1f}s")
         if args.png_dir:
             name = "report-" + str(path.relative_to(args.report_dir)).replace("/", "-").replace(".html", ".png")
-            screenshot(path, args.png_dir / name)
+            screenshot(path, args.png_dir / name, args.window_size)
     return 1 if failed else 0
 
 

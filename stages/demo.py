@@ -6,8 +6,6 @@ commands call, so a second demo run reuses everything and finishes in seconds.
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,30 +27,11 @@ class DemoConfig:
     methods: tuple[str, ...] = ()
     concept_set: str = DEMO_CONCEPT_SET
     data_dir: Path = DEMO_DATA
-    concepts: int | None = None  # only the first N concepts (a quick check; concept set concept10-firstN)
+    concepts: int | None = None  # only the first N concepts of the set (a quick check; a later full run adds the rest)
 
-    def subset_name(self) -> str:
-        return self.concept_set if not self.concepts or self.concepts >= 10 else f"{self.concept_set}-first{self.concepts}"
-
-
-def subset_release(src: Path, dest: Path, n: int) -> Path:
-    """The first ``n`` concepts of the AxBench release in ``src`` written to ``dest`` in the same layout: their
-    metadata, positives and latent-eval rows, and every genre negative (they are shared by all concepts)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    meta = (src / "generate" / "metadata.jsonl").read_text().splitlines()
-    keep = [json.loads(line) for line in meta if line.strip()][:n]
-    ids = [m["concept_id"] for m in keep]
-    (dest / "generate").mkdir(parents=True)
-    (dest / "inference").mkdir()
-    (dest / "generate" / "metadata.jsonl").write_text("".join(json.dumps(m) + "\n" for m in keep))
-    for part, name, extra in (("generate", "train_data", [-1]), ("inference", "latent_eval_data", [])):
-        table = pq.read_table(src / part / f"{name}.parquet")
-        pq.write_table(table.filter(pc.is_in(table["concept_id"], value_set=pa.array(ids + extra, pa.int64()))),
-                       dest / part / f"{name}.parquet")
-    return dest
+    def concept_ids(self) -> tuple[int, ...]:
+        """The concepts this run covers: the first ``concepts`` ids, or () for all of them."""
+        return () if not self.concepts or self.concepts >= 10 else tuple(range(self.concepts))
 
 
 def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print) -> None:
@@ -63,8 +42,6 @@ def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print)
     from stages.leaderboard import latent_leaderboard
     from stages.train import TrainConfig, run_train
 
-    from axwarehouse.lm.loader import resolve
-
     from axwarehouse.errors import AxwError
     from axwarehouse.lm.loader import resolve
 
@@ -73,19 +50,18 @@ def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print)
     if cfg.concepts is not None and not 2 <= cfg.concepts <= 10:
         raise AxwError(f"--concepts must be 2..10 (the steering part steers the first of them), got {cfg.concepts}")
     resolve(cfg.model)  # an embedded model not cached yet is fetched (or its one-line error raised) before any work
-    concept_set = cfg.subset_name()
-    if concept_set == cfg.concept_set:
-        out = import_axbench(cat, cfg.data_dir, concept_set)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = import_axbench(cat, subset_release(cfg.data_dir, Path(tmp) / cfg.data_dir.name, cfg.concepts),
-                                 concept_set)
+    concept_set, ids = cfg.concept_set, cfg.concept_ids()
+    # --concepts N is a prefix of the full demo, not another concept set: the whole release is imported (seconds),
+    # the stages run on the first N concepts (and the shared negatives), and a later full run computes only the rest
+    out = import_axbench(cat, cfg.data_dir, concept_set)
     echo(f"[1/4] import: concept set {concept_set}: "
-         + ("already imported" if out["skipped"] else f"{out['concepts']} concepts, {out['generations']} generations"))
-    echo("[2/4] " + run_activations(cat, ActivationsConfig(concept_set, cfg.model, cfg.layer)).summary())
-    echo("[3/4] " + run_train(cat, TrainConfig(concept_set, cfg.model, cfg.layer, methods)).summary()
+         + ("already imported" if out["skipped"] else f"{out['concepts']} concepts, {out['generations']} generations")
+         + (f" (this run: concepts {ids[0]}..{ids[-1]} and the shared negatives)" if ids else ""))
+    acts = ActivationsConfig(concept_set, cfg.model, cfg.layer, concepts=(-1, *ids) if ids else ())
+    echo("[2/4] " + run_activations(cat, acts).summary())
+    echo("[3/4] " + run_train(cat, TrainConfig(concept_set, cfg.model, cfg.layer, methods, concepts=ids)).summary()
          .replace("\n", "\n      "))
-    echo("[4/4] " + run_latent(cat, LatentConfig(concept_set, cfg.model, cfg.layer, methods)).summary()
+    echo("[4/4] " + run_latent(cat, LatentConfig(concept_set, cfg.model, cfg.layer, methods, concepts=ids)).summary()
          .replace("\n", "\n      "))
     echo(f"\nlatent leaderboard ({time.perf_counter() - t0:.0f}s end to end):")
     echo(render(latent_leaderboard(cat, concept_set), "table"))

@@ -51,7 +51,7 @@ class JudgeConfig:
     batch_size: int = 16  # embedded judge: ratings per generate batch
     perplexity: bool = True
     device: str = "cpu"  # where embedded models run: the embedded judge and the perplexity model (not hashed)
-    dtype: str = "float32"  # their dtype (auto | bfloat16 | float32)
+    dtype: str = "auto"  # their dtype (auto = bfloat16 where native | bfloat16 | float32)
     concepts: tuple[int, ...] = ()  # only outputs of these concepts (a distributed shard; needs concept_set)
     rubric_from: str | None = None  # an AxBench checkout (or its prompt_templates.py) to read the rubric from
 

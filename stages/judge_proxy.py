@@ -31,26 +31,30 @@ PROXY = "proxy"
 MAX_CALIBRATION_INSTRUCTIONS = 64  # bounds the reference generation for large concept sets
 OTHER_POSITIVES_PER_POSITIVE = 4  # cap on other concepts' positives used as concept negatives
 
-def proxy_hash(seed: int) -> str:
-    """What defines a proxy rating besides the output and its calibration data."""
-    return config_hash({"rubric": pj.RUBRIC, "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
+
+def proxy_hash(seed: int, dtype: str = "float32") -> str:
+    """What defines a proxy rating besides the output and its calibration data (the measuring model's dtype
+    included: a bfloat16 log-probability is another measurement than a float32 one)."""
+    return config_hash({"rubric": pj.RUBRIC, **({} if dtype == "float32" else {"dtype": dtype}),
+                        "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
                         "folds": pj.CV_FOLDS, "n_mismatched": pj.N_MISMATCHED, "seed": seed,
-                        "classifier": "tfidf-word-1-2-mindf2-sublinear+logreg-liblinear-C10-balanced",
+                        "classifier": f"{pj.CONCEPT_FEATURES_NAME}+logreg-liblinear-C10-balanced",
                         "max_calibration_instructions": MAX_CALIBRATION_INSTRUCTIONS,
                         "other_positives_per_positive": OTHER_POSITIVES_PER_POSITIVE})
 
 
 def run_proxy_judge(cat: Catalog, cfg, progress: bool = True):
     """Rate every selected output lacking a proxy rating (per target model), then perplexities (cfg: JudgeConfig)."""
-    from axwarehouse.lm.loader import check_device
+    from axwarehouse.lm.loader import check_device, resolve_dtype
 
     bad = [c for c in cfg.criteria if c not in ("concept", "instruction", "fluency")]
     if bad:
         raise AxwError(f"unknown judge criterion {bad[0]!r}; choose from concept, instruction, fluency")
     check_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
-    jhash = proxy_hash(cfg.seed)
+    jhash = proxy_hash(cfg.seed, dtype)
     where, params = _filters(cfg)
     outputs = cat.sql(f"""SELECT o.output_id, o.model, o.concept_set, o.concept_id, o.instruction_set,
                                  o.instruction_id, o.instruction, o.generation, o.n_tokens
@@ -86,10 +90,10 @@ def run_proxy_judge(cat: Catalog, cfg, progress: bool = True):
 
 def _rate_model(cat: Catalog, run: Run, cfg, jhash: str, model: str, selection: list[tuple], todo: list[tuple],
                 done: set, result, progress: bool) -> None:
-    from axwarehouse.lm.loader import load
+    from axwarehouse.lm.loader import load, resolve_dtype
 
     judge = f"{PROXY}:{model}"
-    lm = load(model)
+    lm = load(model, resolve_dtype(cfg.dtype, cfg.device))
     lm.model.to(cfg.device)
     concepts = {}
     if "concept" in cfg.criteria:
@@ -119,7 +123,8 @@ def _rate_model(cat: Catalog, run: Run, cfg, jhash: str, model: str, selection: 
                     if crit == "concept":
                         cal_id, clf = concepts[(r[2], r[3])]
                         value = clf.probability([r[7] or ""])[0]
-                        th, extra, measure = clf.thresholds, {}, "classifier_probability"
+                        th, measure = clf.thresholds, "classifier_probability"
+                        extra = {"features": pj.CONCEPT_FEATURES_NAME}
                     else:
                         cal_id, instr_th, flu_th = lm_cals[r[4]]
                         if crit == "instruction":

@@ -44,7 +44,7 @@ class LatentConfig:
     methods: tuple[str, ...] = ("diffmean",)
     seed: int = 42
     device: str = "cpu"  # for methods that run the model while scoring (IG, IxG, Prompt); not hashed
-    dtype: str = "float32"  # that model's dtype (auto | bfloat16 | float32)
+    dtype: str = "auto"  # that model's dtype (auto = bfloat16 where native | bfloat16 | float32)
     concepts: tuple[int, ...] = ()  # only these concepts (a distributed shard); empty = all
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE, as given to `axw train`
 

@@ -70,7 +70,7 @@ class SteerConfig:
     llm_base_url: str | None = None
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE: which trained config to steer with (as in train)
     device: str = "cpu"  # where the target model generates (not hashed, like train's --device)
-    dtype: str = "float32"  # the target model's dtype (auto | bfloat16 | float32)
+    dtype: str = "auto"  # the target model's dtype (auto = bfloat16 where native | bfloat16 | float32)
 
 
 @dataclass

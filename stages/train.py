@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 42
     concepts: tuple[int, ...] = ()  # empty = every concept of the set
     device: str = "cpu"  # where methods that need the model train (results do not depend on it: not hashed)
-    dtype: str = "float32"  # the model's dtype for methods that run it (auto | bfloat16 | float32)
+    dtype: str = "auto"  # the model's dtype for methods that run it (auto = bfloat16 where native | bfloat16 | float32)
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE (part of the method's config, so hashed)
     replace: bool = False  # drop this config's artifacts (and all rows computed from them) first, then re-train
 

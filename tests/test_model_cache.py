@@ -128,3 +128,43 @@ def test_cache_dir_follows_platform_conventions(monkeypatch, platform, env, expe
 def test_unknown_model_name_lists_the_choices():
     code, _, err = axw("models", "pull", "nope")
     assert code == 2 and "embedded:smollm2, embedded:gemma3-270m" in err
+
+
+@pytest.mark.slow
+def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights(monkeypatch, tmp_path):
+    """The first load of an embedded GGUF writes a Hugging Face-layout copy beside it; later loads read the copy and
+    get bit-identical tensors (float32, and bfloat16 as a bfloat16 read of the GGUF gives them)."""
+    import torch
+    import transformers
+
+    from axwarehouse.lm import converted
+    from axwarehouse.lm.loader import load, resolve
+
+    model = model_cache.MODELS["embedded:smollm2"]
+    session_gguf = Path(resolve(model.spec).path) / model.gguf_file  # the session's cache (conftest; fetched)
+    (tmp_path / model.folder).mkdir()
+    os.link(session_gguf, tmp_path / model.folder / model.gguf_file)
+    monkeypatch.setenv("AXW_MODEL_CACHE", str(tmp_path))
+    load.cache_clear()
+    try:
+        src = resolve(model.spec)
+        assert converted.usable_copy(src) is None
+        first = load(model.spec, "bfloat16")
+        copy = converted.usable_copy(src)
+        assert copy is not None and copy.parent == tmp_path / model.folder
+        assert sorted(p.name for p in (tmp_path / model.folder).iterdir()) == sorted([model.gguf_file, copy.name])
+        load.cache_clear()
+        again = load(model.spec, "float32")
+        gguf = transformers.AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
+                                                                 dtype=torch.float32)
+        want, got = gguf.state_dict(), again.model.state_dict()
+        assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want)
+        got16 = first.model.state_dict()
+        assert all(got16[k].dtype == torch.bfloat16 and torch.equal(want[k].to(torch.bfloat16), got16[k])
+                   for k in want)
+        # a copy of another GGUF (here: its recorded size no longer matches) is not used
+        meta = copy / "source.json"
+        meta.write_text(meta.read_text().replace('"gguf_bytes": ', '"gguf_bytes": 1'))
+        assert converted.usable_copy(src) is None
+    finally:
+        load.cache_clear()

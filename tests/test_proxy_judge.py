@@ -36,7 +36,9 @@ def concept10(tmp_path_factory):
     return path
 
 
-def test_concept_rates_own_positive_texts_2_and_unrelated_text_0(concept10):
+@pytest.fixture(scope="module")
+def concept_classifiers(concept10):
+    """Per concept (0, 1, 3, 8): the fitted classifier and 3 held-out (latent-eval) positives joined."""
     from stages.judge_proxy import concept_training_texts
 
     with Catalog(concept10, read_only=True) as cat:
@@ -45,12 +47,31 @@ def test_concept_rates_own_positive_texts_2_and_unrelated_text_0(concept10):
             "AND category = 'positive' AND concept_id = ? ORDER BY example_id LIMIT 3", [c]).fetchall()]
             for c in (0, 1, 3, 8)}
         texts = {c: concept_training_texts(cat, "concept10", c, 42) for c in heldout}
-    for c, (pos, neg) in texts.items():
-        clf = pj.ConceptClassifier.fit(pos, neg)
-        own = clf.thresholds.rate(clf.probability([" ".join(heldout[c])]))
+    return {c: (pj.ConceptClassifier.fit(pos, neg), " ".join(heldout[c])) for c, (pos, neg) in texts.items()}
+
+
+def test_concept_rates_own_positive_texts_2_and_unrelated_text_0(concept_classifiers):
+    for c, (clf, own_text) in concept_classifiers.items():
+        own = clf.thresholds.rate(clf.probability([own_text]))
         unrelated = clf.thresholds.rate(clf.probability([UNRELATED]))
         assert (own, unrelated) == ([2], [0]), c
         assert 0 < clf.thresholds.low <= clf.thresholds.high < 1
+
+
+def glue_words(text: str, k: int = 2) -> str:
+    """Every ``k`` neighbouring words written as one ("the audio signal" → "theaudio signal"), as strongly steered
+    SmolLM2 writes them ("harmonicflocking", "withmemorytuple")."""
+    words = text.split()
+    return " ".join("".join(words[i:i + k]) for i in range(0, len(words), k))
+
+
+def test_concept_reads_concept_words_glued_to_their_neighbours(concept_classifiers):
+    """AxBench's concept rubric ignores grammar and coherence: the concept's held-out texts with words glued in
+    pairs or triples still rate 2, and glued unrelated text still 0. (A word-level vocabulary sees no feature in
+    most glued chunks: with word uni/bigrams these texts rated 1.)"""
+    for c, (clf, own_text) in concept_classifiers.items():
+        p = clf.probability([glue_words(own_text), glue_words(own_text, 3), glue_words(UNRELATED)])
+        assert clf.thresholds.rate(p) == [2, 2, 0], (c, p, clf.thresholds)
 
 
 INSTRUCTIONS = [

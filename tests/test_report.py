@@ -286,6 +286,10 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
     steer = (out2 / "steering.html").read_text()
     assert "No steering data yet" not in steer
     assert "<script>alert(1)</script>" not in steer
+    # the page says whose ratings these are (judge_settings' label), and explains the trade-off chart's marks
+    assert html.escape("Judge: embedded offline judge smollm2 (not AxBench's gpt-4o-mini) with our rubric "
+                       "wording.") in steer
+    assert "a small point per concept" in steer
     sp = specs(out2 / "steering.html")
     assert {"steering_factor_0", "steering_tradeoff_0"} <= set(sp)
     curve = dataset_with(sp["steering_factor_0"], "criterion", "factor", "score")

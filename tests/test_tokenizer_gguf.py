@@ -8,7 +8,8 @@ import json
 import pytest
 
 from axwarehouse.lm.chat import ChatFormat
-from axwarehouse.lm.loader import resolve
+from axwarehouse.lm.converted import usable_copy
+from axwarehouse.lm.loader import load, resolve
 from axwarehouse.lm.tokenizer import load_tokenizer
 from tokenizer_reference import REFERENCE, demo_texts, fingerprint
 
@@ -18,14 +19,21 @@ def reference():
     return json.loads(REFERENCE.read_text())
 
 
-def tokenizer_of(spec: str):
+def tokenizer_of(spec: str, via: str = "gguf"):
+    """The tokenizer built from the GGUF file, or (``via="copy"``) the one saved in its converted copy, which
+    every load after the first reads (axwarehouse/lm/converted.py)."""
     src = resolve(spec)
+    if via == "copy":
+        if usable_copy(src) is None:
+            load(spec)  # converts
+        return src, load_tokenizer(str(usable_copy(src)))
     return src, load_tokenizer(src.path, src.gguf_file)
 
 
-@pytest.mark.parametrize("spec", ["embedded:smollm2", "embedded:gemma3-270m"])
-def test_demo_texts_tokenize_as_llama_cpp_reads_the_gguf(spec, reference):
-    src, tok = tokenizer_of(spec)
+@pytest.mark.parametrize("spec,via", [("embedded:smollm2", "gguf"), ("embedded:smollm2", "copy"),
+                                      ("embedded:gemma3-270m", "gguf")])
+def test_demo_texts_tokenize_as_llama_cpp_reads_the_gguf(spec, via, reference):
+    src, tok = tokenizer_of(spec, via)
     want = reference[spec]
     assert want["gguf"] == src.gguf_file
     ids = [tok(t, add_special_tokens=bos)["input_ids"] for t, bos in demo_texts(tok)]

@@ -26,13 +26,14 @@ class EmbeddedBackend:
     endpoint = None
 
     def __init__(self, model: str = "embedded:smollm2", batch_size: int = 8):
-        from axwarehouse.lm.loader import resolve
+        from axwarehouse.lm.loader import resolve, resolve_dtype
 
         self.name = "embedded"
         self.model = resolve(model).name  # validates the spec now (AxwError), loads weights on first use
         self._spec = model
         self.batch_size = batch_size
-        self.dtype = "float32"  # `axw judge --dtype` sets it before the first call
+        # bfloat16 where the CPU/GPU does it natively (AxBench itself runs bf16); `axw judge --dtype` sets it
+        self.dtype = resolve_dtype("auto")
 
     def _lm(self):
         from axwarehouse.lm.loader import load

@@ -36,10 +36,13 @@ def model_info(spec: str) -> ModelInfo:
 
     transformers.logging.set_verbosity_error()
     _offline_env()
+    from axwarehouse.lm.converted import usable_copy
+
     src = resolve(spec)
-    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+    copy = usable_copy(src)  # an embedded GGUF's converted copy has a plain config.json (no GGUF parsing)
+    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file and copy is None else {}
     try:
-        cfg = transformers.AutoConfig.from_pretrained(src.path, local_files_only=True, **kwargs)
+        cfg = transformers.AutoConfig.from_pretrained(copy or src.path, local_files_only=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AxwError(f"cannot read the config of model {spec!r} offline: {first}") from exc

@@ -197,18 +197,34 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     import torch
     import transformers
 
+    from axwarehouse.lm import converted
     from axwarehouse.lm.tokenizer import load_tokenizer
 
     transformers.logging.set_verbosity_error()
     _offline_env()
     src = resolve(spec)
-    kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
     local_only = {"local_files_only": True}
     try:
         with quiet_loading():
-            tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
+            tokenizer = model = None
+            copy = converted.usable_copy(src)
+            if copy is None and converted.copy_dir(src) is not None:
+                # first use of an embedded GGUF: de-quantise it in float32 once and keep a copy (converted.py)
+                tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    src.path, gguf_file=src.gguf_file, dtype=torch.float32, **local_only)
+                copy = converted.write_copy(src, model, tokenizer)
+                if copy is not None or dtype != "float32":
+                    tokenizer = model = None
+            if copy is not None:  # about a second, where the GGUF takes 10-40 s
+                tokenizer = load_tokenizer(str(copy), None, **local_only)
+                model = transformers.AutoModelForCausalLM.from_pretrained(copy, dtype=getattr(torch, dtype),
+                                                                          **local_only)
+            elif model is None:
+                kwargs = {"gguf_file": src.gguf_file} if src.gguf_file else {}
+                tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    src.path, dtype=getattr(torch, dtype), **kwargs, **local_only)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AxwError(f"cannot load model {spec!r} offline: {first}") from exc

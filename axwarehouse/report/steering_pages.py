@@ -93,6 +93,15 @@ def steering_frames(cat: Catalog, judge_failures: str = "zero") -> tuple[pd.Data
     return per, best
 
 
+def judge_labels(cat: Catalog) -> dict[tuple[str, str], str]:
+    """(judge, judge config hash) → what judged, from the `judge_settings` view (empty when it is absent)."""
+    have = {r[0] for r in cat.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if "judge_settings" not in have:
+        return {}
+    return {(j, h): label for j, h, label in cat.sql(
+        "SELECT judge, judge_config_hash, judge_label FROM judge_settings WHERE judge_label IS NOT NULL").fetchall()}
+
+
 def _group_label(df: pd.DataFrame) -> pd.Series:
     judge = df["judge"].fillna("").astype(str)
     # one judge rated with several settings or rubrics: each config is its own group, named by its hash
@@ -159,6 +168,7 @@ def steering_page(cat: Catalog, nav) -> tuple[Page, list[tuple[str, dict]]]:
                  "<code>axw report</code> runs again.</div>")
         return page, []
     per, best = steering_frames(cat)
+    labels = judge_labels(cat)
     exported = []
     crit = [c for c in CRITERIA if c in per.columns]
     at_best = steering_at_best(per, best)
@@ -166,6 +176,9 @@ def steering_page(cat: Catalog, nav) -> tuple[Page, list[tuple[str, dict]]]:
     per["method"] = _method_label(per)
     for gi, (group, rows) in enumerate(per.groupby("group", sort=True)):
         page.heading(group)
+        notes = sorted({labels[k] for k in zip(rows["judge"], rows["judge_config_hash"]) if k in labels})
+        if notes:  # says whose ratings these are (e.g. the offline proxy judge, not AxBench's LLM judge)
+            page.para("Judge: " + "; ".join(notes) + ".")
         test = rows[rows["split"] == "test"]
         long = test.melt(id_vars=["method", "concept_id", "factor"], value_vars=crit, var_name="criterion",
                          value_name="score")
@@ -180,6 +193,8 @@ def steering_page(cat: Catalog, nav) -> tuple[Page, list[tuple[str, dict]]]:
                                           name)))
         if {"concept", "fluency"} <= set(gb.columns) and len(gb):
             means = gb.groupby("method", as_index=False)[["concept", "fluency"]].mean()
+            page.para("Trade-off at the chosen factor, test split: a small point per concept (points may overlap), "
+                      "a large mark per method at its mean over concepts; the table below gives these means.")
             name = f"steering_tradeoff_{gi}"
             exported.append((name, page.chart(charts.tradeoff_scatter(
                 gb[["method", "concept_id", "best_factor", "concept", "fluency"]].rename(

@@ -4,10 +4,13 @@ A 135M-parameter instruct model cannot follow AxBench's judge rubric (its rating
 better small judge ships offline. This judge rates each steered output from signals that exist offline and do
 not depend on the steering method under test:
 
-* **concept** — a text classifier of the concept (TF-IDF word uni/bigrams + logistic regression, scikit-learn)
-  trained on the concept's *training* texts: its positives against the negatives, its hard negatives and the
-  other concepts' positives of the set (so a text about a neighbouring concept is not rated present). No
-  activations are used, so no steering method is favoured. Measurement: P(concept | output).
+* **concept** — a text classifier of the concept (TF-IDF of character 3–5-grams inside words + logistic
+  regression, scikit-learn) trained on the concept's *training* texts: its positives against the negatives, its
+  hard negatives and the other concepts' positives of the set (so a text about a neighbouring concept is not rated
+  present). No activations are used, so no steering method is favoured. Measurement: P(concept | output).
+  Character n-grams, not words: strongly steered small models glue tokens into non-words ("harmonicflocking",
+  "withmemorytuple") and bend words ("frequencyque", "reverberifi"); a word-level vocabulary sees none of the
+  concept in them, while AxBench's LLM judge, told to ignore grammar and coherence, reads through them.
 * **instruction** — pointwise mutual information of output and instruction under the *unsteered* target model,
   per token: mean log p(output | instruction) − mean log p(output | empty instruction), both as the assistant
   turn of the model's chat template. Per token (not summed) so answers of different lengths compare; the same
@@ -86,13 +89,20 @@ def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
 
 
 # -- concept: per-concept text classifier ------------------------------------------------------------------------
+# Features of the concept classifier: character n-grams within word boundaries (each whitespace-separated chunk
+# padded with spaces), so the concept's words count wherever they stand, also inside glued or misspelt chunks.
+CONCEPT_FEATURES = {"analyzer": "char_wb", "ngram_range": (3, 5), "sublinear_tf": True, "min_df": 2,
+                    "lowercase": True}
+CONCEPT_FEATURES_NAME = "tfidf-char_wb-3-5-mindf2-sublinear"
+
+
 def _pipeline(seed: int):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     return make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2, lowercase=True),
+        TfidfVectorizer(**CONCEPT_FEATURES),
         LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=seed))
 
 

@@ -1,0 +1,85 @@
+"""A Hugging Face-layout copy of each embedded GGUF model, written once into the model cache beside the GGUF.
+
+Why: transformers reads a GGUF in pure Python — every vocabulary entry through numpy memmap indexing, then every
+tensor de-quantised — which costs 10–40 s per process for SmolLM2-135M (more on a busy machine), and every `axw`
+command that runs a model, every Ray worker and every test worker paid it again. The copy (``config.json``,
+``model.safetensors`` in float32, the tokenizer files with the model's own pre-tokenizer, see
+:mod:`axwarehouse.lm.tokenizer`) loads in about a second. It holds exactly the de-quantised float32 tensors the GGUF
+load produces (a bfloat16 load casts them the same way), and its tokenizer gives the same ids: tested in
+``tests/test_model_cache.py``.
+
+Only embedded models get a copy (their folder is ours); a user's own ``.gguf`` file is read as it is. The copy's
+folder name carries the transformers version (the GGUF reader and de-quantiser are transformers' code) and a format
+number; ``source.json``, written last, names the GGUF it came from, so a half-written or stale copy is never used.
+Writing is best-effort: a read-only cache only means the next process reads the GGUF again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+FORMAT = 1  # bump when what the copy holds changes (e.g. the tokenizer fix-ups of axwarehouse.lm.tokenizer)
+
+
+def copy_dir(src) -> Path | None:
+    """Where the copy of ``src`` (a :class:`axwarehouse.lm.loader.ModelSource`) lives; None when it gets none."""
+    import transformers
+
+    from axwarehouse.lm.loader import EMBEDDED
+
+    if src.name not in EMBEDDED or not src.gguf_file:
+        return None
+    return Path(src.path) / f"hf-v{FORMAT}-transformers-{transformers.__version__}"
+
+
+def _source(src) -> dict:
+    gguf = Path(src.path) / src.gguf_file
+    return {"gguf_file": src.gguf_file, "gguf_bytes": gguf.stat().st_size, "format": FORMAT}
+
+
+def usable_copy(src) -> Path | None:
+    """The complete copy of ``src``, or None (no copy for this model, not written yet, or of another GGUF)."""
+    folder = copy_dir(src)
+    if folder is None:
+        return None
+    try:
+        if json.loads((folder / "source.json").read_text()) == _source(src):
+            return folder
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def write_copy(src, model, tokenizer) -> Path | None:
+    """Save ``model`` (float32, as de-quantised from ``src``'s GGUF) and ``tokenizer`` as ``src``'s copy; returns
+    its folder, or None when it could not be written (the caller goes on with the model it has)."""
+    import torch
+    from safetensors.torch import save_model
+
+    folder = copy_dir(src)
+    if folder is None or next(model.parameters()).dtype != torch.float32:
+        return None
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model.config.save_pretrained(tmp)
+        cfg = json.loads((tmp / "config.json").read_text())
+        cfg.pop("quantization_config", None)  # the tensors are plain float32 now
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding / LM head
+        tokenizer.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps(_source(src)))
+        if usable_copy(src) is not None:  # another process finished first: keep theirs (it may be in use)
+            return folder
+        if folder.exists():  # a stale or half-written copy
+            shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        return folder
+    except OSError:
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
