@@ -9,7 +9,9 @@ differently-sized concept: RSS grows with the concept count. Fixing the threshol
 (128 KiB) makes every large buffer its own mapping, returned to the OS when freed.
 
 glibc has no Python API for this, so it is one ``mallopt`` call through ctypes; elsewhere (musl, macOS) it does
-nothing. It changes allocation policy for the whole process, which is what a stage process wants.
+nothing. It changes allocation policy for the whole process, which is what a stage process wants. `train`, `latent`
+and `sae train` call it; `activations` does not: it keeps nothing per concept (its batches are written and freed),
+and a model forward allocates many large temporaries, each of which would then cost a fresh mapping.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ import torch
 from axwarehouse.activation_store import STORE_DTYPES, act_columns
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.heap import bound_heap_growth
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
@@ -153,7 +152,6 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     if todo.num_rows == 0:
         return result
 
-    bound_heap_growth()  # per-batch buffers must not fragment the heap (axwarehouse/heap.py)
     lm = load(cfg.model, dtype)
     lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
