@@ -1,7 +1,7 @@
 """`axw demo` end to end, as the README runs it (default ./catalog.duckdb in the working folder).
 
-* The latent half from scratch on all 10 shipped Concept10 concepts with the embedded SmolLM2: the session's
-  `embedded_concept10_demo` (`axw demo --no-steering`), which the parity tests also read.
+* The latent half from scratch on all 10 shipped Concept10 concepts with the embedded SmolLM2 at layer 18: the
+  session's `embedded_concept10_demo` (`axw demo --no-steering --layer 18`), which the parity tests also read.
 * The steering half with the embedded model: `axw demo --concepts 3` on a copy of that warehouse (its latent half
   is then all reused), and a second run that reuses everything.
 * `--concepts N` as a prefix of the full demo: on a tiny random-init model, the first run computes only the first N
@@ -17,7 +17,7 @@ import shutil
 import pytest
 
 from axwarehouse.catalog import Catalog
-from conftest import demo_in, tree_state
+from conftest import PARITY_LAYER, demo_in, tree_state
 
 CONCEPT_SET = "concept10"
 METHODS = {"diffmean", "pca", "lat", "probe"}
@@ -28,7 +28,7 @@ def demo_dir(embedded_concept10_demo, tmp_path_factory):
     """A copy of the session's latent demo folder where `axw demo --concepts 3` then ran; returns (folder, stdout)."""
     folder = tmp_path_factory.mktemp("demo") / "demo"
     shutil.copytree(embedded_concept10_demo[0], folder)
-    return folder, demo_in(folder, "--concepts", "3")
+    return folder, demo_in(folder, "--concepts", "3", "--layer", str(PARITY_LAYER))
 
 
 def _board(catalog, concept_set=CONCEPT_SET):
@@ -50,7 +50,7 @@ def test_demo_latent_half_from_scratch_gives_four_methods_with_strong_diffmean(e
     assert set(board) == METHODS
     assert all(n == 10 for _, n in board.values())
     assert board["diffmean"][0] >= 0.90, board
-    assert layer == [(18,)]  # the configured default layer of embedded:smollm2
+    assert layer == [(PARITY_LAYER,)]
     assert captured > 0
 
 
@@ -91,7 +91,7 @@ def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
 def test_a_second_demo_run_reuses_everything_and_the_report_renders(demo_dir):
     folder, _ = demo_dir
     before = tree_state(folder / "warehouse")
-    out = demo_in(folder, "--concepts", "3")
+    out = demo_in(folder, "--concepts", "3", "--layer", str(PARITY_LAYER))
     assert "steering leaderboard" in out and "nothing to do" in out
     assert tree_state(folder / "warehouse") == before
     _check_report(folder)
