@@ -62,9 +62,22 @@ def test_all_methods_train_score_and_rerun_incrementally(warehouse):
         no_lineage = cat.count("method_artifacts", "run_id IS NULL OR config_hash IS NULL")
         sae_row = cat.sql("SELECT architecture, d_sae, k FROM saes").fetchall()
         assert_leaderboard_recomputes(cat)  # each mean AUROC = scikit-learn's on the stored scores
+        # ... and the stored scores belong to their examples: DiffMean's score recomputed from the cached activations
+        # (max over the example's scored tokens of h . w, rounded), independently of `axw latent`
+        recomputed = cat.sql("""
+            SELECT s.example_id, s.score,
+                   max(list_dot_product(act_vector(a.act, a.act_bf16), m.direction)) AS again
+            FROM latent_scores s
+            JOIN method_artifacts m USING (method, model, layer, concept_set, concept_id)
+            JOIN activations a ON a.model = s.model AND a.layer = s.layer AND a.concept_set = s.concept_set
+                               AND a.split = s.split AND a.example_id = s.example_id AND NOT a.is_prefix
+            WHERE s.method = 'diffmean' GROUP BY ALL""").fetchall()
     assert set(lb) == LATENT
     assert all(n == 3 for n, _ in lb.values())
     assert per_method == {m: n_eval for m in LATENT}
+    assert len(recomputed) == n_eval
+    # scores are stored rounded to 3 decimals, as AxBench's latent scores are
+    assert all(abs(score - round(again, 3)) < 1e-6 for _, score, again in recomputed), recomputed[:3]
     assert {m for m, _ in weights} == {"bow", "ig", "ixg", "sft"}  # lora/loreft: none of their layers in 4 blocks
     assert all((catalog_path.parent / "warehouse" / p).is_file() for _, p in weights)
     assert no_lineage == 0 and sae_row == [("topk", 64, 4)]
