@@ -1,13 +1,14 @@
 """`axw demo` end to end, as the README runs it (default ./catalog.duckdb in the working folder).
 
-* The latent half from scratch on all 10 shipped Concept10 concepts with the embedded SmolLM2 at layer 18: the
-  session's `embedded_concept10_demo` (`axw demo --no-steering --layer 18`), which the parity tests also read.
+* The latent half from scratch on the first 3 shipped Concept10 concepts with the embedded SmolLM2 at layer 18:
+  the session's `embedded_concept10_demo` (`axw demo --no-steering --layer 18 --concepts 3`), which the parity
+  tests also read.
 * The steering half with the embedded model: `axw demo --concepts 3` on a copy of that warehouse (its latent half
   is then all reused), and a second run that reuses everything.
 * `--concepts N` as a prefix of the full demo: on a tiny random-init model, the first run computes only the first N
   concepts and the shared negatives, a wider run computes only the concepts it adds.
 
-The full demo with timings is bench/demo.py.
+The full demo (all 10 concepts) with timings is bench/demo.py; bench/parity.py compares all 10 with upstream.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import pytest
 
 from axwarehouse.catalog import Catalog
-from conftest import PARITY_LAYER, demo_in, tree_state
+from conftest import DEMO_TEST_CONCEPTS, PARITY_LAYER, demo_in, tree_state
 
 CONCEPT_SET = "concept10"
 METHODS = {"diffmean", "pca", "lat", "probe"}
@@ -28,7 +29,7 @@ def demo_dir(embedded_concept10_demo, tmp_path_factory):
     """A copy of the session's latent demo folder where `axw demo --concepts 3` then ran; returns (folder, stdout)."""
     folder = tmp_path_factory.mktemp("demo") / "demo"
     shutil.copytree(embedded_concept10_demo[0], folder)
-    return folder, demo_in(folder, "--concepts", "3", "--layer", str(PARITY_LAYER))
+    return folder, demo_in(folder, "--concepts", str(DEMO_TEST_CONCEPTS), "--layer", str(PARITY_LAYER))
 
 
 def _board(catalog, concept_set=CONCEPT_SET):
@@ -48,7 +49,7 @@ def test_demo_latent_half_from_scratch_gives_four_methods_with_strong_diffmean(e
     assert "latent leaderboard" in out and "steering leaderboard" not in out  # --no-steering
     assert all(m in out for m in METHODS)
     assert set(board) == METHODS
-    assert all(n == 10 for _, n in board.values())
+    assert all(n == DEMO_TEST_CONCEPTS for _, n in board.values())
     assert board["diffmean"][0] >= 0.90, board
     assert layer == [(PARITY_LAYER,)]
     assert captured > 0
@@ -91,7 +92,7 @@ def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
 def test_a_second_demo_run_reuses_everything_and_the_report_renders(demo_dir):
     folder, _ = demo_dir
     before = tree_state(folder / "warehouse")
-    out = demo_in(folder, "--concepts", "3", "--layer", str(PARITY_LAYER))
+    out = demo_in(folder, "--concepts", str(DEMO_TEST_CONCEPTS), "--layer", str(PARITY_LAYER))
     assert "steering leaderboard" in out and "nothing to do" in out
     assert tree_state(folder / "warehouse") == before
     _check_report(folder)

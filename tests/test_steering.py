@@ -155,3 +155,28 @@ def test_pyvene_covers_gemma3_like_the_hook(tiny, prompts):
     same = [x.token_ids == y.token_ids for x, y in zip(a, plain)]
     assert all(k for k, r in zip(same, rows) if r.strength == 0.0)  # factor 0: the unsteered text
     assert not all(k for k, r in zip(same, rows) if r.strength > 0.0)  # the pyvene edit does steer
+
+
+def test_conditional_perplexity_equals_one_row_at_a_time_over_the_full_logits(tiny, prompts):
+    """Batched (right-padded, logits only where a generation token is predicted) = each row alone through the
+    model's full logits; rows of different prompt and generation lengths, one empty generation."""
+    import math
+
+    from axwarehouse.steering.perplexity import conditional_perplexity
+
+    rng = np.random.default_rng(0)
+    gens = [rng.integers(5, 120, size=n).tolist() for n in (7, 1, 0, 19, 4, 11, 3, 8)]
+    got = conditional_perplexity(tiny, prompts, gens, batch_tokens=64)
+    want = []
+    for p, g in zip(prompts, gens):
+        if not g:
+            want.append(None)
+            continue
+        ids = torch.tensor([list(p) + g])
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny.model(input_ids=ids).logits[0].float(), -1)
+        nll = -sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(g)) / len(g)
+        want.append(math.exp(nll))
+    assert got[2] is None and want[2] is None
+    assert [g for g in got if g is not None] == pytest.approx([w for w in want if w is not None], rel=1e-5)
+    assert len(set(round(w, 3) for w in want if w is not None)) > 3  # rows differ: a row mix-up would show

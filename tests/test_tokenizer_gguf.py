@@ -59,3 +59,49 @@ def test_smollm2_splits_digits_before_byte_level():
         frame = pl.read_parquet(path)
         total += sum(len(chat.ids_for(split, i or "", o or "")) for i, o in zip(frame["input"], frame["output"]))
     assert total == 272_613
+
+
+@pytest.mark.parametrize("first", ["arrays", "keys"])
+def test_tokenizer_kind_reads_the_header_as_gguf_reader_does(tmp_path, first):
+    """The header scan behind ``gguf_tokenizer_kind`` gives GGUFReader's values, also when arrays of every element
+    kind (strings, fixed-size numbers) and scalars stand before the two keys; a missing key reads as ""."""
+    import gguf
+    import numpy as np
+
+    from axwarehouse.lm.tokenizer import gguf_tokenizer_kind
+
+    path = tmp_path / f"{first}.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+
+    def others():
+        w.add_array("test.strings", ["a", "bb", "ccc" * 40])
+        w.add_array("test.floats", [0.5, 1.5, 2.5])
+        w.add_uint64("test.u64", 7)
+        w.add_bool("test.flag", True)
+        w.add_string("test.name", "tokenizer.ggml.pre")
+
+    if first == "arrays":
+        others()
+    w.add_string("tokenizer.ggml.model", "gpt2")
+    w.add_string("tokenizer.ggml.pre", "smollm")
+    if first == "keys":
+        others()
+    w.add_tensor("t", np.zeros(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    reader = gguf.GGUFReader(str(path))
+    want = tuple(str(reader.fields[k].contents()) for k in ("tokenizer.ggml.model", "tokenizer.ggml.pre"))
+    assert gguf_tokenizer_kind(str(path)) == want == ("gpt2", "smollm")
+
+    bare = tmp_path / "bare.gguf"
+    w = gguf.GGUFWriter(str(bare), "llama")
+    w.add_array("test.strings", ["x"])
+    w.add_string("tokenizer.ggml.model", "llama")
+    w.add_tensor("t", np.zeros(4, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert gguf_tokenizer_kind(str(bare)) == ("llama", "")

@@ -27,18 +27,52 @@ DIGITS_THEN_GPT2 = frozenset({"smollm", "starcoder", "refact", "command-r", "cod
 GPT2_ONLY = frozenset({"default", "gpt2", "gpt-2", "mpt", "olmo", "jais"})
 
 
+# Fixed sizes of GGUF's scalar value types (gguf.GGUFValueType: UINT8 … FLOAT64, STRING = 8, ARRAY = 9)
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
 @functools.lru_cache(maxsize=8)
 def gguf_tokenizer_kind(path: str) -> tuple[str, str]:
-    """(``tokenizer.ggml.model``, ``tokenizer.ggml.pre``) of a GGUF file ("" for a missing key)."""
-    import gguf
+    """(``tokenizer.ggml.model``, ``tokenizer.ggml.pre``) of a GGUF file ("" for a missing key).
 
-    reader = gguf.GGUFReader(path)
+    Reads the header's key/value pairs only until both keys are seen (they precede the vocabulary arrays in the
+    files llama.cpp's converter writes). ``gguf.GGUFReader`` would parse every field first, each vocabulary entry
+    through numpy indexing: ~18 s for Gemma 3's 262k-entry vocabulary, to read two short strings."""
+    import struct
 
-    def text(key: str) -> str:
-        field = reader.fields.get(key)
-        return str(field.contents()) if field is not None else ""
+    wanted = {"tokenizer.ggml.model": "", "tokenizer.ggml.pre": ""}
+    seen: set[str] = set()
+    with open(path, "rb") as f:
+        def read(fmt: str):
+            return struct.unpack("<" + fmt, f.read(struct.calcsize(fmt)))[0]
 
-    return text("tokenizer.ggml.model"), text("tokenizer.ggml.pre")
+        def skip(vtype: int) -> None:
+            if vtype == 8:
+                f.seek(read("Q"), 1)
+            elif vtype == 9:
+                etype, count = read("I"), read("Q")
+                if etype in _SCALAR_BYTES:
+                    f.seek(count * _SCALAR_BYTES[etype], 1)
+                else:
+                    for _ in range(count):
+                        skip(etype)
+            else:
+                f.seek(_SCALAR_BYTES[vtype], 1)
+
+        if f.read(4) != b"GGUF" or read("I") not in (2, 3):
+            raise AxwError(f"{path}: not a little-endian GGUF file of version 2 or 3")
+        read("Q")  # tensor count
+        for _ in range(read("Q")):
+            key = f.read(read("Q")).decode("utf-8")
+            vtype = read("I")
+            if key in wanted and vtype == 8:
+                wanted[key] = f.read(read("Q")).decode("utf-8")
+                seen.add(key)
+                if len(seen) == len(wanted):
+                    break
+            else:
+                skip(vtype)
+    return wanted["tokenizer.ggml.model"], wanted["tokenizer.ggml.pre"]
 
 
 def model_pretokenizer(model: str, pre: str):

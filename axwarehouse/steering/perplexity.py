@@ -21,7 +21,15 @@ from axwarehouse.lm.capture import length_batches
 @lazy_imports.inference_mode
 def conditional_perplexity(lm, prompts: Sequence[Sequence[int]], generations: Sequence[Sequence[int]],
                            batch_tokens: int = 8192) -> list[float | None]:
-    """Per row: exp(mean CE of ``generations[i]`` after ``prompts[i]``); None for an empty generation."""
+    """Per row: exp(mean CE of ``generations[i]`` after ``prompts[i]``); None for an empty generation.
+
+    Only the positions that predict a generation token reach the model's output head (transformers'
+    ``logits_to_keep`` with a boolean mask, so any head-side step such as Gemma's logit soft-capping still runs):
+    the prompt positions' vocabulary-sized logits were most of the work and memory otherwise."""
+    import torch.nn.functional as F
+
+    if any(not len(p) for p in prompts):
+        raise ValueError("conditional perplexity needs a non-empty prompt before every generation")
     seqs = [list(p) + list(g) for p, g in zip(prompts, generations)]
     out: list[float | None] = [None] * len(seqs)
     live = [i for i, g in enumerate(generations) if len(g)]
@@ -31,14 +39,16 @@ def conditional_perplexity(lm, prompts: Sequence[Sequence[int]], generations: Se
         width = max(len(seqs[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
+        keep = torch.zeros((len(idx), width), dtype=torch.bool)  # position t predicts token t + 1
         for r, i in enumerate(idx):
             ids[r, :len(seqs[i])] = torch.tensor(seqs[i])
             mask[r, :len(seqs[i])] = 1
-        ids, mask = ids.to(lm.model.device), mask.to(lm.model.device)
-        logp = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1)
-        for r, i in enumerate(idx):
-            start, end = len(prompts[i]), len(seqs[i])
-            targets = ids[r, start:end]
-            nll = -logp[r, start - 1:end - 1].gather(1, targets[:, None]).mean()
-            out[i] = math.exp(float(nll))
+            keep[r, len(prompts[i]) - 1:len(seqs[i]) - 1] = True
+        targets = ids[:, 1:][keep[:, :-1]]
+        device = lm.model.device
+        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
+                          logits_to_keep=keep.to(device)).logits
+        nll = F.cross_entropy(logits.float(), targets.to(device), reduction="none").cpu()
+        for i, row_nll in zip(idx, torch.split(nll, [len(generations[i]) for i in idx])):
+            out[i] = math.exp(float(row_nll.mean()))
     return out
