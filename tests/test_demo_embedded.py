@@ -3,7 +3,7 @@
 * The latent half from scratch on the first 3 shipped Concept10 concepts with the embedded SmolLM2 at layer 18:
   the session's `embedded_concept10_demo` (`axw demo --no-steering --layer 18 --concepts 3`), which the parity
   tests also read.
-* The steering half with the embedded model: `axw demo --concepts 3` on a copy of that warehouse (its latent half
+* The steering half with the embedded model: `axw demo --concepts 2` on a copy of that warehouse (its latent half
   is then all reused), and a second run that reuses everything.
 * `--concepts N` as a prefix of the full demo: on a tiny random-init model, the first run computes only the first N
   concepts and the shared negatives, a wider run computes only the concepts it adds.
@@ -21,15 +21,17 @@ from axwarehouse.catalog import Catalog
 from conftest import DEMO_TEST_CONCEPTS, PARITY_LAYER, demo_in, tree_state
 
 CONCEPT_SET = "concept10"
+STEERED = 2  # the steering half runs on the first 2 of the latent half's concepts: a mean over concepts, half the cost
 METHODS = {"diffmean", "pca", "lat", "probe"}
 
 
 @pytest.fixture(scope="module")
 def demo_dir(embedded_concept10_demo, tmp_path_factory):
-    """A copy of the session's latent demo folder where `axw demo --concepts 3` then ran; returns (folder, stdout)."""
+    """A copy of the session's latent demo folder where `axw demo --concepts 2` then ran; returns (folder, stdout)."""
     folder = tmp_path_factory.mktemp("demo") / "demo"
     shutil.copytree(embedded_concept10_demo[0], folder)
-    return folder, demo_in(folder, "--concepts", str(DEMO_TEST_CONCEPTS), "--layer", str(PARITY_LAYER))
+    assert STEERED <= DEMO_TEST_CONCEPTS  # so that its latent half is all there
+    return folder, demo_in(folder, "--concepts", str(STEERED), "--layer", str(PARITY_LAYER))
 
 
 def _board(catalog, concept_set=CONCEPT_SET):
@@ -74,14 +76,14 @@ def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
         board = {m: (j, n) for m, j, n in cat.sql(
             "SELECT method, judge, n_concepts FROM steering_leaderboard WHERE concept_set = ?", [CONCEPT_SET]
         ).fetchall()}
-    assert rows["diffmean"][1] == rows["prompt"][1] == (0, 1, 2)  # the first 3 concepts
-    assert rows["diffmean"][0] == 3 * len(DEMO_FACTORS) * DEMO_INSTRUCTIONS
-    assert rows["prompt"][0] == 3 * DEMO_INSTRUCTIONS
+    assert rows["diffmean"][1] == rows["prompt"][1] == (0, 1)  # the first 2 concepts
+    assert rows["diffmean"][0] == STEERED * len(DEMO_FACTORS) * DEMO_INSTRUCTIONS
+    assert rows["prompt"][0] == STEERED * DEMO_INSTRUCTIONS
     assert [f for (f,) in factors] == list(DEMO_FACTORS)
     total = rows["diffmean"][0] + rows["prompt"][0]
     assert ratings == [("proxy:embedded:smollm2", "proxy", 3 * total, 3 * total, total)]
-    assert n_cal == 3 + 2  # a classifier per concept, one instruction and one fluency calibration
-    assert board == {"diffmean": ("proxy:embedded:smollm2", 3), "prompt": ("proxy:embedded:smollm2", 3)}
+    assert n_cal == STEERED + 2  # a classifier per concept, one instruction and one fluency calibration
+    assert board == {"diffmean": ("proxy:embedded:smollm2", STEERED), "prompt": ("proxy:embedded:smollm2", STEERED)}
     assert "steering leaderboard" in out and "win rate vs the prompt baseline" in out
     # the latent half was all there: nothing recomputed
     assert "activations" in out and "examples cached, nothing to do" in out
@@ -92,7 +94,7 @@ def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
 def test_a_second_demo_run_reuses_everything_and_the_report_renders(demo_dir):
     folder, _ = demo_dir
     before = tree_state(folder / "warehouse")
-    out = demo_in(folder, "--concepts", str(DEMO_TEST_CONCEPTS), "--layer", str(PARITY_LAYER))
+    out = demo_in(folder, "--concepts", str(STEERED), "--layer", str(PARITY_LAYER))
     assert "steering leaderboard" in out and "nothing to do" in out
     assert tree_state(folder / "warehouse") == before
     _check_report(folder)
