@@ -224,7 +224,7 @@ JUDGE_SCORES = _schema(  # one judge rating of one output on one criterion
     pa.field("parse_error", pa.string()),  # empty | no_rating | not_a_number | out_of_range | transport: ...
     pa.field("raw", pa.string()),  # the judge's full answer
     pa.field("request_hash", pa.string()),  # llm_calls key of the answer
-    pa.field("rubric", pa.string()),  # axw-v1 (ours) | axbench:<hash> (AxBench's, read from a checkout) | proxy-v1;
+    pa.field("rubric", pa.string()),  # axw-v1 (ours) | axbench:<hash> (AxBench's, read from a checkout) | proxy-v1/-v2;
     # NULL in files written before the column existed = ours
 )
 
@@ -250,14 +250,15 @@ JUDGE_CALIBRATION = _schema(  # one calibrated threshold pair of the proxy judge
     pa.field("judge", pa.string(), nullable=False),  # proxy:<model>
     pa.field("rubric", pa.string()),
     pa.field("criterion", pa.string(), nullable=False),
-    pa.field("measure", pa.string()),  # classifier_probability | pmi_per_token | logp_per_token
+    pa.field("measure", pa.string()),  # classifier_probability | pmi_per_token | logp_per_token |
+    # distinct_token_share (fluency's repetition veto: low = high)
     pa.field("concept_set", pa.string()),
     pa.field("concept_id", pa.int64()),  # concept criterion only
     pa.field("instruction_set", pa.string()),  # instruction / fluency only
     pa.field("threshold_low", pa.float64()),  # measurement >= low rates at least 1
     pa.field("threshold_high", pa.float64()),  # measurement >= high rates 2
     pa.field("negative_quantile", pa.float64()),
-    pa.field("positive_quantile", pa.float64()),
+    pa.field("positive_quantile", pa.float64()),  # NULL for the repetition veto (its threshold is the negatives')
     pa.field("n_negative", pa.int64()),
     pa.field("n_positive", pa.int64()),
     pa.field("negative_mean", pa.float64()),

@@ -72,11 +72,12 @@ def main() -> None:
     clf = pj.ConceptClassifier.fit(p_texts, n_texts + others)
     cal_instr = instr + [i for i in iset.instructions[:8] if i not in instr][:4]
     cal = pj.calibrate_lm(lm, cal_instr, pj.reference_answers(lm, cal_instr, 48, 1.0, 42), 42)
-    print(f"thresholds: concept {clf.thresholds}, instruction {cal.instruction}, fluency {cal.fluency}")
+    print(f"thresholds: concept {clf.thresholds}, instruction {cal.instruction}, fluency {cal.fluency}, "
+          f"repetition veto {cal.repetition}")
     m = pj.measure_texts(lm, [i for _, _, i in cells], texts)
     prob = clf.probability(texts)
-    rc, ri, rf = clf.thresholds.rate(prob), cal.instruction.rate([x.pmi for x in m]), cal.fluency.rate(
-        [x.fluency for x in m])
+    rc, ri = clf.thresholds.rate(prob), cal.instruction.rate([x.pmi for x in m])
+    rf = [pj.rate_fluency(x, cal.fluency, cal.repetition)[0] for x in m]
     per = collections.defaultdict(list)
     for n, (f, _, _) in enumerate(cells):
         s = 0.0 if 0 in (rc[n], ri[n], rf[n]) else 3 / (1 / rc[n] + 1 / ri[n] + 1 / rf[n])

@@ -1,8 +1,8 @@
 -- judge_settings: per judge x judge config hash, the settings that produced its ratings, in the open: the rubric
 -- (axw-v1 = our wording, axbench:<hash> = AxBench's templates read from a checkout by `axw judge --rubric-from`,
--- proxy-v1 = the offline proxy judge), sampling temperature, max tokens and seed (from judge_configs; NULL for judges
--- that sample nothing, and for ratings written before settings were recorded). Ratings written before the rubric
--- column existed read NULL there: they were made with our wording.
+-- proxy-v1/proxy-v2 = the offline proxy judge), sampling temperature, max tokens and seed (from judge_configs; NULL
+-- for judges that sample nothing, and for ratings written before settings were recorded). Ratings written before the
+-- rubric column existed read NULL there: they were made with our wording.
 CREATE OR REPLACE VIEW judge_settings AS
 WITH r AS (
     SELECT judge, config_hash AS judge_config_hash, coalesce(max(rubric), 'axw-v1') AS rubric

@@ -2,8 +2,9 @@
 :mod:`axwarehouse.steering.proxy_judge` into `judge_scores`, its thresholds into `judge_calibration`.
 
 * One judge per target model: ``judge = 'proxy:<model>'`` (the unsteered model of the outputs measures
-  instruction relevance and fluency), ``score_source = 'proxy'``, ``parse_ok = true``, ``rubric = 'proxy-v1'``,
-  ``raw`` = JSON of the measurement, its calibration id and thresholds.
+  instruction relevance and fluency), ``score_source = 'proxy'``, ``parse_ok = true``, ``rubric = 'proxy-v2'``,
+  ``raw`` = JSON of the measurement, its calibration id and thresholds (fluency: both of its measurements, the
+  perplexity's and the repetition veto's, each with its calibration id and thresholds).
 * Concept calibration per concept (its classifier is refitted deterministically each run: cheap, and no model
   file to store); instruction/fluency calibration per (model, instruction set, calibration instructions): the
   unsteered answers are generated once, and a later run reuses the stored thresholds of the same calibration id.
@@ -38,6 +39,7 @@ def proxy_hash(seed: int, dtype: str = "float32") -> str:
     return config_hash({"rubric": pj.RUBRIC, **({} if dtype == "float32" else {"dtype": dtype}),
                         "neg_q": pj.NEG_QUANTILE, "pos_q": pj.POS_QUANTILE,
                         "folds": pj.CV_FOLDS, "n_mismatched": pj.N_MISMATCHED, "seed": seed,
+                        "repetition": f"{pj.REPETITION_MEASURE}-veto-half_loop-{pj.LOOP_MAX_PHRASE_WORDS}",
                         "classifier": f"{pj.CONCEPT_FEATURES_NAME}+logreg-liblinear-C10-balanced",
                         "max_calibration_instructions": MAX_CALIBRATION_INSTRUCTIONS,
                         "other_positives_per_positive": OTHER_POSITIVES_PER_POSITIVE})
@@ -126,18 +128,25 @@ def _rate_model(cat: Catalog, run: Run, cfg, jhash: str, model: str, selection: 
                         th, measure = clf.thresholds, "classifier_probability"
                         extra = {"features": pj.CONCEPT_FEATURES_NAME}
                     else:
-                        cal_id, instr_th, flu_th = lm_cals[r[4]]
+                        cal_ids, instr_th, flu_th, rep_th = lm_cals[r[4]]
                         if crit == "instruction":
                             value, th, measure = m.pmi, instr_th, "pmi_per_token"
                             extra = {"logp_given_instruction": m.logp_given_instruction,
                                      "logp_without_instruction": m.logp_without_instruction}
                         else:
                             value, th, measure = m.fluency, flu_th, "logp_per_token"
+                            score, by_ppl, by_rep = pj.rate_fluency(m, flu_th, rep_th)
                             extra = {"perplexity_without_instruction":
-                                     None if m.fluency is None else math.exp(-m.fluency)}
+                                     None if m.fluency is None else math.exp(-m.fluency),
+                                     "perplexity_rating": by_ppl, "repetition_rating": by_rep,
+                                     "repetition_measure": pj.REPETITION_MEASURE,
+                                     "repetition_value": m.distinct_token_share,
+                                     "repetition_calibration_id": cal_ids["repetition"],
+                                     "repetition_threshold": rep_th.low}
                         extra["n_tokens"] = m.n_tokens
-                        cal_id = cal_id[crit]
-                    score = th.rate([value])[0]
+                        cal_id = cal_ids[crit]
+                    if crit != "fluency":
+                        score = th.rate([value])[0]
                     raw = {"rubric": pj.RUBRIC, "criterion": crit, "measure": measure, "value": value,
                            "calibration_id": cal_id, "threshold_low": th.low, "threshold_high": th.high, **extra}
                     rows.append({"output_id": r[0], "criterion": crit, "score": float(score),
@@ -188,14 +197,16 @@ def _stored_calibration(cat: Catalog, cal_id: str) -> pj.Thresholds | None:
 
 def _write_calibration(run: Run, cal_id: str, judge: str, criterion: str, measure: str, th: pj.Thresholds,
                        neg: list[float], pos: list[float], jhash: str, details: dict, concept_set=None,
-                       concept_id=None, instruction_set=None) -> None:
+                       concept_id=None, instruction_set=None, positive_quantile: float | None = pj.POS_QUANTILE
+                       ) -> None:
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else None  # noqa: E731
     run.write("judge_calibration", pa.table({
         "calibration_id": [cal_id], "judge": [judge], "rubric": [pj.RUBRIC], "criterion": [criterion],
         "measure": [measure], "concept_set": pa.array([concept_set], pa.string()),
         "concept_id": pa.array([concept_id], pa.int64()), "instruction_set": pa.array([instruction_set], pa.string()),
         "threshold_low": [th.low], "threshold_high": [th.high], "negative_quantile": [pj.NEG_QUANTILE],
-        "positive_quantile": [pj.POS_QUANTILE], "n_negative": [len(neg)], "n_positive": [len(pos)],
+        "positive_quantile": pa.array([positive_quantile], pa.float64()), "n_negative": [len(neg)],
+        "n_positive": [len(pos)],
         "negative_mean": [mean(neg)], "positive_mean": [mean(pos)], "auroc": [pj.auroc(neg, pos)],
         "details": [json.dumps(details, sort_keys=True)], "config_hash": [jhash]}))
 
@@ -234,8 +245,8 @@ def _concept_calibration(cat: Catalog, run: Run, judge: str, jhash: str, concept
 
 
 def _lm_calibration(cat: Catalog, run: Run, cfg, judge: str, jhash: str, lm, instruction_set, selection: list[tuple],
-                    progress: bool) -> tuple[dict[str, str], pj.Thresholds, pj.Thresholds]:
-    """Instruction and fluency thresholds for the instructions of ``selection`` (stored ones reused)."""
+                    progress: bool) -> tuple[dict[str, str], pj.Thresholds, pj.Thresholds, pj.Thresholds]:
+    """Instruction, fluency and repetition thresholds for the instructions of ``selection`` (stored ones reused)."""
     by_id = {}
     for r in selection:
         by_id.setdefault(r[5], r[6] or "")
@@ -244,10 +255,10 @@ def _lm_calibration(cat: Catalog, run: Run, cfg, judge: str, jhash: str, lm, ins
     max_new = max(int(r[8] or 0) for r in selection) or 128
     base = {"judge": judge, "proxy": jhash, "instruction_set": instruction_set, "instruction_ids": ids,
             "instructions": config_hash(instructions), "max_new_tokens": max_new, "temperature": 1.0}
-    cal_ids = {c: config_hash({**base, "criterion": c}) for c in ("instruction", "fluency")}
+    cal_ids = {c: config_hash({**base, "criterion": c}) for c in ("instruction", "fluency", "repetition")}
     stored = {c: _stored_calibration(cat, cal_ids[c]) for c in cal_ids}
     if all(stored.values()):
-        return cal_ids, stored["instruction"], stored["fluency"]
+        return cal_ids, stored["instruction"], stored["fluency"], stored["repetition"]
     if len(instructions) < 2:
         raise AxwError("proxy judge: instruction calibration needs outputs for at least 2 different instructions")
     if progress:
@@ -263,7 +274,13 @@ def _lm_calibration(cat: Catalog, run: Run, cfg, judge: str, jhash: str, lm, ins
     details = {**details, "positives": "unsteered answers", "negatives": "the same answers, words shuffled"}
     _write_calibration(run, cal_ids["fluency"], judge, "fluency", "logp_per_token", cal.fluency,
                        cal.shuffled_fluency, cal.answer_fluency, jhash, details, instruction_set=instruction_set)
-    return cal_ids, cal.instruction, cal.fluency
+    details = {**details, "negatives": "the same answers collapsed into a loop half-way (first half of the words, "
+               f"then one phrase of 1-{pj.LOOP_MAX_PHRASE_WORDS} of its words repeated)",
+               "rule": "veto: below the threshold the fluency rating is 0, else the perplexity rating stands"}
+    _write_calibration(run, cal_ids["repetition"], judge, "fluency", pj.REPETITION_MEASURE, cal.repetition,
+                       cal.looped_distinct, cal.answer_distinct, jhash, details, instruction_set=instruction_set,
+                       positive_quantile=None)
+    return cal_ids, cal.instruction, cal.fluency, cal.repetition
 
 
 class ProxyJudgeResult(JudgeResult):
@@ -273,5 +290,5 @@ class ProxyJudgeResult(JudgeResult):
         if not self.rated and not self.perplexities:
             return f"judge {self.judge}: all {self.skipped} ratings present, nothing to do"
         line = (f"judge {self.judge}: {self.rated} ratings in {self.seconds:.1f}s (measured: concept classifier, "
-                f"PMI, perplexity), {self.skipped} already present")
+                f"PMI, perplexity, repetition), {self.skipped} already present")
         return line + (f"\nperplexity: {self.perplexities} outputs" if self.perplexities else "")

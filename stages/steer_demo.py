@@ -1,13 +1,13 @@
-"""The steering part of `axw demo`: DiffMean and the prompt baseline on a few concepts over a factor sweep,
+"""The steering part of `axw demo`: DiffMean and the prompt baseline on Concept10's concepts over a factor sweep,
 rated by the offline proxy judge, then the steering leaderboard and win rates vs the prompt baseline.
 
-Sized to fit, with the latent demo, in < 10 minutes on 2 CPU cores: the concept, instruction and token counts are
-the demo's, not AxBench's (10 instructions, 128 new tokens); the factors are a subset spanning AxBench's list
-(0.2 … 5.0), wide enough to show the trade-off (concept up, fluency down as the factor grows). The proxy judge
-(:mod:`axwarehouse.steering.proxy_judge`) measures instead of asking an LLM, so it is cheap enough for the sweep;
-the prompt baseline's steering prompts are still written by the embedded LLM. Run after the latent demo:
-DiffMean's magnitude a_c is its max latent score, so `latent_scores` must exist. Every step is incremental: a
-second demo run reuses everything.
+Sized to fit, with the latent demo, in < 10 minutes on 2 CPU cores: all 10 concepts, but the instruction and
+token counts are the demo's, not AxBench's (10 instructions, 128 new tokens); the factors are a subset spanning
+AxBench's list (0.2 … 5.0), wide enough to show the trade-off (concept up to factor 2–3, fluency down all the way,
+docs/proxy-judge.md). The proxy judge (:mod:`axwarehouse.steering.proxy_judge`) measures instead of asking an LLM,
+so it is cheap enough for the sweep; the prompt baseline's steering prompts are still written by the embedded LLM.
+Run after the latent demo: DiffMean's magnitude a_c is its max latent score, so `latent_scores` must exist. Every
+step is incremental: a second demo run reuses everything.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from axwarehouse.catalog import Catalog
 from axwarehouse.display import render
 
-DEMO_CONCEPTS = (0, 1, 2, 3, 4, 5)  # as many as fit the 10-minute budget (BENCHMARKS.md)
+DEMO_CONCEPTS = tuple(range(10))  # all of Concept10: fits the 10-minute budget (BENCHMARKS.md)
 DEMO_FACTORS = (0.2, 0.6, 1.0, 2.0, 3.0, 5.0)  # spans AxBench's 0.2 … 5.0
 DEMO_INSTRUCTIONS = 4  # 2 select the factor, 2 test it
 DEMO_MAX_NEW_TOKENS = 48

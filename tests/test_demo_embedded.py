@@ -82,7 +82,7 @@ def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
     assert [f for (f,) in factors] == list(DEMO_FACTORS)
     total = rows["diffmean"][0] + rows["prompt"][0]
     assert ratings == [("proxy:embedded:smollm2", "proxy", 3 * total, 3 * total, total)]
-    assert n_cal == STEERED + 2  # a classifier per concept, one instruction and one fluency calibration
+    assert n_cal == STEERED + 3  # a classifier per concept; instruction, fluency (perplexity) and fluency (repetition)
     assert board == {"diffmean": ("proxy:embedded:smollm2", STEERED), "prompt": ("proxy:embedded:smollm2", STEERED)}
     assert "steering leaderboard" in out and "win rate vs the prompt baseline" in out
     # the latent half was all there: nothing recomputed

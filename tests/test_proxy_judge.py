@@ -3,7 +3,8 @@
 Concept: the shipped Concept10 release's training texts train each classifier; held-out (latent-eval) positives of
 the concept must rate 2, a text about something else 0. Instruction and fluency: the embedded SmolLM2 calibrated on
 its own unsteered answers; a written answer must rate instruction higher under its own instruction than under
-another one, and the same answer with its words shuffled must rate fluency 0.
+another one, and the same answer with its words shuffled, or collapsed into a loop of a short phrase, must rate
+fluency 0.
 """
 
 from __future__ import annotations
@@ -27,6 +28,26 @@ def test_thresholds_follow_the_calibration_classes():
     assert th.rate([0.0, 8.0, 8.1, 20.9, 21.0, 99.0, None, float("nan")]) == [0, 0, 1, 1, 2, 2, 0, 0]
     # overlapping classes: no 1 band (high is raised to low)
     assert pj.calibrate([0.0, 10.0], [5.0, 6.0]).rate([8.0, 8.9, 9.0]) == [0, 0, 2]
+
+
+def test_distinct_token_share_and_half_loop():
+    assert pj.distinct_share([5, 6, 7, 8]) == 1.0 and pj.distinct_share([5, 6, 5, 6, 5, 6]) == pytest.approx(2 / 6)
+    assert pj.distinct_share([]) is None
+    text = "one two three four five six seven eight nine ten"
+    looped = pj.half_loop(text, random.Random(0)).split()
+    assert len(looped) == 10 and looped[:5] == text.split()[:5]
+    tail = looped[5:]  # one phrase of the kept half, repeated
+    period = next(k for k in range(1, pj.LOOP_MAX_PHRASE_WORDS + 1) if tail == (tail[:k] * 10)[:5])
+    assert " ".join(tail[:period]) in " ".join(looped[:5])
+
+
+def test_fluency_is_the_lower_of_perplexity_and_repetition_ratings():
+    ppl, rep = pj.Thresholds(-6.0, -4.0), pj.Thresholds(0.5, 0.5)
+    rate = lambda logp, distinct: pj.rate_fluency(pj.TextMeasure(40, None, logp, distinct), ppl, rep)  # noqa: E731
+    assert rate(-3.0, 0.8) == (2, 2, 2)
+    assert rate(-3.0, 0.3) == (0, 2, 0)  # a loop the model finds likely: vetoed
+    assert rate(-5.0, 0.8) == (1, 1, 2) and rate(-7.0, 0.8) == (0, 0, 2)
+    assert rate(None, None) == (0, 0, 0)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +149,30 @@ def test_fluency_rates_shuffled_words_0(smollm2_calibration):
         (rating, [x.fluency for x in m], cal.fluency)
 
 
+def collapse_into_loop(text: str, keep: int = 8, phrase: int = 3) -> str:
+    """The first ``keep`` words of ``text``, then its last ``phrase`` kept words repeated up to its word count, as
+    strongly steered SmolLM2 loops (", and in, and in, and- and …")."""
+    words = text.split()
+    loop = words[keep - phrase:keep]
+    return " ".join(words[:keep] + (loop * len(words))[:len(words) - keep])
+
+
+@pytest.mark.slow
+def test_fluency_rates_an_answer_collapsed_into_a_loop_0(smollm2_calibration):
+    """A language model predicts what it has just read, so a loop has a high log-probability: by perplexity alone
+    these loops rate fluency above 0 (asserted, so the case needs the repetition veto), the real answers too.
+    With the veto the loops rate 0 and the real answers keep their rating."""
+    lm, cal = smollm2_calibration
+    texts = list(ANSWERS.values())
+    loops = [collapse_into_loop(t) for t in texts]
+    m = pj.measure_texts(lm, [""] * 4, texts + loops)
+    rated = [pj.rate_fluency(x, cal.fluency, cal.repetition) for x in m]
+    info = ([(x.fluency, x.distinct_token_share) for x in m], cal.fluency, cal.repetition, loops)
+    assert min(r[1] for r in rated[2:]) >= 1, info  # perplexity alone
+    assert [r[0] for r in rated[2:]] == [0, 0], info
+    assert [r[0] for r in rated[:2]] == [r[1] for r in rated[:2]] and min(r[0] for r in rated[:2]) >= 1, info
+
+
 def test_proxy_judge_stage_rates_every_output_once(tiny_warehouse):
     """Default `axw judge` = proxy: 3 ratings in {0,1,2} per output, calibrations stored and named by each rating,
     perplexities written from the same pass; a second run does nothing."""
@@ -159,10 +204,17 @@ def test_proxy_judge_stage_rates_every_output_once(tiny_warehouse):
     for r in rows:
         raw = json.loads(r[6])
         crit, low, high, run = cals[raw["calibration_id"]]
-        assert raw["rubric"] == "proxy-v1" and crit == r[2] and run == r[7]
+        assert raw["rubric"] == "proxy-v2" and crit == r[2] and run == r[7]
         assert (raw["threshold_low"], raw["threshold_high"]) == (low, high)
         want = 0 if raw["value"] is None or raw["value"] < low else 1 if raw["value"] < high else 2
+        if crit == "fluency":  # the repetition veto: its own calibration, named in the rating
+            rcrit, rlow, rhigh, rrun = cals[raw["repetition_calibration_id"]]
+            assert (rcrit, rlow, rhigh, rrun) == ("fluency", raw["repetition_threshold"], rlow, r[7])
+            veto = raw["repetition_value"] is None or raw["repetition_value"] < rlow
+            assert (raw["perplexity_rating"], raw["repetition_rating"]) == (want, 0 if veto else 2)
+            want = 0 if veto else want
         assert r[3] == want
     assert len([c for c in cals.values() if c[0] == "concept"]) == 3 and ppl == n_out and board == n_out
+    assert len([c for c in cals.values() if c[0] == "fluency"]) == 2
     code, out, _ = axw(*base, "judge", "--no-progress")
     assert code == 0 and "nothing to do" in out

@@ -15,21 +15,36 @@ not depend on the steering method under test:
   per token: mean log p(output | instruction) − mean log p(output | empty instruction), both as the assistant
   turn of the model's chat template. Per token (not summed) so answers of different lengths compare; the same
   normalisation is used to calibrate and to rate.
-* **fluency** — the unsteered model's mean log-probability of the output with an empty instruction
-  (= −log perplexity). Without the instruction, so an off-topic but well-formed answer is not marked disfluent
-  (the instruction criterion covers relevance); the conditional perplexity stays reported beside the ratings.
+* **fluency** — two measurements, the rating is the lower of their two ratings:
+
+  - the unsteered model's mean log-probability of the output with an empty instruction (= −log perplexity).
+    Without the instruction, so an off-topic but well-formed answer is not marked disfluent (the instruction
+    criterion covers relevance); the conditional perplexity stays reported beside the ratings.
+  - the share of distinct tokens among the output's tokens (the target model's tokenizer): 1 − seq-rep-1 of
+    Welleck et al. (2019, "Neural text generation with unlikelihood training"). Perplexity alone cannot see
+    degenerate repetition: a language model predicts what it has just read, so a loop (", and in, and in, and-
+    and …", "un un un other un human un") gets a *high* log-probability, and strongly steered outputs that
+    collapse into such loops rated fluency 1 or 2. AxBench's fluency rubric rates repetitive text 0. This
+    measurement is a veto, not a grade: below its one threshold the fluency rating is 0, above it the perplexity
+    rating stands (the rubric names repetition only as a reason for 0; how fluent a non-repetitive text is stays
+    the perplexity's call). Tokens, not words, so loops of punctuation and spaces ("_-_-_------", runs of
+    no-break spaces) count as well. The share falls with length for any text, so it is calibrated on answers of
+    the judged outputs' token budget (see below).
 
 Every measurement becomes a 0/1/2 rating through two thresholds calibrated on texts whose verdict is known, a
 *negative* class (should rate 0) and a *positive* class (should rate 2) — :func:`calibrate`:
 
 * low  = the :data:`NEG_QUANTILE` quantile of the negatives (at most 10 % of them reach 1),
 * high = the :data:`POS_QUANTILE` quantile of the positives (75 % of them rate 2), raised to ``low`` when the
-  classes overlap that much (then there is no 1 band).
+  classes overlap that much (then there is no 1 band). The repetition veto has ``high = low`` (0 or 2).
 
 The classes: concept — held-out (out-of-fold) classifier probabilities of the concept's training positives vs
 its training negatives; instruction — unsteered answers to the instructions under their own instruction vs under
-other instructions; fluency — unsteered answers vs the same answers with their words shuffled. The thresholds and
-the class summaries are stored in ``judge_calibration`` and each rating's raw JSON names its calibration.
+other instructions; fluency (perplexity) — unsteered answers vs the same answers with their words shuffled;
+fluency (repetition) — unsteered answers vs the same answers collapsed into a loop half-way (:func:`half_loop`: the
+first half of the words kept, the rest one short phrase of that half repeated), the mildest text we still call
+degenerate, so anything at least as repetitive rates 0. The thresholds and the class summaries are stored in
+``judge_calibration`` and each rating's raw JSON names its calibrations.
 
 Written by us (no library implements this judge); scikit-learn supplies the classifier and the folds.
 """
@@ -43,11 +58,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RUBRIC = "proxy-v1"
+RUBRIC = "proxy-v2"  # v2: fluency also vetoes degenerate repetition (distinct-token share)
 NEG_QUANTILE = 0.9
 POS_QUANTILE = 0.25
 CV_FOLDS = 5
 N_MISMATCHED = 3  # answers to other instructions scored under each calibration instruction
+LOOP_MAX_PHRASE_WORDS = 4  # the repeated phrase of a half_loop calibration negative: 1 … this many words
+REPETITION_MEASURE = "distinct_token_share"
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,16 @@ def calibrate(negatives: Sequence[float], positives: Sequence[float], neg_q: flo
     low = float(np.quantile(neg, neg_q))
     high = max(float(np.quantile(pos, pos_q)), low)
     return Thresholds(low, high)
+
+
+def calibrate_veto(negatives: Sequence[float], neg_q: float = NEG_QUANTILE) -> Thresholds:
+    """One threshold (``low == high``): the ``neg_q`` quantile of texts that should rate 0; at or above it rates 2
+    (the rating only says whether the text is degenerate; another measurement grades the rest)."""
+    neg = [v for v in negatives if v is not None and math.isfinite(v)]
+    if not neg:
+        raise ValueError("calibration needs at least one negative measurement")
+    low = float(np.quantile(np.asarray(neg, dtype=np.float64), neg_q))
+    return Thresholds(low, low)
 
 
 def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
@@ -137,13 +164,19 @@ class ConceptClassifier:
 
 
 # -- instruction and fluency: log-probabilities under the unsteered model ---------------------------------------
+def distinct_share(ids: Sequence[int]) -> float | None:
+    """Distinct tokens / tokens (1 − seq-rep-1): 1.0 when no token repeats, small for a loop; None when empty."""
+    return len(set(ids)) / len(ids) if len(ids) else None
+
+
 @dataclass(frozen=True)
 class TextMeasure:
-    """Mean per-token log-probabilities of one output (None when the output has no tokens)."""
+    """Mean per-token log-probabilities and the distinct-token share of one output (None when it has no tokens)."""
 
     n_tokens: int
     logp_given_instruction: float | None
     logp_without_instruction: float | None
+    distinct_token_share: float | None = None
 
     @property
     def pmi(self) -> float | None:
@@ -154,6 +187,13 @@ class TextMeasure:
     @property
     def fluency(self) -> float | None:
         return self.logp_without_instruction
+
+
+def rate_fluency(m: TextMeasure, perplexity: Thresholds, repetition: Thresholds) -> tuple[int, int, int]:
+    """(fluency rating, perplexity rating, repetition rating): the fluency rating is the lower of the two."""
+    by_ppl = perplexity.rate([m.fluency])[0]
+    by_rep = repetition.rate([m.distinct_token_share])[0]
+    return min(by_ppl, by_rep), by_ppl, by_rep
 
 
 def _mean_logp(lm, prompts: list[list[int]], gens: list[list[int]]) -> list[float | None]:
@@ -178,7 +218,7 @@ def measure_texts(lm, instructions: Sequence[str], outputs: Sequence[str]) -> li
 
     given = _mean_logp(lm, [prompt(i or "") for i in instructions], gens)
     without = _mean_logp(lm, [prompt("") for _ in outputs], gens)
-    return [TextMeasure(len(g), a, b) for g, a, b in zip(gens, given, without)]
+    return [TextMeasure(len(g), a, b, distinct_share(g)) for g, a, b in zip(gens, given, without)]
 
 
 def shuffle_words(text: str, rng: random.Random) -> str:
@@ -188,16 +228,34 @@ def shuffle_words(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+def half_loop(text: str, rng: random.Random, max_phrase_words: int = LOOP_MAX_PHRASE_WORDS) -> str:
+    """The text collapsed into a loop half-way (a repetition negative): its first half of words kept, then one
+    phrase of 1 … ``max_phrase_words`` consecutive words from that half repeated up to the original word count
+    ("… water it only when the soil is dry, dry, dry, dry, …")."""
+    words = text.split()
+    if not words:
+        return ""
+    keep = words[:max(1, len(words) // 2)]
+    k = rng.randint(1, min(max_phrase_words, len(keep)))
+    start = rng.randrange(len(keep) - k + 1)
+    phrase = keep[start:start + k]
+    tail = (phrase * len(words))[:len(words) - len(keep)]
+    return " ".join(keep + tail)
+
+
 @dataclass
 class LMCalibration:
     """Instruction and fluency thresholds from unsteered answers, with the class measurements behind them."""
 
     instruction: Thresholds
     fluency: Thresholds
+    repetition: Thresholds
     matched_pmi: list[float]
     mismatched_pmi: list[float]
     answer_fluency: list[float]
     shuffled_fluency: list[float]
+    answer_distinct: list[float]
+    looped_distinct: list[float]
 
 
 def calibrate_lm(lm, instructions: Sequence[str], answers: Sequence[str], seed: int = 42,
@@ -206,7 +264,8 @@ def calibrate_lm(lm, instructions: Sequence[str], answers: Sequence[str], seed: 
 
     instruction: PMI of each answer with its own instruction (positives) vs with ``n_mismatched`` other
     instructions (negatives); fluency: each answer's mean log p without instruction (positives) vs the same
-    answer with its words shuffled (negatives). Answers without tokens are left out."""
+    answer with its words shuffled (negatives); repetition: each answer's distinct-token share (positives) vs
+    the same answer's :func:`half_loop` (negatives, the veto's threshold). Answers without tokens are left out."""
     keep = [k for k, a in enumerate(answers) if (a or "").strip()]
     if len(keep) < 2:
         raise ValueError("instruction calibration needs unsteered answers to at least 2 instructions")
@@ -223,9 +282,14 @@ def calibrate_lm(lm, instructions: Sequence[str], answers: Sequence[str], seed: 
     mismatched = [x.pmi for x in m[n:]]
     fluent = [x.fluency for x in m[:n]]
     broken = [x.fluency for x in measure_texts(lm, [""] * n, shuffled)]
+    looped = [half_loop(a, rng) for a in ans]  # drawn after the shuffles: the shuffled negatives stay as they were
+    tok = lambda t: lm.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+    distinct = [x.distinct_token_share for x in m[:n]]
+    looped_distinct = [distinct_share(tok(t)) for t in looped]
     clean = lambda xs: [float(x) for x in xs if x is not None]  # noqa: E731
     return LMCalibration(calibrate(clean(mismatched), clean(matched)), calibrate(clean(broken), clean(fluent)),
-                         clean(matched), clean(mismatched), clean(fluent), clean(broken))
+                         calibrate_veto(clean(looped_distinct)), clean(matched), clean(mismatched), clean(fluent),
+                         clean(broken), clean(distinct), clean(looped_distinct))
 
 
 def reference_answers(lm, instructions: Sequence[str], max_new_tokens: int, temperature: float, seed: int,
