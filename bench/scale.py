@@ -8,7 +8,9 @@ through the real activation writer (``stages.activations.activation_rows`` + ``R
 
 Printed per size: disk bytes per token of the activation store (vs 2·d, bfloat16's floor), peak RSS of the
 train+latent process, seconds per concept (train + latent, all methods; wall clock, and the process's CPU seconds,
-which other processes on a shared machine disturb less), and the time to answer
+which other processes on a shared machine disturb less; and the slope between sizes, the seconds each *added*
+concept costs, free of the per-process fixed cost that total/N spreads over few concepts at small sizes), and the
+time to answer
 ``SELECT * FROM latent_leaderboard`` on a freshly opened catalog. Each phase runs in its own process so the peak RSS
 is that of train+latent alone.
 
@@ -227,6 +229,13 @@ def main() -> None:
         (n0, rss0, s0, c0), (n1, rss1, s1, c1) = results[0], results[-1]
         print(f"{n1} vs {n0} concepts: peak RSS {rss1 / rss0:.2f}x, seconds per concept {s1 / s0:.2f}x "
               f"(CPU seconds per concept {c1 / c0:.2f}x)")
+        # total / N also carries each process's fixed cost (catalog queries, the shared negatives' read, first
+        # fits), which a small size spreads over few concepts; the cost of each *added* concept is the slope
+        # between sizes, free of it: the figure that shows whether per-concept work grows with the warehouse
+        slopes = [((b[2] * b[0] - a[2] * a[0]) / (b[0] - a[0]), a[0], b[0]) for a, b in zip(results, results[1:])]
+        print("seconds per added concept: " + "; ".join(f"{a}→{b}: {s:.3f}" for s, a, b in slopes)
+              + (f" (last vs first: {slopes[-1][0] / slopes[0][0]:.2f}x)" if len(slopes) > 1 else "")
+              + f"; fixed cost per process ≈ {results[0][2] * results[0][0] - slopes[0][0] * results[0][0]:.1f} s")
 
 
 if __name__ == "__main__":
