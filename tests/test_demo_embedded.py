@@ -21,7 +21,7 @@ from axwarehouse.catalog import Catalog
 from conftest import DEMO_TEST_CONCEPTS, PARITY_LAYER, demo_in, tree_state
 
 CONCEPT_SET = "concept10"
-STEERED = 2  # the steering half runs on the first 2 of the latent half's concepts: a mean over concepts, half the cost
+STEERED = 2  # the steering half runs on the first 2 of the latent half's concepts: still a mean over concepts
 METHODS = {"diffmean", "pca", "lat", "probe"}
 
 
