@@ -131,7 +131,7 @@ def test_unknown_model_name_lists_the_choices():
 
 
 @pytest.mark.slow
-def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights(monkeypatch, tmp_path):
+def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights(monkeypatch, tmp_path, capsys):
     """The first load of an embedded GGUF writes a Hugging Face-layout copy beside it; later loads read the copy and
     get bit-identical tensors (float32, and bfloat16 as a bfloat16 read of the GGUF gives them)."""
     import torch
@@ -152,9 +152,12 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         first = load(model.spec, "bfloat16")
         copy = converted.usable_copy(src)
         assert copy is not None and copy.parent == tmp_path / model.folder
+        told = capsys.readouterr().err  # the one-time conversion says what it does, and where the copy went
+        assert "reading the GGUF once" in told and f"copy written to {copy}" in told, told
         assert sorted(p.name for p in (tmp_path / model.folder).iterdir()) == sorted([model.gguf_file, copy.name])
         load.cache_clear()
         again = load(model.spec, "float32")
+        assert "GGUF" not in capsys.readouterr().err  # read from the copy: nothing to say
         gguf = transformers.AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
                                                                  dtype=torch.float32)
         want, got = gguf.state_dict(), again.model.state_dict()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,10 +213,16 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
             copy = converted.usable_copy(src)
             if copy is None and converted.copy_dir(src) is not None:
                 # first use of an embedded GGUF: de-quantise it in float32 once and keep a copy (converted.py)
+                started = time.perf_counter()
+                print(f"{spec}: reading the GGUF once to keep a copy that loads in seconds (one time, "
+                      "about half a minute)", file=sys.stderr, flush=True)
                 tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
                 model = transformers.AutoModelForCausalLM.from_pretrained(
                     src.path, gguf_file=src.gguf_file, dtype=torch.float32, **local_only)
                 copy = converted.write_copy(src, model, tokenizer)
+                print(f"{spec}: copy written to {copy} ({time.perf_counter() - started:.0f}s)" if copy else
+                      f"{spec}: the copy could not be written (read-only cache?); the GGUF is read on every load",
+                      file=sys.stderr, flush=True)
                 if copy is not None or dtype != "float32":
                     tokenizer = model = None
             if copy is not None:  # about a second, where the GGUF takes 10-40 s
