@@ -85,11 +85,15 @@ class Thresholds:
         return out
 
 
+def _measured(values: Sequence[float | None]) -> np.ndarray:
+    """The measurements a calibration uses: missing (None) and non-finite ones left out."""
+    return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+
+
 def calibrate(negatives: Sequence[float], positives: Sequence[float], neg_q: float = NEG_QUANTILE,
               pos_q: float = POS_QUANTILE) -> Thresholds:
     """Thresholds from measurements of texts that should rate 0 (negatives) and 2 (positives); see module doc."""
-    neg = np.asarray([v for v in negatives if v is not None and math.isfinite(v)], dtype=np.float64)
-    pos = np.asarray([v for v in positives if v is not None and math.isfinite(v)], dtype=np.float64)
+    neg, pos = _measured(negatives), _measured(positives)
     if not len(neg) or not len(pos):
         raise ValueError("calibration needs at least one negative and one positive measurement")
     low = float(np.quantile(neg, neg_q))
@@ -100,10 +104,10 @@ def calibrate(negatives: Sequence[float], positives: Sequence[float], neg_q: flo
 def calibrate_veto(negatives: Sequence[float], neg_q: float = NEG_QUANTILE) -> Thresholds:
     """One threshold (``low == high``): the ``neg_q`` quantile of texts that should rate 0; at or above it rates 2
     (the rating only says whether the text is degenerate; another measurement grades the rest)."""
-    neg = [v for v in negatives if v is not None and math.isfinite(v)]
-    if not neg:
+    neg = _measured(negatives)
+    if not len(neg):
         raise ValueError("calibration needs at least one negative measurement")
-    low = float(np.quantile(np.asarray(neg, dtype=np.float64), neg_q))
+    low = float(np.quantile(neg, neg_q))
     return Thresholds(low, low)
 
 
