@@ -38,7 +38,13 @@ def ours(cat) -> dict[str, dict[int, float]]:
     return out
 
 
+def gaps(mine: dict[int, float], theirs: dict[int, float]) -> dict[int, float]:
+    """|ours − upstream's| per upstream concept (NaN where we have no figure, so it never passes a tolerance)."""
+    return {c: abs(mine.get(c, float("nan")) - u) for c, u in theirs.items()}
+
+
 def side_by_side(method: str, mine: dict[int, float], theirs: dict[int, float]) -> str:
     """One line per upstream concept: ours, upstream's, the gap."""
-    return "\n".join(f"{method} concept {c}: ours {mine.get(c, float('nan')):.6f} upstream {u:.6f} "
-                     f"gap {abs(mine.get(c, float('nan')) - u):.4f}" for c, u in sorted(theirs.items()))
+    gap = gaps(mine, theirs)
+    return "\n".join(f"{method} concept {c}: ours {mine.get(c, float('nan')):.6f} upstream {u:.6f} gap {gap[c]:.4f}"
+                     for c, u in sorted(theirs.items()))

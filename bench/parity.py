@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.upstream_parity import ours, side_by_side, upstream  # noqa: E402
+from axwarehouse.upstream_parity import gaps, ours, side_by_side, upstream  # noqa: E402
 from cli import run  # noqa: E402
 
 
@@ -37,8 +37,8 @@ def check(catalog: Path) -> list[str]:
     for method, theirs in ref["auroc"].items():
         got = mine.get(method, {})
         print(side_by_side(method, got, theirs))
-        failures += [f"{method} concept {c}: gap {abs(got.get(c, float('nan')) - u):.4f}"
-                     for c, u in theirs.items() if not abs(got.get(c, float("nan")) - u) <= tol["per_concept"]]
+        failures += [f"{method} concept {c}: gap {g:.4f}" for c, g in gaps(got, theirs).items()
+                     if not g <= tol["per_concept"]]
     diffmean = [mine.get("diffmean", {}).get(c, float("nan")) for c in ref["auroc"]["diffmean"]]
     mean = sum(diffmean) / len(diffmean)
     print(f"diffmean mean over {len(diffmean)} concepts: ours {mean:.6f} upstream {ref['diffmean_mean']:.6f} "
