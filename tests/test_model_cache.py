@@ -135,7 +135,6 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
     """The first load of an embedded GGUF writes a Hugging Face-layout copy beside it; later loads read the copy and
     get bit-identical tensors (float32, and bfloat16 as a bfloat16 read of the GGUF gives them)."""
     import torch
-    import transformers
 
     from axwarehouse.lm import converted
     from axwarehouse.lm.loader import load, resolve
@@ -146,6 +145,17 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
     os.link(session_gguf, tmp_path / model.folder / model.gguf_file)
     monkeypatch.setenv("AXW_MODEL_CACHE", str(tmp_path))
     load.cache_clear()
+    # the reference: the float32 model transformers de-quantised from the GGUF, as the loader hands it to
+    # write_copy (one GGUF parse in this test instead of a second full from_pretrained of the GGUF)
+    parsed = {}
+    write_copy = converted.write_copy
+
+    def spy(src, gguf_model, tokenizer):
+        assert not parsed  # converted once
+        parsed.update({k: v.detach().clone() for k, v in gguf_model.state_dict().items()})
+        return write_copy(src, gguf_model, tokenizer)
+
+    monkeypatch.setattr(converted, "write_copy", spy)
     try:
         src = resolve(model.spec)
         assert converted.usable_copy(src) is None
@@ -158,9 +168,8 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         load.cache_clear()
         again = load(model.spec, "float32")
         assert "GGUF" not in capsys.readouterr().err  # read from the copy: nothing to say
-        gguf = transformers.AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
-                                                                 dtype=torch.float32)
-        want, got = gguf.state_dict(), again.model.state_dict()
+        want, got = parsed, again.model.state_dict()
+        assert len(want) > 100 and all(v.dtype == torch.float32 for v in want.values())
         assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want)
         got16 = first.model.state_dict()
         assert all(got16[k].dtype == torch.bfloat16 and torch.equal(want[k].to(torch.bfloat16), got16[k])

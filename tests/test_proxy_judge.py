@@ -50,6 +50,32 @@ def test_fluency_is_the_lower_of_perplexity_and_repetition_ratings():
     assert rate(None, None) == (0, 0, 0)
 
 
+def test_measure_texts_scores_each_distinct_pair_once(tiny_model_dir, monkeypatch):
+    """Calibration measures every answer without instruction once per instruction it is paired with, and a text
+    under the empty instruction is the same pair twice: each distinct (prompt, output) goes through the model once,
+    and the measures equal those of each text measured alone."""
+    from axwarehouse.lm.loader import load
+    from axwarehouse.steering import perplexity
+
+    lm = load(str(tiny_model_dir), "float32")
+    rows = []
+    real = perplexity.conditional_perplexity
+    monkeypatch.setattr(perplexity, "conditional_perplexity",
+                        lambda lm, prompts, gens, **kw: rows.append(len(prompts)) or real(lm, prompts, gens, **kw))
+    instructions = ["Name a fruit.", "Name a colour.", "Name a fruit.", ""]
+    outputs = ["An apple, a pear.", "An apple, a pear.", "An apple, a pear.", "Blue."]
+    together = pj.measure_texts(lm, instructions, outputs)
+    # given: (fruit, apple), (colour, apple), ("", blue); without: ("", apple), ("", blue) is the given one again
+    assert rows == [4]
+    monkeypatch.setattr(perplexity, "conditional_perplexity", real)
+    alone = [pj.measure_texts(lm, [i], [o])[0] for i, o in zip(instructions, outputs)]
+    assert [m.n_tokens for m in together] == [m.n_tokens for m in alone]
+    for a, b in zip(together, alone):
+        assert a.logp_given_instruction == pytest.approx(b.logp_given_instruction, abs=1e-5)
+        assert a.logp_without_instruction == pytest.approx(b.logp_without_instruction, abs=1e-5)
+    assert together[3].logp_given_instruction == together[3].logp_without_instruction
+
+
 @pytest.fixture(scope="module")
 def concept10(tmp_path_factory):
     path = tmp_path_factory.mktemp("c10") / "catalog.duckdb"

@@ -200,29 +200,37 @@ def rate_fluency(m: TextMeasure, perplexity: Thresholds, repetition: Thresholds)
     return min(by_ppl, by_rep), by_ppl, by_rep
 
 
-def _mean_logp(lm, prompts: list[list[int]], gens: list[list[int]]) -> list[float | None]:
+def _mean_logp(lm, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> list[float | None]:
+    """Mean log p(generation | prompt) per (prompt ids, generation ids) pair; each distinct pair is scored once
+    (calibration scores every answer without instruction once per instruction pairing, and a text scored under
+    the empty instruction is the same pair twice)."""
     from axwarehouse.steering.perplexity import conditional_perplexity
 
-    return [None if p is None else -math.log(p) for p in conditional_perplexity(lm, prompts, gens)]
+    unique = list(dict.fromkeys(pairs))
+    ppl = conditional_perplexity(lm, [p for p, _ in unique], [g for _, g in unique])
+    logp = {pair: None if p is None else -math.log(p) for pair, p in zip(unique, ppl)}
+    return [logp[pair] for pair in pairs]
 
 
 def measure_texts(lm, instructions: Sequence[str], outputs: Sequence[str]) -> list[TextMeasure]:
     """Per (instruction, output): mean log p(output | instruction) and mean log p(output | empty instruction)
-    under ``lm`` (two teacher-forced forward passes, batched)."""
+    under ``lm`` (teacher-forced forward passes, batched; each distinct prompt–output pair is scored once)."""
     from axwarehouse.lm.chat import ChatFormat
 
     chat = ChatFormat.of(lm.tokenizer)
-    gens = [lm.tokenizer.encode(o or "", add_special_tokens=False) for o in outputs]
-    cache: dict[str, list[int]] = {}
+    gens = [tuple(lm.tokenizer.encode(o or "", add_special_tokens=False)) for o in outputs]
+    cache: dict[str, tuple[int, ...]] = {}
 
-    def prompt(text: str) -> list[int]:
+    def prompt(text: str) -> tuple[int, ...]:
         if text not in cache:
-            cache[text] = chat.prompt_ids(text)
+            cache[text] = tuple(chat.prompt_ids(text))
         return cache[text]
 
-    given = _mean_logp(lm, [prompt(i or "") for i in instructions], gens)
-    without = _mean_logp(lm, [prompt("") for _ in outputs], gens)
-    return [TextMeasure(len(g), a, b, distinct_share(g)) for g, a, b in zip(gens, given, without)]
+    given = [(prompt(i or ""), g) for i, g in zip(instructions, gens)]
+    without = [(prompt(""), g) for g in gens]
+    logp = _mean_logp(lm, given + without)
+    given_logp, without_logp = logp[:len(gens)], logp[len(gens):]
+    return [TextMeasure(len(g), a, b, distinct_share(g)) for g, a, b in zip(gens, given_logp, without_logp)]
 
 
 def shuffle_words(text: str, rng: random.Random) -> str:
