@@ -43,6 +43,7 @@ Model = Annotated[str, typer.Option("--model", "-m", help="embedded:smollm2 | em
 Layer = Annotated[Optional[int], typer.Option("--layer", "-l", help="Decoder layer L (default: the model's default, ~40% depth).")]
 Workers = Annotated[int, typer.Option("--workers", help="Run concept shards on a local Ray cluster with N workers (one per GPU with --device cuda); needs axwarehouse[ray].")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run concept shards on an existing Ray cluster (e.g. auto or ray://head:10001); the warehouse must be on a filesystem every node mounts at the same path.")]
+RayRetries = Annotated[int, typer.Option("--ray-retries", min=0, help="Times Ray re-runs a shard whose worker process died (0: report it at once).")]
 Dtype = Annotated[str, typer.Option("--dtype", help="Model dtype: float32, bfloat16, or auto (bfloat16 where the device has it natively).")]
 Methods = Annotated[list[str], typer.Option("--method", help="Method registry key (repeatable); 'all' = every method.")]
 
@@ -59,7 +60,7 @@ def _catalog(ctx: typer.Context, read_only: bool = False, create: bool = True, *
     return Catalog(ctx.obj["catalog"], read_only=read_only, create=create, wait=ctx.obj.get("wait"), **kwargs)
 
 
-def _on_ray(ctx: typer.Context, stage: str, cfg, workers: int, ray_address: str | None) -> bool:
+def _on_ray(ctx: typer.Context, stage: str, cfg, workers: int, ray_address: str | None, retries: int) -> bool:
     """Run ``stage`` over concept shards on Ray when --workers/--ray-address ask for it (True: done)."""
     if not workers and not ray_address:
         return False
@@ -67,7 +68,7 @@ def _on_ray(ctx: typer.Context, stage: str, cfg, workers: int, ray_address: str 
     from stages.sharded import run_on_ray
 
     with _catalog(ctx) as cat:
-        typer.echo(run_on_ray(cat, stage, cfg, RayOptions(workers=workers, address=ray_address)))
+        typer.echo(run_on_ray(cat, stage, cfg, RayOptions(workers=workers, address=ray_address, retries=retries)))
     return True
 
 
@@ -139,13 +140,14 @@ def activations_cmd(
     store_dtype: Annotated[str, typer.Option(help="Stored vectors: bfloat16 (2 bytes/value) or float32 (exact).")] = "bfloat16",
     workers: Workers = 0,
     ray_address: RayAddress = None,
+    ray_retries: RayRetries = 2,
 ) -> None:
     """Cache per-token activations at the output of decoder layer L (one forward pass per example)."""
     from stages.activations import ActivationsConfig, run_activations
 
     cfg = ActivationsConfig(concept_set=concept_set, model=model, layer=layer, splits=tuple(split or ()),
                             batch_tokens=batch_tokens, device=device, dtype=dtype, store_dtype=store_dtype)
-    if _on_ray(ctx, "activations", cfg, workers, ray_address):
+    if _on_ray(ctx, "activations", cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_activations(cat, cfg)
@@ -164,6 +166,7 @@ def train_cmd(
     dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
+    ray_retries: RayRetries = 2,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE (repeatable).")] = None,
     replace: Annotated[bool, typer.Option(help="Drop this setting's artifacts and what was computed from them (latent scores, steered generations, their ratings), then re-train.")] = False,
     concepts: Annotated[Optional[list[str]], typer.Option("--concepts", help="Concept ids, e.g. 0,1 (default: all). Joint methods always train the whole set.")] = None,
@@ -174,7 +177,7 @@ def train_cmd(
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
                       device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts),
                       dtype=dtype)
-    if _on_ray(ctx, "train", cfg, workers, ray_address):
+    if _on_ray(ctx, "train", cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
@@ -193,6 +196,7 @@ def latent_cmd(
     dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
+    ray_retries: RayRetries = 2,
     settings: Annotated[Optional[list[str]], typer.Option("--set", help="Method setting METHOD.FIELD=VALUE, as given to train.")] = None,
 ) -> None:
     """Score latent_eval examples against every concept direction (one matmul), max-pooled into `latent_scores`."""
@@ -200,7 +204,7 @@ def latent_cmd(
 
     cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
                        device=device, overrides=tuple(settings or ()), dtype=dtype)
-    if _on_ray(ctx, "latent", cfg, workers, ray_address):
+    if _on_ray(ctx, "latent", cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_latent(cat, cfg)
@@ -435,6 +439,7 @@ def steer_cmd(
     dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
+    ray_retries: RayRetries = 2,
 ) -> None:
     """Steered generations (methods x concepts x factors x instructions, batched) into `steering_outputs`."""
     from stages.steer import AXBENCH_FACTORS, SteerConfig, run_steer
@@ -444,7 +449,7 @@ def steer_cmd(
                       n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
                       llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype)
-    if _on_ray(ctx, "steer", cfg, workers, ray_address):
+    if _on_ray(ctx, "steer", cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_steer(cat, cfg, progress=progress)
@@ -483,6 +488,7 @@ def judge_cmd(
     dtype: Dtype = "auto",
     workers: Workers = 0,
     ray_address: RayAddress = None,
+    ray_retries: RayRetries = 2,
     rubric_from: Annotated[Optional[Path], typer.Option(
         "--rubric-from", help="AxBench checkout (or its axbench/evaluators/prompt_templates.py): judge with "
         "AxBench's own rubric templates, read as data (never imported). Default: our wording.")] = None,
@@ -497,7 +503,7 @@ def judge_cmd(
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
                       seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype,
                       rubric_from=str(rubric_from) if rubric_from else None)
-    if _on_ray(ctx, "judge", cfg, workers, ray_address):
+    if _on_ray(ctx, "judge", cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)

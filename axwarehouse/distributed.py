@@ -115,7 +115,7 @@ def run_sharded(cat: Catalog, stage: str, fn_path: str, cfg: Any, shards: list[t
                 try:
                     out = ray.get(ref)
                 except ray.exceptions.WorkerCrashedError:
-                    failures.append((shards[k], f"its worker died, {opts.retries} retries too"))
+                    failures.append((shards[k], f"its worker died in every attempt ({1 + opts.retries})"))
                     continue
                 except Exception as exc:  # the task raised: the stage's own error, one line
                     cause = getattr(exc, "cause", None)

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = "embedded:smollm2"
 PARITY_LAYER = 18  # upstream AxBench's results on the demo data are at this layer (tests/test_upstream_parity.py)
-DEMO_TEST_CONCEPTS = 3  # the end-to-end demo tests run `axw demo --concepts 3`; bench/demo.py and bench/parity.py all 10
+DEMO_TEST_CONCEPTS = 2  # the end-to-end demo tests run `axw demo --concepts 2`; bench/demo.py and bench/parity.py all 10
 CONCEPT10 = REPO / "axwarehouse" / "data" / "axbench-concept10" / "prod_2b_l10_v1"
 
 
@@ -176,11 +176,11 @@ def demo_in(folder: Path, *args: str) -> str:
 
 @pytest.fixture(scope="session")
 def embedded_concept10_demo(tmp_path_factory) -> tuple[Path, str]:
-    """A folder where ``axw demo --no-steering --layer 18 --concepts 3`` ran from scratch: the shipped Concept10 data,
+    """A folder where ``axw demo --no-steering --layer 18 --concepts 2`` ran from scratch: the shipped Concept10 data,
     embedded SmolLM2's activations of the first :data:`DEMO_TEST_CONCEPTS` concepts and the shared negatives at
     layer 18 — where upstream AxBench's own per-concept results were measured (the parity tests read them; the
     default layer is 21, chosen on held-out train data) — DiffMean/PCA/LAT/Probe trained and latent-scored (the
-    demo's latent half on a prefix of the concepts, ~1.5 min on one core, built once per test run and shared by
+    demo's latent half on a prefix of the concepts, ~1.3 min on one core, built once per test run and shared by
     the xdist workers). Returns (folder, what the demo printed); tests only read it (or copy the folder:
     warehouses are relocatable)."""
     with _shared(tmp_path_factory, "embedded-concept10") as folder:

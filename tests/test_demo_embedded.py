@@ -1,7 +1,7 @@
 """`axw demo` end to end, as the README runs it (default ./catalog.duckdb in the working folder).
 
-* The latent half from scratch on the first 3 shipped Concept10 concepts with the embedded SmolLM2 at layer 18:
-  the session's `embedded_concept10_demo` (`axw demo --no-steering --layer 18 --concepts 3`), which the parity
+* The latent half from scratch on the first 2 shipped Concept10 concepts with the embedded SmolLM2 at layer 18:
+  the session's `embedded_concept10_demo` (`axw demo --no-steering --layer 18 --concepts 2`), which the parity
   tests also read.
 * The steering half with the embedded model: `axw demo --concepts 2` on a copy of that warehouse (its latent half
   is then all reused), and a second run that reuses everything.
@@ -21,7 +21,7 @@ from axwarehouse.catalog import Catalog
 from conftest import DEMO_TEST_CONCEPTS, PARITY_LAYER, demo_in, tree_state
 
 CONCEPT_SET = "concept10"
-STEERED = 2  # the steering half runs on the first 2 of the latent half's concepts: still a mean over concepts
+STEERED = 2  # the steering half runs on the latent half's 2 concepts: still a mean over concepts
 METHODS = {"diffmean", "pca", "lat", "probe"}
 
 

@@ -52,6 +52,36 @@ def _positive_loss(ctx, data, add: torch.Tensor | None = None, topk_w: torch.Ten
         return float(ctx.lm.model(input_ids=batch.ids, attention_mask=batch.attention_mask, labels=batch.labels).loss)
 
 
+def test_output_token_loss_is_the_labels_loss_with_the_head_only_where_it_counts(ctx):
+    """Training's loss runs the output head only at positions that predict a response token; loss and gradients
+    equal the model's own ``labels=`` loss (which runs it everywhere) on a right-padded batch of uneven rows."""
+    from axwarehouse.methods.lm_objective import collate, lm_examples, output_token_loss
+
+    data = _data(ctx, n=4)
+    ex = lm_examples(ctx.chat, data.inputs, data.outputs, data.labels)
+    assert len({len(e.ids) for e in ex}) > 1 and len({e.n_prompt for e in ex}) == 1  # padding in the batch
+    batch = collate(ex, ctx.lm.tokenizer.pad_token_id, ctx.chat.prefix_len)
+    model = ctx.lm.model
+    rows = []
+    head = model.get_output_embeddings()
+    hook = head.register_forward_hook(lambda _m, inp, _o: rows.append(inp[0].reshape(-1, inp[0].shape[-1]).shape[0]))
+    block = model.model.layers[1]
+    try:
+        block.requires_grad_(True)
+        ours = output_token_loss(model, batch)
+        (g_ours,) = torch.autograd.grad(ours, block.mlp.down_proj.weight)
+        ref = model(input_ids=batch.ids, attention_mask=batch.attention_mask, labels=batch.labels,
+                    use_cache=False).loss
+        (g_ref,) = torch.autograd.grad(ref, block.mlp.down_proj.weight)
+    finally:
+        block.requires_grad_(False)
+        hook.remove()
+    n_response = sum(len(e.ids) - e.n_prompt for e in ex)
+    assert rows == [n_response, batch.ids.numel()]  # ours: the position before each response token
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-4, atol=1e-7)
+
+
 def test_reft_r1_topk_edit_math():
     from axwarehouse.methods.reft_r1 import topk_edit
 

@@ -113,7 +113,8 @@ class PromptDetection(Method):
         for start in range(0, len(seqs), self.config.batch_size):
             batch = [s + prefix for s in seqs[start:start + self.config.batch_size]]
             ids, mask = self._left_padded(ctx, batch)
-            logits = ctx.lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -1].float()
+            logits = ctx.lm.model(input_ids=ids, attention_mask=mask, use_cache=False,
+                                  logits_to_keep=1).logits[:, -1].float()  # left-padded: the last position
             p = torch.softmax(logits[:, digits], -1)
             out[start:start + len(batch)] = (p @ torch.tensor([0.0, 1.0, 2.0], device=p.device)).cpu().numpy()
         return out
