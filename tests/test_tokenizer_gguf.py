@@ -3,6 +3,7 @@ reading of the same GGUF file (reference ids recorded by tests/data/record_llama
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -19,9 +20,11 @@ def reference():
     return json.loads(REFERENCE.read_text())
 
 
+@functools.lru_cache(maxsize=None)
 def tokenizer_of(spec: str, via: str = "gguf"):
     """The tokenizer built from the GGUF file, or (``via="copy"``) the one saved in its converted copy, which
-    every load after the first reads (axwarehouse/lm/converted.py)."""
+    every load after the first reads (axwarehouse/lm/converted.py). Built once per spec and route in this file's
+    process (the tests only read it): transformers parses the whole GGUF vocabulary to build it."""
     src = resolve(spec)
     if via == "copy":
         if usable_copy(src) is None:
