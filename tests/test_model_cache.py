@@ -156,6 +156,16 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         return write_copy(src, gguf_model, tokenizer)
 
     monkeypatch.setattr(converted, "write_copy", spy)
+    import gguf
+
+    parses = []
+
+    class CountedReader(gguf.GGUFReader):
+        def __init__(self, path, *args, **kwargs):
+            parses.append(Path(path).name)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountedReader)
     try:
         src = resolve(model.spec)
         assert converted.usable_copy(src) is None
@@ -164,6 +174,8 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         assert copy is not None and copy.parent == tmp_path / model.folder
         told = capsys.readouterr().err  # the one-time conversion says what it does, and where the copy went
         assert "reading the GGUF once" in told and f"copy written to {copy}" in told, told
+        # tokenizer, config and weights read one parse of the file (transformers alone would parse it 3 times)
+        assert parses == [model.gguf_file]
         assert sorted(p.name for p in (tmp_path / model.folder).iterdir()) == sorted([model.gguf_file, copy.name])
         load.cache_clear()
         again = load(model.spec, "float32")

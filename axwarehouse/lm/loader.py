@@ -194,6 +194,33 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def one_gguf_parse():
+    """Within the block, every ``gguf.GGUFReader`` of the same file is one reader, built once.
+
+    Loading a GGUF through transformers builds a reader three times — for the tokenizer, the config and the
+    weights — and each build walks the whole vocabulary in Python (about 5 s for SmolLM2's 49k tokens, more for
+    Gemma's 262k). transformers imports the class from ``gguf`` at each call, so the shared reader reaches all
+    three; readers are only read from, and are dropped when the block ends (closing their memory maps)."""
+    import gguf
+
+    real = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def shared(path, mode="r"):
+        key = (os.path.realpath(os.fspath(path)), mode)
+        if key not in readers:
+            readers[key] = real(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+        readers.clear()
+
+
 @functools.lru_cache(maxsize=2)
 def load(spec: str, dtype: str = "float32") -> LoadedModel:
     """Load model + tokenizer for ``spec`` (cached per process). Raises AxwError when it cannot be loaded offline."""
@@ -208,7 +235,7 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     src = resolve(spec)
     local_only = {"local_files_only": True}
     try:
-        with quiet_loading():
+        with quiet_loading(), one_gguf_parse():
             tokenizer = model = None
             copy = converted.usable_copy(src)
             if copy is None and converted.copy_dir(src) is not None:
