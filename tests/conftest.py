@@ -57,7 +57,7 @@ def _model_cache(tmp_path_factory):
     their converted copies, so a developer with a pulled model needs no index."""
     from axwarehouse.errors import AxwError
     from axwarehouse.lm import converted, model_cache
-    from axwarehouse.lm.loader import load, resolve
+    from axwarehouse.lm.loader import resolve
 
     with _shared(tmp_path_factory, "model-cache") as session, pytest.MonkeyPatch.context() as mp:
         if not session.exists():
@@ -71,8 +71,9 @@ def _model_cache(tmp_path_factory):
                     if copy is not None:
                         shutil.copytree(copy, session / model.folder / copy.name, copy_function=_link)
             mp.setenv("AXW_MODEL_CACHE", str(session))
-            try:  # the default model, fetched and converted once here rather than by each worker at once
-                load(DEFAULT_SPEC)
+            try:  # the default model, fetched once here rather than by each worker at once; its conversion is
+                # left to the first test that loads it (the others wait for its copy: converted.conversion_lock)
+                model_cache.pull(model_cache.MODELS[DEFAULT_SPEC])
             except AxwError:  # no index and not cached: the tests that need it say so themselves
                 pass
     with pytest.MonkeyPatch.context() as mp:
@@ -101,13 +102,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import transformers
 
     from axwarehouse.lm.converted import usable_copy
-    from axwarehouse.lm.loader import load, resolve
+    from axwarehouse.lm.loader import resolve
     from axwarehouse.lm.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
-    if usable_copy(src) is None:
-        load(src.name)  # writes the converted copy this session's other loads use too
-    copy = usable_copy(src)  # the tokenizer as the GGUF gives it (load() would also set a pad token)
+    # the tokenizer as the GGUF gives it (load() would also set a pad token): from the converted copy when a test
+    # has written it, else from the GGUF itself (the same tokenizer: tests/test_tokenizer_gguf.py)
+    copy = usable_copy(src)
     tok = load_tokenizer(str(copy)) if copy else load_tokenizer(src.path, src.gguf_file)
     cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
@@ -151,14 +152,24 @@ def catalog_path(tmp_path) -> Path:
     return tmp_path / "wh" / "catalog.duckdb"
 
 
-@pytest.fixture
-def tiny_warehouse(catalog_path, small_release, tiny_model_dir) -> tuple[Path, list[str]]:
-    """A catalog with the small release imported as concept set s3 and the tiny model's activations at layer 2;
-    returns (catalog path, the ``-c/--model/--layer`` arguments every stage command of it takes)."""
-    catalog_path.parent.mkdir(parents=True)
-    assert axw("--catalog", catalog_path, "import-axbench", small_release, "--concept-set", "s3")[0] == 0
-    code, _, err = axw("--catalog", catalog_path, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
+@pytest.fixture(scope="session")
+def _tiny_warehouse_built(tmp_path_factory, tiny_model_dir) -> Path:
+    """The folder of :func:`tiny_warehouse`'s catalog, built once per test process (each test gets a copy)."""
+    root = tmp_path_factory.mktemp("tiny-warehouse")
+    catalog = root / "wh" / "catalog.duckdb"
+    catalog.parent.mkdir()
+    assert axw("--catalog", catalog, "import-axbench", write_release(root / "release"), "--concept-set", "s3")[0] == 0
+    code, _, err = axw("--catalog", catalog, "activations", "-c", "s3", "--model", tiny_model_dir, "--layer", "2")
     assert code == 0, err
+    return catalog.parent
+
+
+@pytest.fixture
+def tiny_warehouse(catalog_path, _tiny_warehouse_built, tiny_model_dir) -> tuple[Path, list[str]]:
+    """A catalog with the small release imported as concept set s3 and the tiny model's activations at layer 2
+    (a fresh copy of one built per test process: warehouses are relocatable); returns (catalog path, the
+    ``-c/--model/--layer`` arguments every stage command of it takes)."""
+    shutil.copytree(_tiny_warehouse_built, catalog_path.parent)
     return catalog_path, ["-c", "s3", "--model", str(tiny_model_dir), "--layer", "2"]
 
 

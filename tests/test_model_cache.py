@@ -176,7 +176,8 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         assert "reading the GGUF once" in told and f"copy written to {copy}" in told, told
         # tokenizer, config and weights read one parse of the file (transformers alone would parse it 3 times)
         assert parses == [model.gguf_file]
-        assert sorted(p.name for p in (tmp_path / model.folder).iterdir()) == sorted([model.gguf_file, copy.name])
+        assert sorted(p.name for p in (tmp_path / model.folder).iterdir()) == sorted(
+            [model.gguf_file, copy.name, ".convert.lock"])
         load.cache_clear()
         again = load(model.spec, "float32")
         assert "GGUF" not in capsys.readouterr().err  # read from the copy: nothing to say
@@ -190,5 +191,43 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         meta = copy / "source.json"
         meta.write_text(meta.read_text().replace('"gguf_bytes": ', '"gguf_bytes": 1'))
         assert converted.usable_copy(src) is None
+    finally:
+        load.cache_clear()
+
+
+def test_a_process_waits_for_a_conversion_under_way_and_uses_its_copy(monkeypatch, tmp_path, capsys):
+    """While another process holds the conversion lock, a load waits; when that process has written the copy, the
+    load reads it instead of converting the GGUF a second time (Ray and test workers start together)."""
+    import fcntl
+    import shutil
+    import threading
+
+    from axwarehouse.lm import converted
+    from axwarehouse.lm.loader import load, resolve
+
+    model = model_cache.MODELS["embedded:smollm2"]
+    session = resolve(model.spec)
+    if converted.usable_copy(session) is None:
+        load(model.spec)  # the session's copy: what "the other process" writes below
+    session_copy = converted.usable_copy(session)
+    (tmp_path / model.folder).mkdir()
+    os.link(Path(session.path) / model.gguf_file, tmp_path / model.folder / model.gguf_file)
+    monkeypatch.setenv("AXW_MODEL_CACHE", str(tmp_path))
+    src = resolve(model.spec)
+    monkeypatch.setattr(converted, "write_copy", lambda *a: pytest.fail("converted a second time"))
+    load.cache_clear()
+    loaded = []
+    try:
+        with open(tmp_path / model.folder / ".convert.lock", "a") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)  # "the other process" is converting
+            waiter = threading.Thread(target=lambda: loaded.append(load(model.spec)))
+            waiter.start()
+            waiter.join(1.0)
+            assert waiter.is_alive() and not loaded  # waits for the lock
+            shutil.copytree(session_copy, converted.copy_dir(src))  # ... which writes its copy, then unlocks
+        waiter.join(60)
+        assert not waiter.is_alive() and len(loaded) == 1
+        assert "reading the GGUF" not in capsys.readouterr().err
+        assert loaded[0].hidden_size == 576
     finally:
         load.cache_clear()

@@ -16,9 +16,11 @@ Writing is best-effort: a read-only cache only means the next process reads the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 FORMAT = 1  # bump when what the copy holds changes (e.g. the tokenizer fix-ups of axwarehouse.lm.tokenizer)
@@ -83,3 +85,20 @@ def write_copy(src, model, tokenizer) -> Path | None:
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def conversion_lock(src) -> Iterator[None]:
+    """Held while one process converts ``src``: the others (test workers, Ray workers, a second ``axw`` started at
+    once) wait for its copy instead of each spending half a minute on the same conversion. Re-check
+    :func:`usable_copy` once inside. Without a writable cache folder there is nothing to share: no lock."""
+    import fcntl
+
+    try:
+        fh = open(Path(src.path) / ".convert.lock", "a")
+    except OSError:
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield

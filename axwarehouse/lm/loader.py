@@ -221,6 +221,28 @@ def one_gguf_parse():
         readers.clear()
 
 
+def _convert(spec: str, src: ModelSource, local_only: dict):
+    """First use of an embedded GGUF: de-quantise it in float32 once and keep a copy (converted.py); returns
+    (tokenizer, float32 model, the copy's folder or None when it could not be written)."""
+    import torch
+    import transformers
+
+    from axwarehouse.lm import converted
+    from axwarehouse.lm.tokenizer import load_tokenizer
+
+    started = time.perf_counter()
+    print(f"{spec}: reading the GGUF once to keep a copy that loads in seconds (one time, about half a minute)",
+          file=sys.stderr, flush=True)
+    tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
+    model = transformers.AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
+                                                              dtype=torch.float32, **local_only)
+    copy = converted.write_copy(src, model, tokenizer)
+    print(f"{spec}: copy written to {copy} ({time.perf_counter() - started:.0f}s)" if copy else
+          f"{spec}: the copy could not be written (read-only cache?); the GGUF is read on every load",
+          file=sys.stderr, flush=True)
+    return tokenizer, model, copy
+
+
 @functools.lru_cache(maxsize=2)
 def load(spec: str, dtype: str = "float32") -> LoadedModel:
     """Load model + tokenizer for ``spec`` (cached per process). Raises AxwError when it cannot be loaded offline."""
@@ -239,17 +261,10 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
             tokenizer = model = None
             copy = converted.usable_copy(src)
             if copy is None and converted.copy_dir(src) is not None:
-                # first use of an embedded GGUF: de-quantise it in float32 once and keep a copy (converted.py)
-                started = time.perf_counter()
-                print(f"{spec}: reading the GGUF once to keep a copy that loads in seconds (one time, "
-                      "about half a minute)", file=sys.stderr, flush=True)
-                tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
-                model = transformers.AutoModelForCausalLM.from_pretrained(
-                    src.path, gguf_file=src.gguf_file, dtype=torch.float32, **local_only)
-                copy = converted.write_copy(src, model, tokenizer)
-                print(f"{spec}: copy written to {copy} ({time.perf_counter() - started:.0f}s)" if copy else
-                      f"{spec}: the copy could not be written (read-only cache?); the GGUF is read on every load",
-                      file=sys.stderr, flush=True)
+                with converted.conversion_lock(src):
+                    copy = converted.usable_copy(src)  # another process may have written it while we waited
+                    if copy is None:
+                        tokenizer, model, copy = _convert(spec, src, local_only)
                 if copy is not None or dtype != "float32":
                     tokenizer = model = None
             if copy is not None:  # about a second, where the GGUF takes 10-40 s
