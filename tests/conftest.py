@@ -26,14 +26,30 @@ if _XDIST_WORKERS > 1:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS))
 
 # Order for pytest-xdist's `--dist loadfile` (pyproject's addopts: a file stays on one worker, so its module
-# fixtures are built once): the embedded demo file first — the longest, it starts the shared Concept10 warehouse
-# (`embedded_concept10_demo`) while the other worker takes the rest — and the other file that reads that warehouse
-# last, by when it is built (a worker that needs it earlier waits for it on a lock rather than building it again).
+# fixtures are built once; the next file in this order goes to whichever worker is free). Longest first, so that the
+# run does not end with one worker busy on a long file while the other idles: the embedded demo file first — the
+# longest, it starts the shared Concept10 warehouse (`embedded_concept10_demo`) — then the other files by their
+# duration on 2 cores (`pytest --durations=0`, BENCHMARKS.md), the unlisted ones (each a few seconds), and the other
+# file that reads that warehouse last, by when it is built (a worker that needs it earlier waits for it on a lock
+# rather than building it again). A stale list only costs balance, never a result.
 _FIRST, _LAST = "tests/test_demo_embedded.py", "tests/test_upstream_parity.py"
+_LONGEST = ["test_ray", "test_proxy_judge", "test_warehouse_sharing", "test_steer_stage", "test_tokenizer_gguf",
+            "test_generate_embedded", "test_generate", "test_model_cache", "test_workflow",
+            "test_all_methods_pipeline", "test_report", "test_pipeline", "test_activation_store", "test_steer_model_edit",
+            "test_report_browser", "test_reft_r1_joint", "test_heap", "test_judge_rubric_agreement"]
+
+
+def _order(path: str) -> int:
+    if path == _FIRST:
+        return 0
+    if path == _LAST:
+        return len(_LONGEST) + 2
+    name = path.rsplit("/", 1)[-1].removesuffix(".py")
+    return 1 + _LONGEST.index(name) if name in _LONGEST else len(_LONGEST) + 1
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: {_FIRST: 0, _LAST: 2}.get(item.nodeid.split("::")[0], 1))
+    items.sort(key=lambda item: _order(item.nodeid.split("::")[0]))  # stable: a file's tests keep their order
 
 
 @contextlib.contextmanager

@@ -144,9 +144,9 @@ ANSWERS = {
 
 @pytest.fixture(scope="module")
 def smollm2_calibration():
-    from axwarehouse.lm.loader import load
+    from axwarehouse.lm.loader import load, resolve_dtype
 
-    lm = load("embedded:smollm2")
+    lm = load("embedded:smollm2", resolve_dtype("auto"))  # as `axw judge` loads it (bfloat16 where native)
     answers = pj.reference_answers(lm, INSTRUCTIONS, max_new_tokens=48, temperature=1.0, seed=42)
     return lm, pj.calibrate_lm(lm, INSTRUCTIONS, answers, seed=42)
 
