@@ -21,6 +21,7 @@ import torch
 from axwarehouse.errors import AxwError
 
 from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
+from axwarehouse.lm.token_nll import token_nll
 
 
 @dataclass
@@ -80,18 +81,10 @@ def collate(batch: list[LMExample], pad_id: int, prefix_len: int, device: str = 
 
 
 def output_token_loss(model, batch: LMBatch) -> torch.Tensor:
-    """Mean cross-entropy of the response tokens: what the model's own ``labels=`` loss gives, but the output head
-    runs only at the positions that predict a response token (transformers' ``logits_to_keep`` with a boolean
-    mask, so a head-side step such as Gemma's logit soft-capping still applies). The prompt and padding
-    positions' vocabulary-sized logits, and their share of the backward pass, were wasted work: prompts are 29 %
-    of the tokens of the Concept10 training examples (SmolLM2's chat template), and Gemma's vocabulary is 256k."""
-    import torch.nn.functional as F
-
-    predicts = torch.zeros_like(batch.labels, dtype=torch.bool)  # position t predicts token t + 1
-    predicts[:, :-1] = batch.labels[:, 1:] != -100
-    logits = model(input_ids=batch.ids, attention_mask=batch.attention_mask, use_cache=False,
-                   logits_to_keep=predicts).logits
-    return F.cross_entropy(logits.float(), batch.labels[:, 1:][predicts[:, :-1]])
+    """Mean cross-entropy of the response tokens: what the model's own ``labels=`` loss gives, with the output head
+    run only where a response token is predicted (:func:`axwarehouse.lm.token_nll.token_nll`; prompts are 29 % of
+    the tokens of the Concept10 training examples with SmolLM2's chat template, plus padding)."""
+    return token_nll(model, batch.ids, batch.attention_mask, batch.labels != -100).mean()
 
 
 @contextmanager

@@ -16,39 +16,32 @@ import torch
 from axwarehouse import lazy_imports
 
 from axwarehouse.lm.capture import length_batches
+from axwarehouse.lm.token_nll import token_nll
 
 
 @lazy_imports.inference_mode
 def conditional_perplexity(lm, prompts: Sequence[Sequence[int]], generations: Sequence[Sequence[int]],
                            batch_tokens: int = 8192) -> list[float | None]:
-    """Per row: exp(mean CE of ``generations[i]`` after ``prompts[i]``); None for an empty generation.
-
-    Only the positions that predict a generation token reach the model's output head (transformers'
-    ``logits_to_keep`` with a boolean mask, so any head-side step such as Gemma's logit soft-capping still runs):
-    the prompt positions' vocabulary-sized logits were most of the work and memory otherwise."""
-    import torch.nn.functional as F
-
+    """Per row: exp(mean CE of ``generations[i]`` after ``prompts[i]``); None for an empty generation. The output
+    head runs only at the positions that predict a generation token (:func:`axwarehouse.lm.token_nll.token_nll`)."""
     if any(not len(p) for p in prompts):
         raise ValueError("conditional perplexity needs a non-empty prompt before every generation")
     seqs = [list(p) + list(g) for p, g in zip(prompts, generations)]
     out: list[float | None] = [None] * len(seqs)
     live = [i for i, g in enumerate(generations) if len(g)]
     pad = lm.tokenizer.pad_token_id
+    device = lm.model.device
     for batch in length_batches([len(seqs[i]) for i in live], batch_tokens):
         idx = [live[k] for k in batch]
         width = max(len(seqs[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        keep = torch.zeros((len(idx), width), dtype=torch.bool)  # position t predicts token t + 1
+        scored = torch.zeros((len(idx), width), dtype=torch.bool)  # the generation's tokens
         for r, i in enumerate(idx):
             ids[r, :len(seqs[i])] = torch.tensor(seqs[i])
             mask[r, :len(seqs[i])] = 1
-            keep[r, len(prompts[i]) - 1:len(seqs[i]) - 1] = True
-        targets = ids[:, 1:][keep[:, :-1]]
-        device = lm.model.device
-        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
-                          logits_to_keep=keep.to(device)).logits
-        nll = F.cross_entropy(logits.float(), targets.to(device), reduction="none").cpu()
+            scored[r, len(prompts[i]):len(seqs[i])] = True
+        nll = token_nll(lm.model, ids.to(device), mask.to(device), scored.to(device)).cpu()
         for i, row_nll in zip(idx, torch.split(nll, [len(generations[i]) for i in idx])):
             out[i] = math.exp(float(row_nll.mean()))
     return out
