@@ -127,20 +127,11 @@ CONCEPT_FEATURES = {"analyzer": "char_wb", "ngram_range": (3, 5), "sublinear_tf"
 CONCEPT_FEATURES_NAME = "tfidf-char_wb-3-5-mindf2-sublinear"
 
 
-def _pipeline(seed: int):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    return make_pipeline(
-        TfidfVectorizer(**CONCEPT_FEATURES),
-        LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=seed))
-
-
 @dataclass
 class ConceptClassifier:
     """A fitted per-concept classifier and the thresholds chosen on its out-of-fold probabilities."""
 
+    counts: object
     model: object
     thresholds: Thresholds
     heldout_negatives: list[float]
@@ -149,22 +140,26 @@ class ConceptClassifier:
     @classmethod
     def fit(cls, positives: Sequence[str], negatives: Sequence[str], seed: int = 42) -> ConceptClassifier:
         """Fit on all training texts; thresholds from ``CV_FOLDS``-fold out-of-fold probabilities (each text
-        scored by a classifier that did not see it)."""
+        scored by a classifier that did not see it: the n-gram vocabulary, its document frequencies and IDF are
+        each fold's own, as with a TF-IDF vectorizer fitted per fold)."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        from axwarehouse.steering.concept_features import classifier, ngram_counts
 
         if len(positives) < CV_FOLDS or len(negatives) < CV_FOLDS:
             raise ValueError(f"a concept classifier needs at least {CV_FOLDS} positive and {CV_FOLDS} negative "
                              f"training texts (got {len(positives)} and {len(negatives)})")
         texts = list(positives) + list(negatives)
         y = np.array([1] * len(positives) + [0] * len(negatives))
+        counts = ngram_counts()
+        x = counts.fit_transform(texts)
         folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
-        oof = cross_val_predict(_pipeline(seed), texts, y, cv=folds, method="predict_proba")[:, 1]
+        oof = cross_val_predict(classifier(seed), x, y, cv=folds, method="predict_proba")[:, 1]
         neg, pos = oof[y == 0].tolist(), oof[y == 1].tolist()
-        model = _pipeline(seed).fit(texts, y)
-        return cls(model, calibrate(neg, pos), neg, pos)
+        return cls(counts, classifier(seed).fit(x, y), calibrate(neg, pos), neg, pos)
 
     def probability(self, texts: Sequence[str]) -> list[float]:
-        return self.model.predict_proba([t or "" for t in texts])[:, 1].tolist()
+        return self.model.predict_proba(self.counts.transform([t or "" for t in texts]))[:, 1].tolist()
 
 
 # -- instruction and fluency: log-probabilities under the unsteered model ---------------------------------------
