@@ -180,3 +180,38 @@ def test_conditional_perplexity_equals_one_row_at_a_time_over_the_full_logits(ti
     assert got[2] is None and want[2] is None
     assert [g for g in got if g is not None] == pytest.approx([w for w in want if w is not None], rel=1e-5)
     assert len(set(round(w, 3) for w in want if w is not None)) > 3  # rows differ: a row mix-up would show
+
+
+def test_the_head_gets_a_contiguous_input_in_steered_generation(tiny_model_dir, monkeypatch):
+    """Generation's first step applies the head to the last position sliced out of the hidden states; on that
+    strided slice torch copies the head's weight once per row (lm/loader.contiguous_head_input). The loaded model's
+    head must see contiguous rows on every step, also under pyvene (which removes hooks), and give the same logits."""
+    from axwarehouse.lm.loader import load
+    from axwarehouse.steering.intervention import AdditionEdit
+
+    lm = load(str(tiny_model_dir), "float32")
+    head = lm.model.get_output_embeddings()
+    assert isinstance(head, torch.nn.Linear) and head.state_dict().keys() == {"weight"}
+    seen = []
+    real_linear = torch.nn.functional.linear
+
+    def spy(x, weight, bias=None):
+        if weight is head.weight:
+            seen.append((tuple(x.shape), x.is_contiguous()))
+        return real_linear(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    chat = ChatFormat.of(lm.tokenizer)
+    batch = left_pad([chat.prompt_ids(s) for s in INSTRUCTIONS[:3]], lm.tokenizer.pad_token_id)
+    edit = AdditionEdit.of(torch.randn(3, lm.hidden_size), torch.ones(3))
+    steerer = Steerer(lm.model, LAYER)
+    assert steerer.backend == "pyvene"
+    steerer.generate(batch, edit, max_new_tokens=3, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+    assert [shape for shape, _ in seen] == [(3, 1, lm.hidden_size)] * 3  # the prompt's last position, then 2 steps
+    assert all(contiguous for _, contiguous in seen), seen
+
+    monkeypatch.setattr(torch.nn.functional, "linear", real_linear)
+    with torch.no_grad():
+        last = lm.model(**batch, logits_to_keep=1).logits[:, -1]
+        full = lm.model(**batch).logits[:, -1]
+    assert torch.allclose(last, full, atol=1e-5)

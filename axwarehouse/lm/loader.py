@@ -243,6 +243,39 @@ def _convert(spec: str, src: ModelSource, local_only: dict):
     return tokenizer, model, copy
 
 
+@functools.cache
+def _contiguous_input_linear() -> type:
+    import torch
+
+    class ContiguousInputLinear(torch.nn.Linear):
+        """``nn.Linear`` that makes its input contiguous first (see :func:`contiguous_head_input`)."""
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return super().forward(input.contiguous())
+
+    return ContiguousInputLinear
+
+
+def contiguous_head_input(model) -> None:
+    """Hand the output head a contiguous input.
+
+    Generation's first step (and any forward with ``logits_to_keep``) applies the head to the last position sliced
+    out of the [batch, seq, d] hidden states. On that strided slice torch's ``linear`` does not fold the batch into
+    one matrix product: it expands the vocabulary × d weight to one copy per row and runs a batched product.
+    Measured on this project's CPU (torch 2.13, one thread, SmolLM2's 49k × 576 head, 32 rows): 2.5–3.3 s in
+    bfloat16 and 0.24 s in float32, against 0.01–0.04 s for the same rows made contiguous — about a third of a
+    32-row steering batch's whole generation. Copying the slice costs a [batch, 1, d] tensor.
+
+    The head's class is swapped for a subclass (same parameters, same state-dict keys, still an ``nn.Linear``)
+    rather than given a forward pre-hook: pyvene removes every hook of the model at the start of its ``generate``
+    (``remove_forward_hooks`` in its ``_cleanup_states``). A head that is not a plain ``nn.Linear`` is left alone."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if type(head) is torch.nn.Linear:
+        head.__class__ = _contiguous_input_linear()
+
+
 @functools.lru_cache(maxsize=2)
 def load(spec: str, dtype: str = "float32") -> LoadedModel:
     """Load model + tokenizer for ``spec`` (cached per process). Raises AxwError when it cannot be loaded offline."""
@@ -281,6 +314,7 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
         raise AxwError(f"cannot load model {spec!r} offline: {first}") from exc
     model.eval()
     model.requires_grad_(False)
+    contiguous_head_input(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
