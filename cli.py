@@ -134,7 +134,9 @@ def activations_cmd(
     model: Model = DEFAULT_MODEL,
     layer: Layer = None,
     split: Annotated[Optional[list[str]], typer.Option(help="Splits to capture (default: train and latent_eval).")] = None,
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch (the memory budget).")] = 4096,
+    batch_tokens: Annotated[Optional[int], typer.Option(
+        help="Padded tokens per forward batch, the memory budget (default: 1024 on CPU, where small batches run "
+             "faster; 4096 on GPUs).")] = None,
     device: Annotated[str, typer.Option(help="Device the model runs on (cpu, cuda, cuda:N, mps).")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Compute dtype: auto (bfloat16 where the device has it natively), bfloat16 or float32.")] = "auto",
     store_dtype: Annotated[str, typer.Option(help="Stored vectors: bfloat16 (2 bytes/value) or float32 (exact).")] = "bfloat16",

@@ -5,7 +5,8 @@ written in files of whole examples, each atomically, so a killed run loses at mo
 finishes the rest without duplicates.
 
 The forward pass runs on ``--device`` in ``--dtype`` (``auto``: bfloat16 where the device computes it natively —
-CUDA, CPUs with AVX512-BF16/AMX — else float32), in batches of at most ``--batch-tokens`` padded tokens. Vectors are
+CUDA, CPUs with AVX512-BF16/AMX — else float32), in batches of at most ``--batch-tokens`` padded tokens
+(default by device: smaller on CPU, where it runs faster). Vectors are
 stored as bfloat16 bit patterns by default (``--store-dtype float32`` keeps them exact), in one folder per owning
 concept (axwarehouse/activation_store.py).
 """
@@ -35,7 +36,7 @@ class ActivationsConfig:
     model: str = DEFAULT_MODEL
     layer: int | None = None
     splits: tuple[str, ...] = ()
-    batch_tokens: int = 4096  # padded tokens per forward batch
+    batch_tokens: int | None = None  # padded tokens per forward batch; None: by device (capture.default_batch_tokens)
     file_tokens: int = 32768  # tokens per Parquet file (the unit of loss on a kill)
     dtype: str = "auto"  # compute dtype: auto | bfloat16 | float32 (auto = bfloat16 where the device has it natively)
     device: str = "cpu"
@@ -133,12 +134,15 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
 
     from tqdm import tqdm
 
-    from axwarehouse.lm.capture import capture
+    from axwarehouse.lm.capture import capture, default_batch_tokens
     from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
     from axwarehouse.lm.loader import load
 
     check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
+    if cfg.batch_tokens is not None and cfg.batch_tokens < 1:
+        raise AxwError(f"--batch-tokens must be at least 1 (got {cfg.batch_tokens})")
+    batch_tokens = cfg.batch_tokens or default_batch_tokens(cfg.device)
     if cfg.store_dtype not in STORE_DTYPES:
         raise AxwError(f"unknown --store-dtype {cfg.store_dtype!r} (choose {' or '.join(STORE_DTYPES)})")
     splits = _check_inputs(cat, cfg)
@@ -155,8 +159,8 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     lm = load(cfg.model, dtype)
     lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
-    config = {**asdict(cfg), "dtype": dtype, "model": info.name, "layer": layer, "prefix_len": chat.prefix_len,
-              "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": cfg.store_dtype}
+    config = {**asdict(cfg), "batch_tokens": batch_tokens, "dtype": dtype, "model": info.name, "layer": layer,
+              "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": cfg.store_dtype}
     row_hash = activation_row_hash(info.name, layer, chat, dtype, cfg.store_dtype)
     meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}
     splits_col = todo.column("split").to_pylist()
@@ -180,7 +184,7 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
 
         bar = tqdm(total=sum(len(s) for s in seqs), unit="tok", desc=f"activations L{layer}", file=sys.stderr,
                    disable=None, smoothing=0.1)
-        for idx, acts in capture(lm.model, layers, layer, seqs, lm.tokenizer.pad_token_id, cfg.batch_tokens,
+        for idx, acts in capture(lm.model, layers, layer, seqs, lm.tokenizer.pad_token_id, batch_tokens,
                                  as_tensors=True):
             for i, a in zip(idx, acts):
                 pending.append((splits_col[i], ex_ids[i], owners[i], seqs[i], a))

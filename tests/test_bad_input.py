@@ -159,7 +159,8 @@ def test_unusable_device(imported, tiny_model_dir, command, device, needle):
 
 @pytest.mark.parametrize("option, needle", [(["--device", "cuda"], "CUDA is not available"),
                                             (["--dtype", "float8"], "unknown --dtype 'float8'"),
-                                            (["--store-dtype", "float16"], "unknown --store-dtype 'float16'")])
+                                            (["--store-dtype", "float16"], "unknown --store-dtype 'float16'"),
+                                            (["--batch-tokens", "0"], "--batch-tokens must be at least 1 (got 0)")])
 def test_activations_unusable_device_or_dtype(imported, tiny_model_dir, option, needle):
     """`axw activations --device cuda` on a machine without a GPU, or an unknown dtype: one line, nothing written."""
     import torch

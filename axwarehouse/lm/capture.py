@@ -15,8 +15,20 @@ import torch
 from axwarehouse import lazy_imports
 
 
+# Padded tokens per forward batch when the user does not choose. On CPU, 1024 ran 17-35 % faster than 4096 on
+# SmolLM2 (1 and 2 threads, bench/capture_batch.py, BENCHMARKS.md): a smaller batch's intermediate tensors stay in
+# cache and less padding is computed. GPUs want large batches (raise it until memory is full, README).
+CPU_BATCH_TOKENS = 1024
+ACCELERATOR_BATCH_TOKENS = 4096
+
+
 class _StopForward(Exception):
     pass
+
+
+def default_batch_tokens(device: str) -> int:
+    """The forward batch budget (padded tokens) for ``device`` when none is given."""
+    return CPU_BATCH_TOKENS if str(device).split(":")[0] == "cpu" else ACCELERATOR_BATCH_TOKENS
 
 
 def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int = 64) -> list[list[int]]:
