@@ -9,36 +9,68 @@ differently-sized concept: RSS grows with the concept count. Fixing the threshol
 (128 KiB) makes every large buffer its own mapping, returned to the OS when freed.
 
 glibc has no Python API for this, so it is one ``mallopt`` call through ctypes; elsewhere (musl, macOS) it does
-nothing. It changes allocation policy for the whole process, which is what a stage process wants. `train`, `latent`
-and `sae train` call it; `activations` does not: it keeps nothing per concept (its batches are written and freed),
-and a model forward allocates many large temporaries, each of which would then cost a fresh mapping.
+nothing. The setting is process-wide, so it is scoped: `train`, `latent` and `sae train` run inside
+:func:`bounded_heap`, which on exit switches to :func:`reuse_large_buffers`. Under the bounded policy every large
+temporary of a model forward is a fresh mapping whose pages the kernel zero-fills again: measured on SmolLM2
+(bench/heap_policy.py), forward passes took 1.5x as long as with glibc's default, and everything that ran later in
+the same process — the steering half of `axw demo`, the next shard on a Ray worker, `axw run`'s next step — paid
+it. `activations` keeps nothing per concept (its batches are written and freed) and runs with glibc's default;
+`steer` and `judge`, which run the model and keep only small rows, use :func:`reuse_large_buffers` from the start.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-MMAP_THRESHOLD = 128 * 1024
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024  # bounded: glibc's initial threshold, kept fixed
+# reuse: the largest threshold glibc's dynamic rule reaches on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX, 32 MiB) and the
+# trim threshold that rule pairs with it (twice the mmap threshold)
+REUSE_MMAP_THRESHOLD = 32 * 1024 * 1024
+REUSE_TRIM_THRESHOLD = 2 * REUSE_MMAP_THRESHOLD
 
-_done = False
+
+@functools.cache
+def _mallopt():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt
 
 
 def bound_heap_growth() -> bool:
     """Make large allocations always mmapped (glibc); True when the setting took effect. Idempotent."""
-    global _done
-    if _done:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
+    mallopt = _mallopt()
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+
+
+def reuse_large_buffers() -> bool:
+    """Serve allocations below 32 MiB from the heap and keep up to 64 MiB of freed memory there (glibc), so a model
+    forward's large temporaries reuse memory instead of faulting in fresh zeroed pages each time; True when the
+    setting took effect."""
+    mallopt = _mallopt()
+    return (mallopt is not None and mallopt(M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD) == 1
+            and mallopt(M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD) == 1)
+
+
+@contextmanager
+def bounded_heap() -> Iterator[bool]:
+    """Bounded heap growth while the block (or decorated function) runs, :func:`reuse_large_buffers` after it.
+    Yields whether the bound took effect."""
+    took = bound_heap_growth()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    _done = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    return _done
+        yield took
+    finally:
+        if took:
+            reuse_large_buffers()

@@ -148,7 +148,10 @@ def pending_ratings(cat: Catalog, cfg: JudgeConfig, judge: str, jhash: str) -> t
 
 def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeResult:
     """Rate every output of the selection that has no rating by this judge and config yet; then perplexities."""
+    from axwarehouse.heap import reuse_large_buffers
     from axwarehouse.llm import LLMClient, LLMRequest, ResponseCache, make_backend, parse_llm
+
+    reuse_large_buffers()  # the judge's model runs: its large temporaries reuse heap memory (axwarehouse/heap.py)
 
     if cfg.judge == "proxy" or cfg.judge.startswith("proxy:"):
         from stages.judge_proxy import run_proxy_judge

@@ -24,7 +24,7 @@ import torch
 from axwarehouse.activation_store import ActivationReader, TokenMatrix
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.heap import bound_heap_growth
+from axwarehouse.heap import bounded_heap
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import Method, get, method_names
@@ -159,6 +159,7 @@ def _score_rows(method: Method, model: str, layer: int, concept_set: str, chash:
     })
 
 
+@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
 def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     """Score every trained (method, concept) of ``cfg`` that has no latent_scores yet."""
     names = method_names(list(cfg.methods), evaluation="latent")
@@ -194,7 +195,6 @@ def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
     if not todo:
         return result
 
-    bound_heap_growth()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
     reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, SPLIT, with_tokens=True)
     ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
     texts: dict[int, tuple[str, str]] = {}

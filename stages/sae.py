@@ -22,7 +22,7 @@ import torch
 from axwarehouse.activation_store import SHARED, ActivationReader
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.heap import bound_heap_growth
+from axwarehouse.heap import bounded_heap
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL
@@ -44,6 +44,7 @@ class SaeTrainConfig:
     device: str = "cpu"
 
 
+@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
 def run_sae_train(cat: Catalog, cfg: SaeTrainConfig) -> str:
     """Train (or find) the SAE of ``cfg``; returns a one-line summary."""
     info = model_info(cfg.model)
@@ -65,7 +66,6 @@ def run_sae_train(cat: Catalog, cfg: SaeTrainConfig) -> str:
     if not chunks:
         raise AxwError(f"no cached activations for {info.name} layer {layer}, concept set {cfg.concept_set!r}, "
                        "split train (run `axw activations` first)")
-    bound_heap_growth()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
     started = time.perf_counter()
     from axwarehouse.sae.layout import save_sae_lens
 

@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
+from axwarehouse.heap import reuse_large_buffers
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
@@ -270,6 +271,7 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     factors = _factors(cfg)
     check_device(cfg.device)
     resolve_dtype(cfg.dtype, cfg.device)  # an unknown --dtype is a one-line error before any work
+    reuse_large_buffers()  # the model's large temporaries reuse heap memory (axwarehouse/heap.py)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)

@@ -34,7 +34,7 @@ import pyarrow as pa
 from axwarehouse.activation_store import SHARED, ActivationReader, TokenMatrix, merge_tokens
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.heap import bound_heap_growth
+from axwarehouse.heap import bounded_heap
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.concept_queries import concept_table, method_hash
@@ -136,6 +136,7 @@ def _artifact_rows(method: Method, model: str, layer: int, concept_set: str, cha
     })
 
 
+@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
 def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     """Train every (method, concept) of ``cfg`` that has no artifact yet (joint methods: every concept of the set
     when one lacks its row)."""
@@ -188,7 +189,6 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
     if not todo:
         return result
 
-    bound_heap_growth()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
     reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, "train")
     examples = training_examples(cat, cfg.concept_set)
     shared_ids = np.array([r[0] for r in cat.sql(

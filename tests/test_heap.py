@@ -50,3 +50,41 @@ def test_rss_does_not_grow_with_concepts_once_the_heap_is_bounded():
     bounded = growth(True)
     assert bounded < 32 * 2**20
     assert growth(False) > 2 * bounded + 50 * 2**20  # without it, the same loop fragments the heap
+
+
+FAULTS = r"""
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from axwarehouse.heap import bounded_heap
+
+def faults_of_temporaries():
+    # a forward pass's pattern: a 16 MiB temporary allocated, written and freed, 20 times
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        torch.empty(4 * 2**20, dtype=torch.float32).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+@bounded_heap()
+def streaming_stage():
+    return faults_of_temporaries()
+
+inside = streaming_stage()
+faults_of_temporaries()  # the heap grows to the temporaries' size once
+print(inside, faults_of_temporaries())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is what the setting tunes")
+def test_large_temporaries_reuse_memory_once_the_bounded_stage_is_over():
+    """The bound is scoped to the streaming stage: inside it every 16 MiB temporary is a fresh mapping (4096 pages
+    faulted in each time), after it the same temporaries reuse heap memory once the heap has grown to their size
+    (what a later model stage in the process — `axw demo`'s steering half, the next shard on a Ray worker —
+    allocates)."""
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", FAULTS.format(root=root)], check=True, capture_output=True, text=True)
+    inside, after = map(int, out.stdout.split())
+    pages = 16 * 2**20 // 4096
+    assert inside >= 20 * pages * 0.9, (inside, after)
+    assert after < pages, (inside, after)  # not even one temporary's worth
