@@ -1,5 +1,5 @@
 """The full `axw demo` (all 10 Concept10 concepts, latent and steering halves) as the README runs it — the end-to-end
-run that the test suite checks on a 3-concept subset (tests/test_demo_embedded.py) — timed, then run again.
+run that the test suite checks on a 2-concept subset (tests/test_demo_embedded.py) — timed, then run again.
 
 Not a test: it prints figures. The baseline is the first run in the same process: the second run's time is printed
 as a ratio of it (everything is reused, so it should be a small fraction). The model cache is whatever
