@@ -12,7 +12,7 @@ glibc has no Python API for this, so it is one ``mallopt`` call through ctypes; 
 nothing. The setting is process-wide, so it is scoped: `train`, `latent` and `sae train` run inside
 :func:`bounded_heap`, which on exit switches to :func:`reuse_large_buffers`. Under the bounded policy every large
 temporary of a model forward is a fresh mapping whose pages the kernel zero-fills again: measured on SmolLM2
-(bench/heap_policy.py), forward passes took 1.5x as long as with glibc's default, and everything that ran later in
+(bench/heap_policy.py), forward passes took 1.6x as long as with glibc's default, and everything that ran later in
 the same process — the steering half of `axw demo`, the next shard on a Ray worker, `axw run`'s next step — paid
 it. `activations` keeps nothing per concept (its batches are written and freed) and runs with glibc's default;
 `steer` and `judge`, which run the model and keep only small rows, use :func:`reuse_large_buffers` from the start.

@@ -263,7 +263,7 @@ def contiguous_head_input(model) -> None:
     out of the [batch, seq, d] hidden states. On that strided slice torch's ``linear`` does not fold the batch into
     one matrix product: it expands the vocabulary × d weight to one copy per row and runs a batched product.
     Measured on this project's CPU (torch 2.13, one thread, SmolLM2's 49k × 576 head, 32 rows): 2.5–3.3 s in
-    bfloat16 and 0.24 s in float32, against 0.01–0.04 s for the same rows made contiguous — about a third of a
+    bfloat16 and 0.24 s in float32, against 0.01–0.04 s for the same rows made contiguous — about 40 % of a
     32-row steering batch's whole generation. Copying the slice costs a [batch, 1, d] tensor.
 
     The head's class is swapped for a subclass (same parameters, same state-dict keys, still an ``nn.Linear``)
