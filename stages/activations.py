@@ -5,10 +5,9 @@ written in files of whole examples, each atomically, so a killed run loses at mo
 finishes the rest without duplicates.
 
 The forward pass runs on ``--device`` in ``--dtype`` (``auto``: bfloat16 where the device computes it natively —
-CUDA, CPUs with AVX512-BF16/AMX — else float32), in batches of at most ``--batch-tokens`` padded tokens
-(default by device: smaller on CPU, where it runs faster). Vectors are
-stored as bfloat16 bit patterns by default (``--store-dtype float32`` keeps them exact), in one folder per owning
-concept (axwarehouse/activation_store.py).
+CUDA, CPUs with AVX512-BF16/AMX — else float32), in batches of at most ``--batch-tokens`` padded tokens (default
+by device: smaller on CPU, where it runs faster). Vectors are stored as bfloat16 bit patterns by default
+(``--store-dtype float32`` keeps them exact), in one folder per owning concept (axwarehouse/activation_store.py).
 """
 
 from __future__ import annotations
@@ -160,7 +159,8 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
     config = {**asdict(cfg), "batch_tokens": batch_tokens, "dtype": dtype, "model": info.name, "layer": layer,
-              "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH, "stored_dtype": cfg.store_dtype}
+              "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len, "max_length": MAX_LENGTH,
+              "stored_dtype": cfg.store_dtype}
     row_hash = activation_row_hash(info.name, layer, chat, dtype, cfg.store_dtype)
     meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}
     splits_col = todo.column("split").to_pylist()
