@@ -76,7 +76,7 @@ print(inside, faults_of_temporaries())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is what the setting tunes")
 def test_large_temporaries_reuse_memory_once_the_bounded_stage_is_over():
-    """The bound is scoped to the streaming stage: inside it every 16 MiB temporary is a fresh mapping (4096 pages
+    """The bound is scoped to the streaming stage: inside it every 16 MiB temporary is a fresh mapping (its pages
     faulted in each time), after it the same temporaries reuse heap memory once the heap has grown to their size
     (what a later model stage in the process — `axw demo`'s steering half, the next shard on a Ray worker —
     allocates)."""
@@ -85,6 +85,6 @@ def test_large_temporaries_reuse_memory_once_the_bounded_stage_is_over():
     root = str(Path(__file__).resolve().parents[1])
     out = subprocess.run([sys.executable, "-c", FAULTS.format(root=root)], check=True, capture_output=True, text=True)
     inside, after = map(int, out.stdout.split())
-    pages = 16 * 2**20 // 4096
-    assert inside >= 20 * pages * 0.9, (inside, after)
-    assert after < pages, (inside, after)  # not even one temporary's worth
+    # (page faults, not pages: with transparent huge pages one fault maps 2 MiB, so compare the two phases)
+    assert inside >= 20, (inside, after)  # each temporary faulted in afresh
+    assert after * 20 <= inside, (inside, after)  # afterwards not even one temporary's worth in 20 of them
