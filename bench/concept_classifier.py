@@ -29,15 +29,15 @@ from stages.judge_proxy import concept_training_texts  # noqa: E402
 
 
 def per_fold_vectorizer(pos: list[str], neg: list[str], seed: int = 42):
-    """The baseline: TfidfVectorizer(**CONCEPT_FEATURES) + the same logistic regression, fitted per fold."""
+    """The baseline: TfidfVectorizer(**CONCEPT_FEATURES) + the same logistic regression step, fitted per fold."""
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
+    from axwarehouse.steering.concept_features import regression
+
     texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
-    model = make_pipeline(TfidfVectorizer(**pj.CONCEPT_FEATURES), LogisticRegression(
-        C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=seed))
+    model = make_pipeline(TfidfVectorizer(**pj.CONCEPT_FEATURES), regression(seed))
     folds = StratifiedKFold(n_splits=pj.CV_FOLDS, shuffle=True, random_state=seed)
     oof = cross_val_predict(model, texts, y, cv=folds, method="predict_proba")[:, 1]
     return np.concatenate([oof[y == 1], oof[y == 0]]), model.fit(texts, y)

@@ -128,10 +128,10 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     the sparse rows list their n-grams in another order.)"""
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
+    from axwarehouse.steering.concept_features import regression
     from stages.judge_proxy import concept_training_texts
 
     with Catalog(concept10, read_only=True) as cat:
@@ -139,8 +139,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
         other = [t for (t,) in cat.sql("SELECT output FROM generations WHERE concept_set = 'concept10' AND "
                                        "split = 'latent_eval' ORDER BY concept_id, example_id LIMIT 60").fetchall()]
     texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
-    reference = make_pipeline(TfidfVectorizer(**pj.CONCEPT_FEATURES), LogisticRegression(
-        C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=42))
+    reference = make_pipeline(TfidfVectorizer(**pj.CONCEPT_FEATURES), regression(42))
     folds = StratifiedKFold(n_splits=pj.CV_FOLDS, shuffle=True, random_state=42)
     oof = cross_val_predict(reference, texts, y, cv=folds, method="predict_proba")[:, 1]
     expected = reference.fit(texts, y).predict_proba(other)[:, 1]
@@ -149,9 +148,9 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     assert clf.heldout_positives == pytest.approx(oof[y == 1].tolist(), abs=1e-12)
     assert clf.heldout_negatives == pytest.approx(oof[y == 0].tolist(), abs=1e-12)
     assert clf.probability(other) == pytest.approx(expected.tolist(), abs=1e-12)
+    expected_thresholds = pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist())
     assert (clf.thresholds.low, clf.thresholds.high) == pytest.approx(
-        (pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist()).low,
-         pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist()).high), abs=1e-12)
+        (expected_thresholds.low, expected_thresholds.high), abs=1e-12)
 
 
 INSTRUCTIONS = [

@@ -43,8 +43,12 @@ class MinDocumentFrequency(TransformerMixin, BaseEstimator):
         return counts.tocsr()[:, self.kept_]
 
 
+def regression(seed: int) -> LogisticRegression:
+    """The classifier's last step (also the last step of the per-fold TF-IDF reference it is checked against)."""
+    return LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=seed)
+
+
 def classifier(seed: int) -> Pipeline:
     """n-gram counts (already computed) → the fitted rows' vocabulary → TF-IDF → logistic regression."""
-    return make_pipeline(
-        MinDocumentFrequency(), TfidfTransformer(sublinear_tf=CONCEPT_FEATURES["sublinear_tf"]),
-        LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear", max_iter=1000, random_state=seed))
+    return make_pipeline(MinDocumentFrequency(), TfidfTransformer(sublinear_tf=CONCEPT_FEATURES["sublinear_tf"]),
+                         regression(seed))
