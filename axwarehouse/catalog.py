@@ -10,9 +10,10 @@ Layout (for ``--catalog ./catalog.duckdb``)::
 
 A table is a folder of Parquet files; its view is ``SELECT <columns> FROM read_parquet('<folder>/**/*.parquet',
 union_by_name = true)``. A :class:`Catalog` never opens ``catalog.duckdb``: it reads through an in-memory DuckDB
-connection whose views are created over the warehouse folder found beside the catalog path at every open, so a
-copied or moved warehouse reads its own files, readers never wait for or block a writer, and a notebook holding
-``catalog.duckdb`` open blocks nobody. ``catalog.duckdb`` itself is rewritten (build a temp file, rename) only when
+connection whose table views are created over the warehouse folder found beside the catalog path at every open, so
+a copied or moved warehouse reads its own files, readers never wait for or block a writer, and a notebook holding
+``catalog.duckdb`` open blocks nobody. The derived views of ``sql/`` do not depend on the warehouse: they are created
+once per process (see :func:`views_database`) and every open gets a cursor whose temporary table views they read. ``catalog.duckdb`` itself is rewritten (build a temp file, rename) only when
 view definitions change. Every Parquet file appears by an atomic rename, so a killed stage leaves either whole files
 or nothing visible.
 """
@@ -24,6 +25,7 @@ import hashlib
 import os
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -247,6 +249,81 @@ def _table_schemas() -> dict[str, pa.Schema]:
     return {**schemas.TABLES, run_ledger.TABLE: run_ledger.RUN_EVENTS}
 
 
+def empty_select(table: str, where: str = "false") -> str:
+    """A query with ``table``'s columns and types (as DuckDB reads them from Parquet) and no rows."""
+    cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in _table_schemas()[table])
+    return f"SELECT {cols} FROM range(1) WHERE {where}"
+
+
+def sql_files() -> list[Path]:
+    """The ``sql/`` files: macros and derived views, created in name order (dependencies are retried)."""
+    return sorted(SQL_DIR.glob("*.sql"))
+
+
+def run_sql_files(con: duckdb.DuckDBPyConnection) -> None:
+    """Execute every ``sql/`` file on ``con``, each view after the views it reads."""
+    pending = sql_files()
+    while pending:
+        failed: list[tuple[Path, str]] = []
+        for sql_file in pending:
+            try:
+                con.execute(sql_file.read_text())
+            except (duckdb.CatalogException, duckdb.BinderException) as exc:  # depends on a view not
+                # created yet, or one whose new definition comes later in this pass (columns changed)
+                failed.append((sql_file, str(exc)))
+        if len(failed) == len(pending):
+            names = ", ".join(f"{p.name}: {msg.splitlines()[0]}" for p, msg in failed)
+            raise AxwError(f"cannot create SQL views ({names})")
+        pending = [p for p, _ in failed]
+
+
+_SHARED: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def _new_views_database() -> duckdb.DuckDBPyConnection:
+    db = duckdb.connect(":memory:")
+    builder = db.cursor()
+    try:
+        # the derived views bind against stand-ins with each table's columns: every cursor later shadows them with
+        # its own temporary views over a warehouse, and a view re-binds the names it reads at every query
+        for table in _table_schemas():
+            builder.execute(f'CREATE TEMP VIEW "{table}" AS {empty_select(table)}')
+        run_sql_files(builder)
+    except BaseException:
+        db.close()
+        raise
+    finally:
+        builder.close()
+    return db
+
+
+def views_database(private: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB database holding the ``sql/`` macros and derived views, none of a table's.
+
+    Creating the derived views binds each one, and with them nested several deep that took ~0.1 s: more than the
+    rest of opening a catalog, paid by every ``axw`` command and every in-process open (hundreds in the tests). The
+    views do not depend on the warehouse, so one database per process serves every :class:`Catalog`: each opens a
+    cursor on it (its own connection, so its own temporary objects) and creates its table views there as temporary
+    views, which the derived views read by name. ``private=True`` builds a database for one catalog alone — the SQL
+    sandbox locks settings that are the database's, not a connection's. A forked child builds its own (the parent's
+    DuckDB threads do not exist in it).
+    """
+    global _SHARED
+    if private:
+        return _new_views_database()
+    with _SHARED_LOCK:
+        if _SHARED is None or _SHARED[0] != os.getpid():
+            _SHARED = (os.getpid(), _new_views_database())
+        return _SHARED[1]
+
+
+# catalog.duckdb files built in this process, by the digest of their view definitions: the definitions name the
+# warehouse relative to the catalog's folder, so another warehouse with the same digest gets a copy of the bytes
+# (~0.1 s of binding every view into a file saved per new catalog; a few hundred KiB each)
+_CLI_FILES: dict[str, bytes] = {}
+
+
 class Catalog:
     """Open a catalog. Use as a context manager.
 
@@ -274,6 +351,7 @@ class Catalog:
         self.damaged: dict[str, str] = {}  # table -> one-line message, for tables with an unreadable file
         self._lock: WriterLock | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._private_db: duckdb.DuckDBPyConnection | None = None
         try:
             if not read_only:
                 if not os.access(self.path.parent, os.W_OK):
@@ -286,7 +364,7 @@ class Catalog:
                 self._lock = WriterLock(self.warehouse, wait=wait)
                 self._lock.acquire()
                 self._ensure_schema_files()
-            self.con = duckdb.connect(":memory:")
+            self._connect(private=sandbox)
             self.refresh_views()
             self._settle_unfinished_runs()
             if not read_only:
@@ -322,10 +400,20 @@ class Catalog:
         """Files of ``table`` changed: its view is re-bound before the next query."""
         self._stale = self._stale | {table}
 
+    def _connect(self, private: bool = False) -> None:
+        """A cursor on the process's views database (``private``: on a database of this catalog's own)."""
+        db = views_database(private)
+        if private:
+            self._private_db = db
+        self.con = db.cursor()
+
     def close(self) -> None:
         if self._con is not None:
             self._con.close()
             self._con = None
+        if getattr(self, "_private_db", None) is not None:
+            self._private_db.close()
+            self._private_db = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -380,10 +468,6 @@ class Catalog:
     def _view_sql(self, table: str, folder: str) -> str:
         return f'CREATE OR REPLACE VIEW "{table}" AS {self._select(table, folder)}'
 
-    def _empty_select(self, table: str, where: str = "false") -> str:
-        cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in _table_schemas()[table])
-        return f"SELECT {cols} FROM range(1) WHERE {where}"
-
     def _one_footer_select(self, table: str) -> str | None:
         """The view body that binds from the schema file's footer alone, when every data file is known to hold the
         current columns (its name carries :func:`columns_tag`); None otherwise.
@@ -424,14 +508,14 @@ class Catalog:
         if fast is not None:
             body = fast
         elif not (root / SCHEMA_FILE).exists() and not self.table_files(table):
-            body = self._empty_select(table)
+            body = empty_select(table)
         else:
             glob = _sql_str(str(root / "**" / "*.parquet"))
             source = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
             try:
                 try:
                     body = self._select(table, str(root))
-                    self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+                    self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {body}')
                     self._bodies[table] = body
                     return
                 except duckdb.BinderException:
@@ -444,7 +528,7 @@ class Catalog:
             except (duckdb.InvalidInputException, duckdb.IOException) as exc:
                 body = self._damaged_select(table, exc)
         self._bodies[table] = body
-        self.con.execute(f'CREATE OR REPLACE VIEW "{table}" AS {body}')
+        self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {body}')
 
     def _damaged_select(self, table: str, exc: BaseException) -> str:
         """A table with a damaged file: its view reads the good files plus one row whose every column (and its
@@ -473,36 +557,17 @@ class Catalog:
         self.damaged[table] = duckdb_error_line(exc)
         return body
 
-    def _sql_files(self) -> list[Path]:
-        return sorted(SQL_DIR.glob("*.sql"))
-
-    def _run_sql_files(self, con: duckdb.DuckDBPyConnection) -> None:
-        pending = self._sql_files()
-        while pending:
-            failed: list[tuple[Path, str]] = []
-            for sql_file in pending:
-                try:
-                    con.execute(sql_file.read_text())
-                except (duckdb.CatalogException, duckdb.BinderException) as exc:  # depends on a view not
-                    # created yet, or one whose new definition comes later in this pass (columns changed)
-                    failed.append((sql_file, str(exc)))
-            if len(failed) == len(pending):
-                names = ", ".join(f"{p.name}: {msg.splitlines()[0]}" for p, msg in failed)
-                raise AxwError(f"cannot create SQL views ({names})")
-            pending = [p for p, _ in failed]
-
     def refresh_views(self) -> None:
-        """Register every table view, then every sql/*.sql file (DDL and derived views, in dependency order)."""
+        """Register every table's view (a temporary view of this connection; the ``sql/`` views read them by name)."""
         self._stale = frozenset()
         for table in _table_schemas():
             self._register_table_view(table)
-        self._run_sql_files(self.con)
 
     # -- catalog.duckdb for the plain DuckDB CLI ----------------------------------------------------------------
     def _cli_definitions(self) -> str:
         rel = os.path.relpath(self.warehouse, self.path.parent)
         parts = [self._view_sql(t, f"{rel}/{t}") + ";" for t in _table_schemas()]
-        parts += [p.read_text() for p in self._sql_files()]
+        parts += [p.read_text() for p in sql_files()]
         return "\n".join(parts)
 
     def _write_cli_catalog(self) -> None:
@@ -520,15 +585,20 @@ class Catalog:
         tmp.unlink(missing_ok=True)
         try:
             self._migrate_old_runs()
-            con = duckdb.connect(str(tmp))
-            try:
-                # relative globs resolve against the catalog's folder (the CLI resolves them against its cwd)
-                con.execute(f"SET file_search_path = {_sql_str(str(self.path.parent))}")
-                for t in _table_schemas():
-                    con.execute(self._view_sql(t, f"{os.path.relpath(self.warehouse, self.path.parent)}/{t}"))
-                self._run_sql_files(con)
-            finally:
-                con.close()
+            built = _CLI_FILES.get(digest)
+            if built is not None:
+                tmp.write_bytes(built)
+            else:
+                con = duckdb.connect(str(tmp))
+                try:
+                    # relative globs resolve against the catalog's folder (the CLI resolves them against its cwd)
+                    con.execute(f"SET file_search_path = {_sql_str(str(self.path.parent))}")
+                    for t in _table_schemas():
+                        con.execute(self._view_sql(t, f"{os.path.relpath(self.warehouse, self.path.parent)}/{t}"))
+                    run_sql_files(con)
+                finally:
+                    con.close()
+                _CLI_FILES[digest] = tmp.read_bytes()
             os.replace(tmp, self.path)
             Path(str(self.path) + ".wal").unlink(missing_ok=True)
             atomic_write_text(stamp, digest)
@@ -610,7 +680,7 @@ class Catalog:
             self._register_table_view(run_ledger.TABLE)
         else:
             self.con.register("_settled_run_events", table)
-            self.con.execute(f'CREATE OR REPLACE VIEW "{run_ledger.TABLE}" AS {self._bodies[run_ledger.TABLE]} '
+            self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{run_ledger.TABLE}" AS {self._bodies[run_ledger.TABLE]} '
                              "UNION ALL BY NAME SELECT * FROM _settled_run_events")
 
     # -- reading ---------------------------------------------------------------------------------------------

@@ -99,9 +99,10 @@ class WorkerCatalog(Catalog):
         self.warehouse = Path(warehouse)
         self.path = self.warehouse.parent / "(worker)"
         self.read_only = False
-        self.con = duckdb.connect(":memory:")
         self._seq = 0
         self._bodies, self.damaged, self._lock = {}, {}, None  # Catalog's view state; a worker holds no writer lock
+        self._private_db = None
+        self._connect()
         self.folder, self.run_id, self.shard, self.fault = Path(folder), run_id, shard, fault
         self.refresh_views()
 
