@@ -19,7 +19,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import REPO, axw
+from conftest import REPO, axw, write_release
+
+from axwarehouse.errors import AxwError
 
 CLI = [sys.executable, str(REPO / "cli.py")]
 
@@ -151,6 +153,39 @@ def test_sql_attacks_are_refused_and_change_nothing(imported, tmp_path):
     assert out.split() == ["concept_id,label", "0,zero", "1,one"]
     code, out, _ = axw("--catalog", imported, "sql", "-- how many?\nSELECT count(*) AS n FROM concepts", "--format", "csv")
     assert code == 0 and out.split() == ["n", "3"]
+
+
+def test_catalogs_open_in_one_process_read_their_own_warehouse_and_settings(imported, tmp_path):
+    """The sql/ views live in one database per process; each open's tables and the sandbox's settings are its own."""
+    from axwarehouse.catalog import Catalog
+    empty = tmp_path / "empty" / "catalog.duckdb"
+    empty.parent.mkdir()
+    outside = tmp_path / "mine"
+    outside.mkdir()
+    (outside / "x.csv").write_text("a\n1\n2\n")
+    with Catalog(imported, read_only=True) as full, Catalog(empty) as fresh, \
+            Catalog(imported, read_only=True, sandbox=True) as boxed:
+        for _ in range(2):  # interleaved: neither open's table views leak into the other's derived views
+            assert full.sql("SELECT count(*) FROM runs").fetchall() == [(1,)]
+            assert fresh.sql("SELECT count(*) FROM runs").fetchall() == [(0,)]
+            assert full.count("concepts") == 3 and fresh.count("concepts") == 0
+        with pytest.raises(AxwError, match="Permission Error"):
+            boxed.user_query(f"SELECT count(*) FROM read_csv('{outside}/x.csv')")
+        # the sandbox locked its own database: the other opens still read files outside the warehouse
+        assert full.sql(f"SELECT count(*) FROM read_csv('{outside}/x.csv')").fetchall() == [(2,)]
+        assert boxed.user_query("SELECT count(*) FROM runs").fetchall() == [(1,)]
+    # a catalog.duckdb made in this process after another one (a copy of its bytes) reads its own warehouse
+    other = tmp_path / "other" / "catalog.duckdb"
+    other.parent.mkdir()
+    assert axw("--catalog", other, "import-axbench", write_release(tmp_path / "release2"), "-c", "s3")[0] == 0
+    for path, n in ((empty, 0), (other, 3)):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            con.execute(f"SET file_search_path = '{path.parent}'")
+            assert con.sql("SELECT count(*) FROM concepts").fetchall() == [(n,)]
+            assert con.sql("SELECT count(*) FROM runs").fetchall() == [(n // 3,)]
+        finally:
+            con.close()
 
 
 # -- 2. many processes at once ------------------------------------------------------------------------------------
