@@ -331,6 +331,10 @@ class Catalog:
     None = no limit, for another writer). ``sandbox=True`` locks the connection down for user SQL: no file or
     database access outside the warehouse (plus ``allow_files`` folders, read-only, and ``allow_write`` files),
     no extension install, configuration locked; see :meth:`user_query`.
+
+    ``con`` is a cursor on the process's views database (:func:`views_database`): the table views are its own
+    temporary views and go with :meth:`close`; an object created on it without ``TEMP`` lands in that shared
+    database and outlives the catalog (create your own tables and views as ``TEMP``).
     """
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False, create: bool = True,
