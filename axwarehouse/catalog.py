@@ -13,9 +13,9 @@ union_by_name = true)``. A :class:`Catalog` never opens ``catalog.duckdb``: it r
 connection whose table views are created over the warehouse folder found beside the catalog path at every open, so
 a copied or moved warehouse reads its own files, readers never wait for or block a writer, and a notebook holding
 ``catalog.duckdb`` open blocks nobody. The derived views of ``sql/`` do not depend on the warehouse: they are created
-once per process (see :func:`views_database`) and every open gets a cursor whose temporary table views they read. ``catalog.duckdb`` itself is rewritten (build a temp file, rename) only when
-view definitions change. Every Parquet file appears by an atomic rename, so a killed stage leaves either whole files
-or nothing visible.
+once per process (see :func:`views_database`) and every open gets a cursor whose temporary table views they read.
+``catalog.duckdb`` itself is rewritten (build a temp file, rename) only when view definitions change. Every Parquet
+file appears by an atomic rename, so a killed stage leaves either whole files or nothing visible.
 """
 
 from __future__ import annotations
@@ -355,7 +355,6 @@ class Catalog:
         self.damaged: dict[str, str] = {}  # table -> one-line message, for tables with an unreadable file
         self._lock: WriterLock | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._private_db: duckdb.DuckDBPyConnection | None = None
         try:
             if not read_only:
                 if not os.access(self.path.parent, os.W_OK):
@@ -382,6 +381,7 @@ class Catalog:
     # -- lifecycle -------------------------------------------------------------------------------------------
     # tables written since their view was last bound: re-bound on the next use of the connection, not per write
     _stale: frozenset[str] | set[str] = frozenset()
+    _private_db: duckdb.DuckDBPyConnection | None = None  # the sandbox's own database (see views_database)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -415,7 +415,7 @@ class Catalog:
         if self._con is not None:
             self._con.close()
             self._con = None
-        if getattr(self, "_private_db", None) is not None:
+        if self._private_db is not None:
             self._private_db.close()
             self._private_db = None
         if self._lock is not None:

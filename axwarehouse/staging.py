@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -101,7 +100,6 @@ class WorkerCatalog(Catalog):
         self.read_only = False
         self._seq = 0
         self._bodies, self.damaged, self._lock = {}, {}, None  # Catalog's view state; a worker holds no writer lock
-        self._private_db = None
         self._connect()
         self.folder, self.run_id, self.shard, self.fault = Path(folder), run_id, shard, fault
         self.refresh_views()
