@@ -166,6 +166,14 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
             super().__init__(path, *args, **kwargs)
 
     monkeypatch.setattr(gguf, "GGUFReader", CountedReader)
+    name_maps = []
+    own_name_map = gguf.get_tensor_name_map
+
+    def counted_name_map(arch, n_blocks):
+        name_maps.append((arch, n_blocks))
+        return own_name_map(arch, n_blocks)
+
+    monkeypatch.setattr(gguf, "get_tensor_name_map", counted_name_map)
     try:
         src = resolve(model.spec)
         assert converted.usable_copy(src) is None
@@ -176,6 +184,8 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
         assert "reading the GGUF once" in told and f"copy written to {copy}" in told, told
         # tokenizer, config and weights read one parse of the file (transformers alone would parse it 3 times)
         assert parses == [model.gguf_file]
+        # and one tensor name map (transformers builds one per submodule: ~400 for SmolLM2)
+        assert len(name_maps) == 1
         assert sorted(p.name for p in (tmp_path / model.folder).iterdir()) == sorted(
             [model.gguf_file, copy.name, ".convert.lock"])
         load.cache_clear()

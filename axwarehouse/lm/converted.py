@@ -90,7 +90,7 @@ def write_copy(src, model, tokenizer) -> Path | None:
 @contextlib.contextmanager
 def conversion_lock(src) -> Iterator[None]:
     """Held while one process converts ``src``: the others (test workers, Ray workers, a second ``axw`` started at
-    once) wait for its copy instead of each spending half a minute on the same conversion. Re-check
+    once) wait for its copy instead of each spending seconds to minutes on the same conversion. Re-check
     :func:`usable_copy` once inside. Without a writable cache folder there is nothing to share: no lock."""
     import fcntl
 

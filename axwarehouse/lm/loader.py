@@ -196,29 +196,39 @@ def quiet_loading():
 
 @contextlib.contextmanager
 def one_gguf_parse():
-    """Within the block, every ``gguf.GGUFReader`` of the same file is one reader, built once.
+    """Within the block, every ``gguf.GGUFReader`` of the same file is one reader, built once, and every tensor name
+    map of the same architecture and depth is one map.
 
     Loading a GGUF through transformers builds a reader three times — for the tokenizer, the config and the
     weights — and each build walks the whole vocabulary in Python (about 5 s for SmolLM2's 49k tokens, more for
-    Gemma's 262k). transformers imports the class from ``gguf`` at each call, so the shared reader reaches all
-    three; readers are only read from, and are dropped when the block ends (closing their memory maps)."""
+    Gemma's 262k). Mapping the weights' names then builds gguf's ``TensorNameMap`` (every known name of every
+    block) once per submodule of the model, hundreds of times for the same map (~3 s for SmolLM2). transformers
+    imports both from ``gguf`` at each call, so the shared objects reach every use; both are only read from, and are
+    dropped when the block ends (closing the readers' memory maps)."""
     import gguf
 
-    real = gguf.GGUFReader
+    real_reader, real_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], object] = {}
+    name_maps: dict[tuple[object, int], object] = {}
 
-    def shared(path, mode="r"):
+    def shared_reader(path, mode="r"):
         key = (os.path.realpath(os.fspath(path)), mode)
         if key not in readers:
-            readers[key] = real(path, mode)
+            readers[key] = real_reader(path, mode)
         return readers[key]
 
-    gguf.GGUFReader = shared
+    def shared_name_map(arch, n_blocks):
+        if (arch, n_blocks) not in name_maps:
+            name_maps[arch, n_blocks] = real_name_map(arch, n_blocks)
+        return name_maps[arch, n_blocks]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, shared_name_map
     try:
         yield
     finally:
-        gguf.GGUFReader = real
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_name_map
         readers.clear()
+        name_maps.clear()
 
 
 def _convert(spec: str, src: ModelSource, local_only: dict):
@@ -231,7 +241,7 @@ def _convert(spec: str, src: ModelSource, local_only: dict):
     from axwarehouse.lm.tokenizer import load_tokenizer
 
     started = time.perf_counter()
-    print(f"{spec}: reading the GGUF once to keep a copy that loads in seconds (one time, about half a minute)",
+    print(f"{spec}: reading the GGUF once to keep a copy that loads in seconds (one time)",
           file=sys.stderr, flush=True)
     tokenizer = load_tokenizer(src.path, src.gguf_file, **local_only)
     model = transformers.AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf_file,
