@@ -209,7 +209,6 @@ def one_gguf_parse():
 
     real_reader, real_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], object] = {}
-    name_maps: dict[tuple[object, int], object] = {}
 
     def shared_reader(path, mode="r"):
         key = (os.path.realpath(os.fspath(path)), mode)
@@ -217,18 +216,14 @@ def one_gguf_parse():
             readers[key] = real_reader(path, mode)
         return readers[key]
 
-    def shared_name_map(arch, n_blocks):
-        if (arch, n_blocks) not in name_maps:
-            name_maps[arch, n_blocks] = real_name_map(arch, n_blocks)
-        return name_maps[arch, n_blocks]
-
+    shared_name_map = functools.cache(real_name_map)  # its arguments (architecture, depth) are the key as given
     gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, shared_name_map
     try:
         yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_name_map
         readers.clear()
-        name_maps.clear()
+        shared_name_map.cache_clear()
 
 
 def _convert(spec: str, src: ModelSource, local_only: dict):
