@@ -60,12 +60,13 @@ def _catalog(ctx: typer.Context, read_only: bool = False, create: bool = True, *
     return Catalog(ctx.obj["catalog"], read_only=read_only, create=create, wait=ctx.obj.get("wait"), **kwargs)
 
 
-def _on_ray(ctx: typer.Context, stage: str, cfg, workers: int, ray_address: str | None, retries: int) -> bool:
-    """Run ``stage`` over concept shards on Ray when --workers/--ray-address ask for it (True: done)."""
+def _on_ray(ctx: typer.Context, stage, cfg, workers: int, ray_address: str | None, retries: int) -> bool:
+    """Run the stage function ``stage`` over concept shards on Ray when --workers/--ray-address ask for it (True:
+    done)."""
     if not workers and not ray_address:
         return False
     from axwarehouse.distributed import RayOptions
-    from stages.sharded import run_on_ray
+    from axwarehouse.stage_runner import run_on_ray
 
     with _catalog(ctx) as cat:
         typer.echo(run_on_ray(cat, stage, cfg, RayOptions(workers=workers, address=ray_address, retries=retries)))
@@ -149,7 +150,7 @@ def activations_cmd(
 
     cfg = ActivationsConfig(concept_set=concept_set, model=model, layer=layer, splits=tuple(split or ()),
                             batch_tokens=batch_tokens, device=device, dtype=dtype, store_dtype=store_dtype)
-    if _on_ray(ctx, "activations", cfg, workers, ray_address, ray_retries):
+    if _on_ray(ctx, run_activations, cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_activations(cat, cfg)
@@ -179,7 +180,7 @@ def train_cmd(
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
                       device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts),
                       dtype=dtype)
-    if _on_ray(ctx, "train", cfg, workers, ray_address, ray_retries):
+    if _on_ray(ctx, run_train, cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_train(cat, cfg)
@@ -206,7 +207,7 @@ def latent_cmd(
 
     cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
                        device=device, overrides=tuple(settings or ()), dtype=dtype)
-    if _on_ray(ctx, "latent", cfg, workers, ray_address, ray_retries):
+    if _on_ray(ctx, run_latent, cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_latent(cat, cfg)
@@ -326,11 +327,9 @@ def demo_cmd(
                                                     "a quicker check; a later full run adds the rest.")] = None,
 ) -> None:
     """The whole benchmark (latent, then steering) on the shipped Concept10 data and the embedded model."""
-    from stages.demo import DemoConfig, run_demo
+    from stages.demo import STEER_CONCEPTS, DemoConfig, run_demo, run_generate_demo, run_steering_demo
 
     if generate:
-        from stages.generate_demo import run_generate_demo
-
         with _catalog(ctx) as cat:
             run_generate_demo(cat, model, layer, echo=typer.echo, **({"methods": tuple(method)} if method else {}))
         return
@@ -339,10 +338,8 @@ def demo_cmd(
     with _catalog(ctx) as cat:
         run_demo(cat, cfg, echo=typer.echo)
         if steering:
-            from stages.steer_demo import DEMO_CONCEPTS, run_steering_demo
-
             run_steering_demo(cat, model, layer, echo=typer.echo, concept_set=cfg.concept_set,
-                              concepts=DEMO_CONCEPTS[:concepts] if concepts else DEMO_CONCEPTS)
+                              concepts=STEER_CONCEPTS[:concepts] if concepts else STEER_CONCEPTS)
 
 
 # -- LLM data generation (issue 4) ------------------------------------------------------------------------------
@@ -451,7 +448,7 @@ def steer_cmd(
                       n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
                       llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype)
-    if _on_ray(ctx, "steer", cfg, workers, ray_address, ray_retries):
+    if _on_ray(ctx, run_steer, cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_steer(cat, cfg, progress=progress)
@@ -505,7 +502,7 @@ def judge_cmd(
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
                       seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype,
                       rubric_from=str(rubric_from) if rubric_from else None)
-    if _on_ray(ctx, "judge", cfg, workers, ray_address, ray_retries):
+    if _on_ray(ctx, run_judge, cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:
         out = run_judge(cat, cfg, progress=progress)

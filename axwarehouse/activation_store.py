@@ -158,25 +158,20 @@ class ActivationReader:
         self.concept_set, self.split, self.with_tokens = concept_set, split, with_tokens
         self.files_read = 0
         self.rows_read = 0
-        root = layer_dir(self.warehouse, model, layer)
-        self._legacy = sorted(root.glob("*.parquet")) if root.is_dir() else []
 
     def _columns(self, path: Path) -> list[str]:
         names = set(pq.read_schema(path).names)
-        want = ["example_id", "position", "is_prefix", "act", "act_bf16", "concept_set", "split"]
+        want = ["example_id", "position", "is_prefix", "act", "act_bf16"]
         want += ["token"] if self.with_tokens else []
         return [c for c in want if c in names]
 
-    def _read_files(self, files: Iterable[Path], example_ids: np.ndarray | None, legacy: bool
+    def _read_files(self, files: Iterable[Path], example_ids: np.ndarray | None
                     ) -> list[tuple[pa.Table, np.ndarray]]:
         out = []
         for path in files:
             table = pq.read_table(path, columns=self._columns(path))
             self.files_read += 1
             self.rows_read += table.num_rows
-            if legacy:  # old layout: every split and concept set of the model/layer in one folder
-                table = table.filter(pc.and_(pc.equal(table.column("concept_set"), self.concept_set),
-                                             pc.equal(table.column("split"), self.split)))
             if example_ids is not None:
                 table = table.filter(pc.is_in(table.column("example_id"), pa.array(example_ids, pa.int64())))
             if table.num_rows:
@@ -188,13 +183,12 @@ class ActivationReader:
         return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
     def may_hold(self, concept_id: int) -> bool:
-        """Whether any file may hold rows of ``concept_id``: its folder has files, or old-layout files exist."""
-        return bool(self._legacy) or bool(self.concept_files(concept_id))
+        """Whether any file may hold rows of ``concept_id``: its folder has files."""
+        return bool(self.concept_files(concept_id))
 
     def read(self, concept_ids: Sequence[int] | None, example_ids: Sequence[int] | None = None) -> TokenMatrix:
         """Rows of the examples owned by ``concept_ids`` (None: the whole split), optionally only ``example_ids``.
 
-        Files of the old layout are scanned and filtered by ``example_ids`` (or by split alone when None is given).
         An empty selection gives a matrix with no examples.
         """
         ex = None if example_ids is None else np.asarray(example_ids, dtype=np.int64)
@@ -204,15 +198,7 @@ class ActivationReader:
             files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
         else:
             files = [f for c in concept_ids for f in self.concept_files(c)]
-        pieces = self._read_files(files, ex, legacy=False)
-        if self._legacy:  # old-layout files carry no concept_id: keep the asked-for examples (or the whole split)
-            if ex is not None:
-                pieces += self._read_files(self._legacy, ex, legacy=True) if len(ex) else []
-            elif concept_ids is None:
-                pieces += self._read_files(self._legacy, None, legacy=True)
-            else:
-                raise AxwError("internal: old-layout activations are read by example ids, not by concept")
-        return self._assemble(pieces)
+        return self._assemble(self._read_files(files, ex))
 
     def _assemble(self, pieces: list[tuple[pa.Table, np.ndarray]]) -> TokenMatrix:
         if not pieces:

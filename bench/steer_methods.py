@@ -24,8 +24,8 @@ from stages.judge import JudgeConfig, run_judge  # noqa: E402
 from stages.latent import LatentConfig, run_latent  # noqa: E402
 from stages.leaderboard import steering_leaderboard  # noqa: E402
 from stages.steer import SteerConfig, run_steer  # noqa: E402
-from stages.steer_demo import (DEMO_FACTORS, DEMO_INSTRUCTIONS, DEMO_JUDGE_MAX_TOKENS,  # noqa: E402
-                               DEMO_MAX_NEW_TOKENS)
+from stages.demo import (DEMO_FACTORS, DEMO_INSTRUCTIONS, DEMO_JUDGE_MAX_TOKENS,  # noqa: E402
+                         DEMO_MAX_NEW_TOKENS)
 from stages.train import TrainConfig, run_train  # noqa: E402
 
 SETTINGS = ("loreft.epochs=3", "lora.epochs=3", "sft.epochs=1")  # AxBench: 24 / 24 / 8

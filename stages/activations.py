@@ -12,7 +12,8 @@ by device: smaller on CPU, where it runs faster). Vectors are stored as bfloat16
 
 from __future__ import annotations
 
-import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
+from axwarehouse.stage_runner import Emit, Work, in_list, missing, run_stage, shardable
 
 SPLITS = ("train", "latent_eval")
 
@@ -78,17 +80,12 @@ def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, spl
                      concepts: tuple[int, ...] = ()) -> pa.Table:
     """Generations rows (split, example_id, concept_id, input, output) that have no activations for (model, layer)
     yet (of the examples owned by ``concepts``, when given)."""
-    marks = ", ".join("?" for _ in splits)
-    owned = f" AND g.concept_id IN ({', '.join(str(int(c)) for c in concepts)})" if concepts else ""
-    return cat.arrow(
-        f"""SELECT g.split, g.example_id, g.concept_id, g.input, g.output FROM generations g
-            WHERE g.concept_set = ? AND g.split IN ({marks}){owned}
-              AND NOT EXISTS (SELECT 1 FROM activations a
-                              WHERE a.model = ? AND a.layer = ? AND a.concept_set = g.concept_set
-                                AND a.split = g.split AND a.example_id = g.example_id)
-            ORDER BY g.split, g.example_id""",
-        [concept_set, *splits, model, layer],
-    )
+    in_splits, split_params = in_list("split", splits, "VARCHAR")
+    owned, owned_params = in_list("concept_id", concepts)
+    return missing(cat, "SELECT concept_set, split, example_id, concept_id, input, output FROM generations "
+                        f"WHERE concept_set = ?{in_splits}{owned}", [concept_set, *split_params, *owned_params],
+                   "activations", ("concept_set", "split", "example_id"), {"model": model, "layer": layer},
+                   order_by=("split", "example_id")).drop_columns(["concept_set"])
 
 
 def activation_row_hash(model: str, layer: int, chat, dtype: str, store_dtype: str = "float32") -> str:
@@ -127,34 +124,62 @@ def activation_rows(info: dict, tokenizer, prefix_len: int, batch: list[tuple[st
     })
 
 
-def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
-    """Compute and store the activations that are missing for ``cfg``."""
-    import time
-
-    from tqdm import tqdm
-
-    from axwarehouse.lm.capture import capture, default_batch_tokens
-    from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
-    from axwarehouse.lm.loader import load
+def _settings(cfg: ActivationsConfig) -> tuple[str, int]:
+    """(compute dtype, padded tokens per batch) of ``cfg``; one-line errors for bad options."""
+    from axwarehouse.lm.capture import default_batch_tokens
 
     check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cfg.batch_tokens is not None and cfg.batch_tokens < 1:
         raise AxwError(f"--batch-tokens must be at least 1 (got {cfg.batch_tokens})")
-    batch_tokens = cfg.batch_tokens or default_batch_tokens(cfg.device)
     if cfg.store_dtype not in STORE_DTYPES:
         raise AxwError(f"unknown --store-dtype {cfg.store_dtype!r} (choose {' or '.join(STORE_DTYPES)})")
+    return dtype, cfg.batch_tokens or default_batch_tokens(cfg.device)
+
+
+@dataclass(frozen=True)
+class _Example:
+    """One work unit: an example without activations, as token ids."""
+
+    split: str
+    example_id: int
+    concept_id: int
+    ids: list[int]
+
+
+def _capture_batches(lm, layer: int, batch_tokens: int, rows: Callable[[list], pa.Table], result: ActivationsResult):
+    """The batched per-unit function: examples in, their per-token rows out, one forward batch at a time."""
+    from axwarehouse.lm.capture import capture
+
+    def batches(units: Sequence[_Example], emit: Emit) -> None:
+        for idx, acts in capture(lm.model, lm.decoder_layers(), layer, [u.ids for u in units],
+                                 lm.tokenizer.pad_token_id, batch_tokens, as_tensors=True):
+            done = [units[i] for i in idx]
+            result.examples += len(done)
+            result.tokens += sum(len(u.ids) for u in done)
+            emit(done, rows([(u.split, u.example_id, u.concept_id, u.ids, a) for u, a in zip(done, acts)]))
+
+    return batches
+
+
+@shardable(negatives=True)
+def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
+    """Compute and store the activations that are missing for ``cfg``."""
+    from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
+    from axwarehouse.lm.loader import load
+
+    dtype, batch_tokens = _settings(cfg)
     splits = _check_inputs(cat, cfg)
     info = model_info(cfg.model)
     layer = info.check_layer(cfg.layer)
     todo = missing_examples(cat, cfg.concept_set, info.name, layer, splits, cfg.concepts)
-    owned = f" AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})" if cfg.concepts else ""
-    total = cat.count("generations", f"concept_set = ? AND split IN ({', '.join('?' for _ in splits)}){owned}",
-                      [cfg.concept_set, *splits])
+    in_splits, split_params = in_list("split", splits, "VARCHAR")
+    owned, owned_params = in_list("concept_id", cfg.concepts)
+    total = cat.count("generations", f"concept_set = ?{in_splits}{owned}",
+                      [cfg.concept_set, *split_params, *owned_params])
     result = ActivationsResult(info.name, layer, 0, 0, already=total - todo.num_rows)
     if todo.num_rows == 0:
         return result
-
     lm = load(cfg.model, dtype)
     lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
@@ -163,38 +188,17 @@ def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
               "stored_dtype": cfg.store_dtype}
     row_hash = activation_row_hash(info.name, layer, chat, dtype, cfg.store_dtype)
     meta = {"model": info.name, "layer": layer, "concept_set": cfg.concept_set}
-    splits_col = todo.column("split").to_pylist()
-    ex_ids = todo.column("example_id").to_pylist()
-    owners = todo.column("concept_id").to_pylist()
-    seqs = [chat.ids_for(s, i or "", o or "") for s, i, o in
-            zip(splits_col, todo.column("input").to_pylist(), todo.column("output").to_pylist())]
-    layers = lm.decoder_layers()
+
+    def rows(batch: list) -> pa.Table:
+        table = activation_rows(meta, lm.tokenizer, chat.prefix_len, batch, cfg.store_dtype)
+        return table.append_column("config_hash", pa.array([row_hash] * table.num_rows))
+
+    units = [_Example(r["split"], r["example_id"], r["concept_id"], chat.ids_for(r["split"], r["input"] or "",
+                                                                                 r["output"] or ""))
+             for r in todo.to_pylist()]
     started = time.perf_counter()
-    with cat.run("activations", config) as run:
-        pending: list[tuple[str, int, int, list[int], torch.Tensor]] = []
-        pending_tokens = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_tokens
-            if pending:
-                table = activation_rows(meta, lm.tokenizer, chat.prefix_len, pending, cfg.store_dtype)
-                table = table.append_column("config_hash", pa.array([row_hash] * table.num_rows))
-                run.write("activations", table)
-                pending, pending_tokens = [], 0
-
-        bar = tqdm(total=sum(len(s) for s in seqs), unit="tok", desc=f"activations L{layer}", file=sys.stderr,
-                   disable=None, smoothing=0.1)
-        for idx, acts in capture(lm.model, layers, layer, seqs, lm.tokenizer.pad_token_id, batch_tokens,
-                                 as_tensors=True):
-            for i, a in zip(idx, acts):
-                pending.append((splits_col[i], ex_ids[i], owners[i], seqs[i], a))
-                pending_tokens += len(seqs[i])
-                result.examples += 1
-                result.tokens += len(seqs[i])
-            bar.update(sum(len(seqs[i]) for i in idx))
-            if pending_tokens >= cfg.file_tokens:
-                flush()
-        flush()
-        bar.close()
+    work = Work("activations", units, batches=_capture_batches(lm, layer, batch_tokens, rows, result),
+                weight=lambda u: len(u.ids), flush_rows=cfg.file_tokens)
+    run_stage(cat, "activations", config, [work], desc=f"activations L{layer}", unit="tok")
     result.seconds = time.perf_counter() - started
     return result

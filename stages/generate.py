@@ -38,7 +38,7 @@ from axwarehouse.lineage import config_hash
 from axwarehouse.llm import LLMClient, LLMRequest, Outcome, ResponseCache, make_backend, parse_llm
 from axwarehouse.llm.prices import price_for
 from axwarehouse.lm.loader import DEFAULT_MODEL
-from stages import generate_prompts as P
+from axwarehouse import datagen_prompts as P
 
 SEED_POOLS = Path(__file__).resolve().parents[1] / "axwarehouse" / "data" / "seed_instructions"
 STAGE = "generate"

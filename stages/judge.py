@@ -28,6 +28,7 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.lm.loader import check_device, resolve_dtype
 from axwarehouse.lineage import config_hash
+from axwarehouse.stage_runner import shardable
 from axwarehouse.steering.judge import CRITERIA, parse_rating, rating_slot
 from axwarehouse.steering.rubric import Rubric, ours, read_axbench_rubric
 
@@ -146,6 +147,15 @@ def pending_ratings(cat: Catalog, cfg: JudgeConfig, judge: str, jhash: str) -> t
     return [r[:5] for r in rows if not r[5]], sum(1 for r in rows if r[5])
 
 
+def _shard_check(cfg: JudgeConfig) -> None:
+    if not cfg.concept_set:
+        raise AxwError("judge on Ray shards a concept set's outputs: give -c/--concept-set")
+    if not cfg.judge.startswith("embedded"):
+        raise AxwError("judge on Ray runs the embedded judge; an HTTP judge already runs concurrently "
+                       "(--judge-concurrency)")
+
+
+@shardable(check=_shard_check)
 def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeResult:
     """Rate every output of the selection that has no rating by this judge and config yet; then perplexities."""
     from axwarehouse.heap import reuse_large_buffers

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import torch
 
 from axwarehouse.activation_store import ActivationReader, TokenMatrix
@@ -31,6 +30,7 @@ from axwarehouse.methods import Method, get, method_names
 from axwarehouse.methods.base import Artifact, Context
 from axwarehouse.methods.registry import explicit, parse_overrides
 from axwarehouse.concept_queries import method_hash
+from axwarehouse.stage_runner import Work, in_list, missing, run_stage, shardable
 
 SPLIT = "latent_eval"
 FLUSH_ROWS = 20_000  # latent_scores rows per file (whole concepts): few files, little memory
@@ -91,14 +91,15 @@ def max_pool(scores: torch.Tensor, tokens: TokenMatrix, rows: np.ndarray
     return maxes, where, per_example
 
 
-def _artifacts(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str) -> pa.Table:
-    return cat.arrow(
-        """SELECT concept_id, direction, bias, max_train_activation, weights_path, extra FROM method_artifacts
-           WHERE method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?
-             AND concept_id NOT IN (SELECT DISTINCT concept_id FROM latent_scores
-                                    WHERE method = ? AND model = ? AND layer = ? AND concept_set = ?
-                                      AND config_hash = ?)
-           ORDER BY concept_id""", [method, model, layer, concept_set, chash] * 2)
+def _artifacts(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str,
+               concepts: tuple[int, ...] = ()) -> pa.Table:
+    """Artifact rows of one method config (of ``concepts``, when given) with no latent scores yet."""
+    owned, params = in_list("concept_id", concepts)
+    key = {"method": method, "model": model, "layer": layer, "concept_set": concept_set, "config_hash": chash}
+    return missing(cat, "SELECT concept_id, direction, bias, max_train_activation, weights_path, extra "
+                        "FROM method_artifacts WHERE method = ? AND model = ? AND layer = ? AND concept_set = ? "
+                        f"AND config_hash = ?{owned}", [*key.values(), *params], "latent_scores", ("concept_id",),
+                   key, order_by=("concept_id",))
 
 
 def _example_scores(method: Method, row: dict, example_ids: list[int], ctx: Context,
@@ -159,100 +160,104 @@ def _score_rows(method: Method, model: str, layer: int, concept_set: str, chash:
     })
 
 
-@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
-def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
-    """Score every trained (method, concept) of ``cfg`` that has no latent_scores yet."""
-    names = method_names(list(cfg.methods), evaluation="latent")
-    check_device(cfg.device)
-    resolve_dtype(cfg.dtype, cfg.device)
-    info = model_info(cfg.model)
-    layer = info.check_layer(cfg.layer)
-    result = LatentResult()
+def _plan(cat: Catalog, cfg: LatentConfig, model: str, layer: int, result: LatentResult
+          ) -> list[tuple[Method, str, pa.Table]]:
+    """(method, config hash, artifact rows still to score) per method of ``cfg``; counts what is already scored."""
     overrides = parse_overrides(cfg.overrides)
+    owned, owned_params = in_list("concept_id", cfg.concepts)
     todo = []
-    for name in names:
+    for name in method_names(list(cfg.methods), evaluation="latent"):
         method = get(name)(overrides.get(name), seed=cfg.seed)
         if "latent" not in method.evaluations:
             raise AxwError(f"method {name!r} is steering-only; it has no latent scores")
         chash = method_hash(method)
         n_art = cat.count("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? "
-                          "AND config_hash = ?", [name, info.name, layer, cfg.concept_set, chash])
+                          f"AND config_hash = ?{owned}", [name, model, layer, cfg.concept_set, chash, *owned_params])
         if n_art == 0 and name not in explicit(cfg.methods):
             continue  # `all` scores what has been trained
         if n_art == 0:
-            raise AxwError(f"no trained {name} artifacts for {info.name} layer {layer}, concept set "
+            raise AxwError(f"no trained {name} artifacts for {model} layer {layer}, concept set "
                            f"{cfg.concept_set!r} (run `axw train --method {name}` first)")
-        arts = _artifacts(cat, name, info.name, layer, cfg.concept_set, chash)
-        if cfg.concepts:
-            keep = pa.array([int(c) for c in cfg.concepts], pa.int64())
-            arts = arts.filter(pa.compute.is_in(arts.column("concept_id"), keep))
-            n_art = cat.count("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? AND "
-                              f"config_hash = ? AND concept_id IN ({', '.join(str(int(c)) for c in cfg.concepts)})",
-                              [name, info.name, layer, cfg.concept_set, chash])
+        arts = _artifacts(cat, name, model, layer, cfg.concept_set, chash, cfg.concepts)
         result.skipped[name] = n_art - arts.num_rows
         if arts.num_rows:
             todo.append((method, chash, arts))
+    return todo
+
+
+class _EvalInputs:
+    """A concept's eval examples: their ids, token matrix (read from its partition) and, for methods that score
+    whole examples, their texts."""
+
+    def __init__(self, cat: Catalog, cfg: LatentConfig, model: str, layer: int, todo: list) -> None:
+        self.reader = ActivationReader(cat.warehouse, model, layer, cfg.concept_set, SPLIT, with_tokens=True)
+        self.texts: dict[int, tuple[str, str]] = {}
+        self.concepts: dict[int, str] = {}
+        if any(m.scoring == "examples" for m, _, _ in todo):
+            g = cat.arrow("SELECT example_id, input, output FROM generations WHERE concept_set = ? AND split = ?",
+                          [cfg.concept_set, SPLIT])
+            self.texts = {int(e): (i or "", o or "") for e, i, o in
+                          zip(*(g.column(c).to_pylist() for c in ("example_id", "input", "output")))}
+            self.concepts = {int(c): t for c, t in cat.sql(
+                "SELECT concept_id, concept FROM concepts WHERE concept_set = ?", [cfg.concept_set]).fetchall()}
+        gen = cat.arrow("SELECT example_id, concept_id FROM generations WHERE concept_set = ? AND split = ? "
+                        "ORDER BY example_id", [cfg.concept_set, SPLIT])
+        self.eval_ids: dict[int, list[int]] = {}
+        for e, c in zip(gen.column("example_id").to_pylist(), gen.column("concept_id").to_pylist()):
+            self.eval_ids.setdefault(int(c), []).append(int(e))
+        # which concepts some method scores token by token: only those partitions are read
+        self.token_concepts = {c for m, _, arts in todo if m.scoring != "examples"
+                               for c in arts.column("concept_id").to_pylist()}
+
+    def tokens(self, cid: int) -> TokenMatrix | None:
+        """The concept's eval token matrix (all there, else a one-line error); None when no method needs it."""
+        ex = self.eval_ids.get(cid, [])
+        if cid not in self.token_concepts or not ex:
+            return None
+        return self.reader.read([cid], ex).select(np.asarray(ex))
+
+
+@shardable()
+@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
+def run_latent(cat: Catalog, cfg: LatentConfig) -> LatentResult:
+    """Score every trained (method, concept) of ``cfg`` that has no latent_scores yet."""
+    check_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
+    info = model_info(cfg.model)
+    layer = info.check_layer(cfg.layer)
+    result = LatentResult()
+    todo = _plan(cat, cfg, info.name, layer, result)
     if not todo:
         return result
-
-    reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, SPLIT, with_tokens=True)
-    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
-    texts: dict[int, tuple[str, str]] = {}
-    concepts: dict[int, str] = {}
-    if any(m.scoring == "examples" for m, _, _ in todo):
-        g = cat.arrow("SELECT example_id, input, output FROM generations WHERE concept_set = ? AND split = ?",
-                      [cfg.concept_set, SPLIT])
-        texts = {int(e): (i or "", o or "") for e, i, o in zip(*(g.column(c).to_pylist()
-                                                               for c in ("example_id", "input", "output")))}
-        concepts = {int(c): t for c, t in cat.sql("SELECT concept_id, concept FROM concepts WHERE concept_set = ?",
-                                                  [cfg.concept_set]).fetchall()}
-    gen = cat.arrow("SELECT example_id, concept_id FROM generations WHERE concept_set = ? AND split = ? "
-                    "ORDER BY example_id", [cfg.concept_set, SPLIT])
-    eval_ids: dict[int, list[int]] = {}
-    for e, c in zip(gen.column("example_id").to_pylist(), gen.column("concept_id").to_pylist()):
-        eval_ids.setdefault(int(c), []).append(int(e))
-
-    # concept by concept: read one concept's eval partition, score it with every method that needs it, drop it;
-    # rows are written in files of whole concepts every FLUSH_ROWS rows (a kill keeps whole concepts only)
+    inputs = _EvalInputs(cat, cfg, info.name, layer, todo)
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=dtype)
     # artifact rows stay Arrow until their concept comes up (500 concepts' directions as Python lists would not)
-    rows_of = {m.name: {c: i for i, c in enumerate(arts.column("concept_id").to_pylist())} for m, _, arts in todo}
-    arts_of = {m.name: arts for m, _, arts in todo}
-    order = sorted({c for rows in rows_of.values() for c in rows})
+    rows_of = [{c: i for i, c in enumerate(arts.column("concept_id").to_pylist())} for _, _, arts in todo]
+    # units concept by concept: one concept's eval partition is read, scored by every method, dropped
+    units = sorted((cid, k) for k, rows in enumerate(rows_of) for cid in rows)
+
+    def score(unit: tuple[int, int], tokens: TokenMatrix | None) -> pa.Table:
+        cid, k = unit
+        method, chash, arts = todo[k]
+        row = arts.slice(rows_of[k][cid], 1).to_pylist()[0]
+        if method.scoring == "examples":
+            cols = _example_scores(method, row, inputs.eval_ids.get(cid, []), ctx, inputs.texts,
+                                   inputs.concepts.get(cid, ""))
+        else:
+            cols = {c: [] for c in COLUMNS} if tokens is None else score_concept(method, row, tokens, ctx)
+        return _score_rows(method, info.name, layer, cfg.concept_set, chash, cols)
+
+    def done(unit: tuple[int, int], seconds: float) -> None:
+        name = todo[unit[1]][0].name
+        result.scored[name] = result.scored.get(name, 0) + 1
+        result.seconds[name] = result.seconds.get(name, 0.0) + seconds
+
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
               "methods": {m.name: h for m, h, _ in todo}}
-    pending: dict[str, dict[str, list]] = {m.name: {k: [] for k in COLUMNS} for m, _, _ in todo}
     started = time.perf_counter()
-    with cat.run("latent", config) as run:
-        def flush(force: bool = False) -> None:
-            for method, chash, _ in todo:
-                cols = pending[method.name]
-                if cols["concept_id"] and (force or len(cols["concept_id"]) >= FLUSH_ROWS):
-                    run.write("latent_scores", _score_rows(method, info.name, layer, cfg.concept_set, chash, cols))
-                    pending[method.name] = {k: [] for k in COLUMNS}
-
-        for cid in order:
-            ex = eval_ids.get(cid, [])
-            tokens = None
-            if any(m.scoring != "examples" and cid in rows_of[m.name] for m, _, _ in todo) and ex:
-                tokens = reader.read([cid], ex).select(np.asarray(ex))  # all there, else a one-line error
-            for method, _chash, _arts in todo:
-                i = rows_of[method.name].get(cid)
-                if i is None:
-                    continue
-                row = arts_of[method.name].slice(i, 1).to_pylist()[0]
-                t0 = time.perf_counter()
-                if method.scoring == "examples":
-                    cols = _example_scores(method, row, ex, ctx, texts, concepts.get(cid, ""))
-                elif tokens is None:
-                    cols = {k: [] for k in COLUMNS}
-                else:
-                    cols = score_concept(method, row, tokens, ctx)
-                for k in COLUMNS:
-                    pending[method.name][k].extend(cols[k])
-                result.scored[method.name] = result.scored.get(method.name, 0) + 1
-                result.seconds[method.name] = result.seconds.get(method.name, 0.0) + time.perf_counter() - t0
-            flush()
-        flush(force=True)
-    result.files_read, result.rows_read = reader.files_read, reader.rows_read
+    work = Work("latent_scores", units, compute=score, concept=lambda u: u[0], read=inputs.tokens, done=done,
+                flush_rows=FLUSH_ROWS)
+    run_stage(cat, "latent", config, [work], desc="latent", unit="concept")
+    result.files_read, result.rows_read = inputs.reader.files_read, inputs.reader.rows_read
     result.wall_seconds = time.perf_counter() - started
     return result

@@ -24,9 +24,8 @@ tokens, seed). Rows are flushed every ``flush_rows`` rows, each flush one atomic
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import get, method_names
+from axwarehouse.stage_runner import Emit, Work, missing, run_stage, shardable
 from axwarehouse.steering.instructions import InstructionSet, load_instructions
 from axwarehouse.steering.prompt_baseline import METHOD as PROMPT
 from axwarehouse.concept_queries import concept_table, method_hash
@@ -237,11 +237,6 @@ def magnitudes(cat: Catalog, method: str, model: str, layer: int, concept_set: s
     return out
 
 
-def _existing(cat: Catalog, method: str, chash: str) -> set[str]:
-    return {r[0] for r in cat.sql("SELECT output_id FROM steering_outputs WHERE method = ? AND config_hash = ?",
-                                  [method, chash]).fetchall()}
-
-
 def _rows_table(model: str, layer: int, concept_set: str, instr: InstructionSet, done: list[tuple[_Pending, object]]
                 ) -> pa.Table:
     def col(fn, typ=None):
@@ -265,6 +260,95 @@ def _rows_table(model: str, layer: int, concept_set: str, instr: InstructionSet,
     })
 
 
+def _model_plan(cat: Catalog, cfg: SteerConfig, method, mchash: str, model: str, layer: int,
+                instr: InstructionSet, concept_ids: list[int]) -> _Plan:
+    """A method that edits the model: its trained weights per concept, one factor."""
+    from axwarehouse.methods.base import Artifact
+
+    mine = limited_concepts(cat, cfg.concept_set, concept_ids, method.concept_limit())
+    arts = cat.arrow("SELECT concept_id, weights_path, extra FROM method_artifacts WHERE method = ? "
+                     "AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?",
+                     [method.name, model, layer, cfg.concept_set, mchash]).to_pylist()
+    found = {int(r["concept_id"]): Artifact.from_row(r) for r in arts if r["weights_path"]}
+    missing_ = [c for c in mine if c not in found]
+    if missing_:
+        raise AxwError(f"no trained {method.name} weights for concept(s) {missing_[:10]} of {cfg.concept_set!r} "
+                       f"at {model} layer {layer} (run `axw train --method {method.name}` first, with the same "
+                       "--set options)")
+    return _Plan(method.name, steer_hash(mchash, instr, cfg, {"edit": "model", "factor": FACTOR_FREE}), mchash, {},
+                 {}, mine, (FACTOR_FREE,), method, found)
+
+
+def _addition_plan(cat: Catalog, cfg: SteerConfig, method, mchash: str, model: str, layer: int,
+                   instr: InstructionSet, concept_ids: list[int], factors: tuple[float, ...]) -> _Plan:
+    """A method that adds a direction: its direction and magnitude per concept, every factor."""
+    arts = cat.arrow("SELECT concept_id, direction FROM method_artifacts WHERE method = ? AND model = ? "
+                     "AND layer = ? AND concept_set = ? AND config_hash = ?",
+                     [method.name, model, layer, cfg.concept_set, mchash])
+    dirs = {c: np.asarray(d, dtype=np.float32) for c, d in zip(arts.column("concept_id").to_pylist(),
+                                                               arts.column("direction").to_pylist())
+            if d is not None}
+    missing_ = [c for c in concept_ids if c not in dirs]
+    if missing_:
+        raise AxwError(f"no trained {method.name} direction for concept(s) {missing_[:10]} of {cfg.concept_set!r} "
+                       f"at {model} layer {layer} (run `axw train --method {method.name}` first)")
+    mags = magnitudes(cat, method.name, model, layer, cfg.concept_set, mchash, concept_ids,
+                      "latent" in method.evaluations)
+    return _Plan(method.name, steer_hash(mchash, instr, cfg), mchash, dirs, mags, concept_ids, factors)
+
+
+def _plans(cat: Catalog, cfg: SteerConfig, methods: list[str], model: str, layer: int, instr: InstructionSet,
+           concept_ids: list[int], factors: tuple[float, ...]) -> list[_Plan]:
+    """What each method steers with, before any model or LLM is loaded."""
+    from axwarehouse.methods.registry import parse_overrides
+
+    overrides = parse_overrides(cfg.overrides)
+    plans: list[_Plan] = []
+    for name in methods:
+        if name == PROMPT:
+            chash = steer_hash(None, instr, cfg, {"method": PROMPT, "llm": cfg.llm})
+            plans.append(_Plan(name, chash, None, {}, {}, concept_ids, (PROMPT_FACTOR,)))
+            continue
+        method = get(name)(overrides.get(name), seed=cfg.method_seed)
+        args = (cat, cfg, method, method_hash(method), model, layer, instr, concept_ids)
+        plans.append(_model_plan(*args) if method.steering == "model" else _addition_plan(*args, factors))
+    return plans
+
+
+def _plan_rows(plan: _Plan, cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
+               draws: dict[int, list[tuple[int, int, str]]]) -> list[_Pending]:
+    """Every row of ``plan`` (prompt-baseline rows get their steering prompt later)."""
+    rows = []
+    for c in plan.concepts:
+        for input_id, iid, split in draws[c]:
+            text = instr.instructions[iid]
+            seed = row_seed(cfg.seed, cfg.concept_set, c, input_id)
+            for f in plan.factors:
+                oid = output_id(plan.name, model, layer, cfg.concept_set, c, f, input_id, plan.chash)
+                direction, (mag, src) = None, (None, "n/a")
+                if plan.name != PROMPT and plan.method is None:
+                    direction, (mag, src) = plan.dirs[c], plan.mags[c]
+                rows.append(_Pending(plan.name, c, f, input_id, iid, split, text, text, direction, mag, src, None,
+                                     plan.mchash, plan.chash, oid, seed))
+    return rows
+
+
+def _todo(cat: Catalog, plans: list[_Plan], cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
+          draws: dict, result: SteerResult) -> list[_Pending]:
+    """The rows with no output yet (one anti-join per method on output_id), the prompt baseline's last."""
+    pending, prompt_rows = [], []
+    for plan in plans:
+        rows = _plan_rows(plan, cfg, model, layer, instr, draws)
+        todo = set(missing(cat, "SELECT unnest(?::VARCHAR[]) AS output_id", [[r.output_id for r in rows]],
+                           "steering_outputs", ("output_id",), {"method": plan.name, "config_hash": plan.chash}
+                           ).column("output_id").to_pylist()) if rows else set()
+        result.skipped[plan.name] = result.skipped.get(plan.name, 0) + len(rows) - len(todo)
+        result.generated[plan.name] = len(todo)
+        (prompt_rows if plan.name == PROMPT else pending).extend(r for r in rows if r.output_id in todo)
+    return pending + prompt_rows
+
+
+@shardable()
 def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerResult:
     """Generate every (method, concept, factor, instruction) of ``cfg`` that has no output yet."""
     methods = _validate(cfg)
@@ -276,97 +360,39 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     layer = info.check_layer(cfg.layer)
     concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
     concept_ids = [c for c, _, _ in concepts]
-    concept_text = {c: t for c, t, _ in concepts}
     instr = load_instructions(cfg.instructions_file)
     draws = {c: instr.draw(c, cfg.n_inputs) for c in concept_ids}  # validates n before anything is written
     result = SteerResult()
+    plans = _plans(cat, cfg, methods, info.name, layer, instr, concept_ids, factors)
+    pending = _todo(cat, plans, cfg, info.name, layer, instr, draws, result)
+    concept_text = {c: t for c, t, _ in concepts}
 
-    # plan: the pending rows of every method, before any model or LLM is loaded
-    from axwarehouse.methods.base import Artifact
-    from axwarehouse.methods.registry import parse_overrides
+    def prepare(run: Run) -> None:
+        ensure_instructions(cat, lambda: run, instr)
+        ensure_inputs(cat, lambda: run, instr, cfg.concept_set, draws, cfg.n_inputs)
+        prompt_rows = [p for p in pending if p.method == PROMPT]
+        if prompt_rows:
+            from axwarehouse.steering.prompt_baseline import steered_instruction
 
-    overrides = parse_overrides(cfg.overrides)
-    plans: list[_Plan] = []
-    for name in methods:
-        if name == PROMPT:
-            chash = steer_hash(None, instr, cfg, {"method": PROMPT, "llm": cfg.llm})
-            plans.append(_Plan(name, chash, None, {}, {}, concept_ids, (PROMPT_FACTOR,)))
-            continue
-        method = get(name)(overrides.get(name), seed=cfg.method_seed)
-        mchash = method_hash(method)
-        if method.steering == "model":
-            mine = limited_concepts(cat, cfg.concept_set, concept_ids, method.concept_limit())
-            arts = cat.arrow("SELECT concept_id, weights_path, extra FROM method_artifacts WHERE method = ? "
-                             "AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?",
-                             [name, info.name, layer, cfg.concept_set, mchash]).to_pylist()
-            found = {int(r["concept_id"]): Artifact.from_row(r) for r in arts if r["weights_path"]}
-            missing = [c for c in mine if c not in found]
-            if missing:
-                raise AxwError(f"no trained {name} weights for concept(s) {missing[:10]} of {cfg.concept_set!r} at "
-                               f"{info.name} layer {layer} (run `axw train --method {name}` first, with the same "
-                               "--set options)")
-            plans.append(_Plan(name, steer_hash(mchash, instr, cfg, {"edit": "model", "factor": FACTOR_FREE}),
-                               mchash, {}, {}, mine, (FACTOR_FREE,), method, found))
-            continue
-        arts = cat.arrow("SELECT concept_id, direction FROM method_artifacts WHERE method = ? AND model = ? "
-                         "AND layer = ? AND concept_set = ? AND config_hash = ?",
-                         [name, info.name, layer, cfg.concept_set, mchash])
-        dirs = {c: np.asarray(d, dtype=np.float32) for c, d in zip(arts.column("concept_id").to_pylist(),
-                                                                   arts.column("direction").to_pylist())
-                if d is not None}
-        missing = [c for c in concept_ids if c not in dirs]
-        if missing:
-            raise AxwError(f"no trained {name} direction for concept(s) {missing[:10]} of {cfg.concept_set!r} at "
-                           f"{info.name} layer {layer} (run `axw train --method {name}` first)")
-        mags = magnitudes(cat, name, info.name, layer, cfg.concept_set, mchash, concept_ids,
-                          "latent" in method.evaluations)
-        plans.append(_Plan(name, steer_hash(mchash, instr, cfg), mchash, dirs, mags, concept_ids, factors))
+            prompts = _prompt_baseline_prompts(cat, run, cfg, {p.concept_id: concept_text[p.concept_id]
+                                                               for p in prompt_rows})
+            for p in prompt_rows:
+                p.steering_prompt = prompts[p.concept_id]
+                p.user_text = steered_instruction(p.steering_prompt, p.instruction)
 
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "factors": list(factors),
               "n_inputs": cfg.n_inputs, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
               "seed": cfg.seed, "instruction_set": instr.name, "methods": {p.name: p.chash for p in plans}}
-    with cat.run("steer", config) as run:
-        ensure_instructions(cat, lambda: run, instr)
-        ensure_inputs(cat, lambda: run, instr, cfg.concept_set, draws, cfg.n_inputs)
-        pending: list[_Pending] = []
-        prompt_todo: list[tuple[int, int, int, str, str, str]] = []
-        for plan in plans:
-            name, chash, mchash, dirs, mags = plan.name, plan.chash, plan.mchash, plan.dirs, plan.mags
-            have = _existing(cat, name, chash)
-            n_before = len(pending) + len(prompt_todo)
-            for c in plan.concepts:
-                for input_id, iid, split in draws[c]:
-                    text = instr.instructions[iid]
-                    for f in plan.factors:
-                        oid = output_id(name, info.name, layer, cfg.concept_set, c, f, input_id, chash)
-                        if oid in have:
-                            result.skipped[name] = result.skipped.get(name, 0) + 1
-                            continue
-                        seed = row_seed(cfg.seed, cfg.concept_set, c, input_id)
-                        if name == PROMPT:
-                            prompt_todo.append((c, input_id, iid, split, text, oid))
-                            continue
-                        if plan.method is not None:  # the model itself is edited: no direction, no magnitude
-                            pending.append(_Pending(name, c, f, input_id, iid, split, text, text, None, None,
-                                                    "n/a", None, mchash, chash, oid, seed))
-                            continue
-                        mag, src = mags[c]
-                        pending.append(_Pending(name, c, f, input_id, iid, split, text, text, dirs[c], mag, src,
-                                                None, mchash, chash, oid, seed))
-            result.generated[name] = len(pending) + len(prompt_todo) - n_before
-        if prompt_todo:
-            pchash = next(p.chash for p in plans if p.name == PROMPT)
-            prompts = _prompt_baseline_prompts(cat, run, cfg, {c: concept_text[c] for c, *_ in prompt_todo})
-            for c, input_id, iid, split, text, oid in prompt_todo:
-                from axwarehouse.steering.prompt_baseline import steered_instruction
-
-                sp = prompts[c]
-                pending.append(_Pending(PROMPT, c, PROMPT_FACTOR, input_id, iid, split, text,
-                                        steered_instruction(sp, text), None, None, "n/a", sp, None, pchash, oid,
-                                        row_seed(cfg.seed, cfg.concept_set, c, input_id)))
-        if pending:
-            edits = {p.name: p for p in plans if p.method is not None}
-            _generate(cat, run, cfg, info.name, layer, instr, pending, result, progress, edits)
+    edits = {p.name: p for p in plans if p.method is not None}
+    started = time.perf_counter()
+    work = Work("steering_outputs", pending, flush_rows=cfg.flush_rows, flush_on_error=True,
+                batches=lambda units, emit: _generate(cat, cfg, info.name, layer, instr, units, result, edits, emit),
+                status=lambda: f"{result.tokens / max(time.perf_counter() - started, 1e-9):,.0f} tok/s")
+    if pending:
+        run_stage(cat, "steer", config, [work], desc="steer", unit="gen", progress=progress, prepare=prepare)
+    else:  # nothing to generate: the instruction set and draws are still recorded
+        with cat.run("steer", config) as run:
+            prepare(run)
     return result
 
 
@@ -384,19 +410,18 @@ def _prompt_baseline_prompts(cat: Catalog, run: Run, cfg: SteerConfig, concepts:
     return {c: p for c, (p, _fallback) in out.items()}
 
 
-def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
-              pending: list[_Pending], result: SteerResult, progress: bool, edits: dict[str, _Plan]) -> None:
+def _generate(cat: Catalog, cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
+              pending: Sequence[_Pending], result: SteerResult, edits: dict[str, _Plan], emit: Emit) -> None:
     """Generate ``pending``: the addition and prompt rows in one pool, then each (method, concept) of a
-    model-editing method under its ``steering_edit``. Rows are flushed every ``flush_rows`` across groups."""
+    model-editing method under its ``steering_edit``; each finished batch goes to ``emit`` as output rows."""
     from contextlib import nullcontext
-
-    from tqdm import tqdm
 
     from axwarehouse.lm.chat import ChatFormat
     from axwarehouse.lm.loader import load
     from axwarehouse.methods.base import Context
     from axwarehouse.steering import GenRow, Steerer, generate_rows
 
+    started = time.perf_counter()
     lm = load(cfg.model, resolve_dtype(cfg.dtype, cfg.device))
     lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
@@ -405,23 +430,11 @@ def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, 
                                         if steerer.fallback_reason else "")
     rows = [GenRow(tuple(chat.prompt_ids(p.user_text)), p.direction, p.factor * (p.magnitude or 0.0), p.seed)
             for p in pending]
-    buffer: list[tuple[_Pending, object]] = []
-    bar = tqdm(total=len(rows), desc="steer", unit="gen", file=sys.stderr, disable=not progress, dynamic_ncols=True)
-    started = time.perf_counter()
-
-    def flush() -> None:
-        if buffer:
-            run.write("steering_outputs", _rows_table(model, layer, cfg.concept_set, instr, buffer))
-            buffer.clear()
 
     def on_batch(idx: list[int], outs: list, _seconds: float) -> None:
-        for i, o in zip(idx, outs):
-            buffer.append((pending[i], o))
-            result.tokens += len(o.token_ids)
-        bar.update(len(idx))
-        bar.set_postfix_str(f"{result.tokens / max(time.perf_counter() - started, 1e-9):,.0f} tok/s")
-        if len(buffer) >= cfg.flush_rows:
-            flush()
+        result.tokens += sum(len(o.token_ids) for o in outs)
+        emit([pending[i] for i in idx], _rows_table(model, layer, cfg.concept_set, instr,
+                                                    [(pending[i], o) for i, o in zip(idx, outs)]))
 
     groups: dict[tuple[str, int] | None, list[int]] = {}
     for i, p in enumerate(pending):
@@ -439,6 +452,4 @@ def _generate(cat: Catalog, run: Run, cfg: SteerConfig, model: str, layer: int, 
                               temperature=cfg.temperature, batch_size=cfg.batch_size,
                               on_batch=lambda idx, outs, sec, g=group: on_batch([g[i] for i in idx], outs, sec))
     finally:
-        flush()  # whatever finished survives an interrupt
-        bar.close()
         result.seconds = time.perf_counter() - started

@@ -24,8 +24,6 @@ one concept (+ the model for methods that run it), whatever the size of the set.
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +39,7 @@ from axwarehouse.concept_queries import concept_table, method_hash
 from axwarehouse.methods import ConceptData, Method, get, method_names
 from axwarehouse.methods.registry import explicit, parse_overrides
 from axwarehouse.methods.base import Context
+from axwarehouse.stage_runner import Work, in_list, missing, run_stage, shardable
 from axwarehouse.weights import save_weights, weights_relpath
 
 
@@ -111,12 +110,6 @@ def example_texts(cat: Catalog, concept_set: str) -> dict[int, tuple[str, str]]:
                                                          table.column("output").to_pylist())}
 
 
-def _existing(cat: Catalog, method: str, model: str, layer: int, concept_set: str, chash: str) -> set[int]:
-    return {r[0] for r in cat.sql(
-        "SELECT DISTINCT concept_id FROM method_artifacts WHERE method = ? AND model = ? AND layer = ? "
-        "AND concept_set = ? AND config_hash = ?", [method, model, layer, concept_set, chash]).fetchall()}
-
-
 def _artifact_rows(method: Method, model: str, layer: int, concept_set: str, chash: str,
                    fitted: list[tuple[int, object]]) -> pa.Table:
     return pa.table({
@@ -136,41 +129,49 @@ def _artifact_rows(method: Method, model: str, layer: int, concept_set: str, cha
     })
 
 
-@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
-def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
-    """Train every (method, concept) of ``cfg`` that has no artifact yet (joint methods: every concept of the set
-    when one lacks its row)."""
-    names = method_names(list(cfg.methods))
-    check_device(cfg.device)
-    resolve_dtype(cfg.dtype, cfg.device)  # an unknown --dtype is a one-line error before any work
-    concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
-    info = model_info(cfg.model)
-    layer = info.check_layer(cfg.layer)
-    overrides = parse_overrides(cfg.overrides)
-    methods = [get(n)(overrides.get(n), seed=cfg.seed) for n in names]
-    result = TrainResult()
-    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=resolve_dtype(cfg.dtype, cfg.device))
-    todo: list[tuple[Method, str, list[tuple[int, str, str]]]] = []
+def _unavailable(m: Method, cfg: TrainConfig, ctx: Context, concepts: list, whole_set: list) -> str | None:
+    why = m.unavailable(ctx)
+    if not why and m.joint and {c[0] for c in concepts} != {c[0] for c in whole_set}:
+        why = "a joint dictionary is trained over every concept of the set, not a --concepts subset"
+    return why
+
+
+def _replace(cat: Catalog, cfg: TrainConfig, m: Method, key: dict) -> None:
+    """--replace: drop the config's artifacts (of --concepts, for per-concept methods) and what came from them."""
+    subset = tuple(cfg.concepts) if cfg.concepts and not m.joint else None
+    owned, owned_params = in_list("concept_id", subset or ())
+    drop_downstream(cat, m.name, key["model"], key["layer"], cfg.concept_set, key["config_hash"], subset)
+    cat.delete_where("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? "
+                     f"AND config_hash = ?{owned}", [*key.values(), *owned_params])
+
+
+def _missing_concepts(cat: Catalog, concept_set: str, ids: list[int], key: dict) -> list[tuple[int, str, str]]:
+    """(concept_id, concept, genre) of ``ids`` without an artifact row of the method config ``key``."""
+    if not ids:
+        return []
+    owned, params = in_list("concept_id", ids)
+    rows = missing(cat, "SELECT concept_id, concept, coalesce(genre, 'text') AS genre FROM concepts "
+                        f"WHERE concept_set = ?{owned}", [concept_set, *params], "method_artifacts", ("concept_id",),
+                   {"concept_set": concept_set, **key}, order_by=("concept_id",))
+    return [(int(c), t, g) for c, t, g in zip(*(rows.column(n).to_pylist() for n in ("concept_id", "concept", "genre")))]
+
+
+def _plan(cat: Catalog, cfg: TrainConfig, methods: list[Method], concepts: list, model: str, layer: int,
+          ctx: Context, result: TrainResult) -> list[tuple[Method, str, list[tuple[int, str, str]]]]:
+    """(method, config hash, concepts to fit) per method with work; --replace deletes first."""
     whole_set = concept_table(cat, cfg.concept_set, ()) if any(m.joint for m in methods) else concepts
+    todo = []
     for m in methods:
-        why = m.unavailable(ctx)
-        if not why and m.joint and {c[0] for c in concepts} != {c[0] for c in whole_set}:
-            why = "a joint dictionary is trained over every concept of the set, not a --concepts subset"
+        why = _unavailable(m, cfg, ctx, concepts, whole_set)
         if why:
             if m.name in explicit(cfg.methods):
                 raise AxwError(f"method {m.name}: {why}")
             result.unavailable[m.name] = why  # `all` covers what can run here
             continue
         chash = method_hash(m)
-        where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
-        params = [m.name, info.name, layer, cfg.concept_set, chash]
+        key = {"method": m.name, "model": model, "layer": layer, "config_hash": chash}
         if cfg.replace:
-            subset = tuple(cfg.concepts) if cfg.concepts and not m.joint else None
-            if subset:
-                where += f" AND concept_id IN ({', '.join(str(int(c)) for c in subset)})"
-            drop_downstream(cat, m.name, info.name, layer, cfg.concept_set, chash, subset)
-            cat.delete_where("method_artifacts", where, params)
-        have = _existing(cat, m.name, info.name, layer, cfg.concept_set, chash)
+            _replace(cat, cfg, m, {**key, "concept_set": cfg.concept_set})
         mine = concepts
         limit = m.concept_limit()
         if limit is not None:  # the first `limit` concepts of the whole set (AxBench's max_concepts)
@@ -178,94 +179,138 @@ def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
             mine = [c for c in concepts if c[0] in first]
             if len(mine) < len(concepts):
                 result.limited[m.name] = (limit, len(concepts) - len(mine))
-        missing = [c for c in mine if c[0] not in have]
-        if m.joint and missing:
+        todo_m = _missing_concepts(cat, cfg.concept_set, [c[0] for c in mine], key)
+        if m.joint and todo_m:
             result.skipped[m.name] = 0
             todo.append((m, chash, list(whole_set)))  # one fit for the whole set; old rows replaced after it
             continue
-        result.skipped[m.name] = sum(1 for c in mine if c[0] in have)
-        if missing:
-            todo.append((m, chash, missing))
-    if not todo:
-        return result
+        result.skipped[m.name] = len(mine) - len(todo_m)
+        if todo_m:
+            todo.append((m, chash, todo_m))
+    return todo
 
-    reader = ActivationReader(cat.warehouse, info.name, layer, cfg.concept_set, "train")
-    examples = training_examples(cat, cfg.concept_set)
-    shared_ids = np.array([r[0] for r in cat.sql(
-        "SELECT example_id FROM generations WHERE concept_set = ? AND split = 'train' AND concept_id = ? "
-        "ORDER BY example_id", [cfg.concept_set, SHARED]).fetchall()], dtype=np.int64)
-    shared: list[TokenMatrix] = []  # the shared negatives, read on first use and kept for every concept
 
-    def concept_tokens(cid: int, ex_ids: np.ndarray) -> TokenMatrix:
-        if not shared:
-            shared.append(reader.read([SHARED], shared_ids))
-        own = ex_ids[~np.isin(ex_ids, shared_ids)]
-        negs = ex_ids[np.isin(ex_ids, shared_ids)]
-        parts = [reader.read([cid], own)]
+class _TrainInputs:
+    """What a fit reads: a concept's positives + its genre's shared negatives (read once, kept), their texts for
+    methods that need them, the concept's SAE id."""
+
+    def __init__(self, cat: Catalog, cfg: TrainConfig, model: str, layer: int, ctx: Context, texts: bool) -> None:
+        self.concept_set, self.ctx = cfg.concept_set, ctx
+        self.reader = ActivationReader(cat.warehouse, model, layer, cfg.concept_set, "train")
+        self.examples = training_examples(cat, cfg.concept_set)
+        self.shared_ids = np.array([r[0] for r in cat.sql(
+            "SELECT example_id FROM generations WHERE concept_set = ? AND split = 'train' AND concept_id = ? "
+            "ORDER BY example_id", [cfg.concept_set, SHARED]).fetchall()], dtype=np.int64)
+        self.shared: TokenMatrix | None = None  # the shared negatives, read on first use and kept
+        self.texts = example_texts(cat, cfg.concept_set) if texts else {}
+        self.sae_ids = {int(c): s for c, s in cat.sql(
+            "SELECT concept_id, sae_id FROM concepts WHERE concept_set = ?", [cfg.concept_set]).fetchall()}
+
+    def tokens(self, cid: int, ex_ids: np.ndarray) -> TokenMatrix:
+        if self.shared is None:
+            self.shared = self.reader.read([SHARED], self.shared_ids)
+        own = ex_ids[~np.isin(ex_ids, self.shared_ids)]
+        negs = ex_ids[np.isin(ex_ids, self.shared_ids)]
+        parts = [self.reader.read([cid], own)]
         if len(negs):
-            parts.append(shared[0].select(negs))
+            parts.append(self.shared.select(negs))
         return merge_tokens(parts).select(ex_ids) if any(p.n_examples for p in parts) else parts[0].select(ex_ids)
 
-    texts = example_texts(cat, cfg.concept_set) if any(m.needs - {"activations"} for m, _, _ in todo) else {}
-    sae_ids = {int(c): s for c, s in cat.sql("SELECT concept_id, sae_id FROM concepts WHERE concept_set = ?",
-                                             [cfg.concept_set]).fetchall()}
-
-    def concept_data(m: Method, cid: int, concept: str) -> ConceptData:
-        if cid not in examples:
-            raise AxwError(f"concept {cid} of {cfg.concept_set!r} has no training examples")
-        ex_ids, labels = examples[cid]
+    def data(self, m: Method, cid: int, concept: str) -> ConceptData:
+        """The inputs of one fit of ``m`` on concept ``cid``."""
+        if cid not in self.examples:
+            raise AxwError(f"concept {cid} of {self.concept_set!r} has no training examples")
+        ex_ids, labels = self.examples[cid]
         if labels.min() == labels.max():
-            raise AxwError(f"concept {cid} of {cfg.concept_set!r} needs both positive and negative "
+            raise AxwError(f"concept {cid} of {self.concept_set!r} needs both positive and negative "
                            "training examples")
-        sub = concept_tokens(cid, ex_ids)
-        pairs = [texts[int(e)] for e in sub.example_ids] if m.needs - {"activations"} else None
+        sub = self.tokens(cid, ex_ids)
+        pairs = [self.texts[int(e)] for e in sub.example_ids] if m.needs - {"activations"} else None
         return ConceptData(cid, concept, sub, labels, [p[0] for p in pairs] if pairs else None,
-                           [p[1] for p in pairs] if pairs else None, ctx, sae_ids.get(cid))
+                           [p[1] for p in pairs] if pairs else None, self.ctx, self.sae_ids.get(cid))
 
-    def save(m: Method, chash: str, cid: int, art) -> None:
+
+def _method_work(cat: Catalog, m: Method, chash: str, concepts: list, inputs: _TrainInputs, model: str, layer: int,
+                 result: TrainResult) -> Work:
+    """The units of one method: one per concept, or one joint fit of the whole set that replaces the config's rows."""
+
+    def save(cid: int, art) -> None:
         if art.weights is not None:  # the file lands before the row that points at it
             art.weights_path = save_weights(
-                cat.warehouse, weights_relpath(m.name, info.name, layer, cfg.concept_set, chash, cid),
+                cat.warehouse, weights_relpath(m.name, model, layer, inputs.concept_set, chash, cid),
                 art.weights, art.weights_meta)
 
+    def fit(unit: tuple[int, str, str], _inputs: None) -> pa.Table:
+        cid, concept, _genre = unit
+        art = m.fit(inputs.data(m, cid, concept))
+        save(cid, art)
+        return _artifact_rows(m, model, layer, inputs.concept_set, chash, [(cid, art)])
+
+    def fit_all(_unit: str, _inputs: None) -> pa.Table:
+        datas = {cid: inputs.data(m, cid, concept) for cid, concept, _genre in concepts}
+        arts = m.fit_all(datas)
+        if set(arts) != set(datas):
+            raise AxwError(f"method {m.name}: fit_all returned concepts {sorted(arts)}, expected {sorted(datas)}")
+        for cid in sorted(arts):
+            save(cid, arts[cid])
+        return _artifact_rows(m, model, layer, inputs.concept_set, chash, [(c, arts[c]) for c in sorted(arts)])
+
+    def replace_old(_unit: str) -> None:  # what the old rows produced goes first, then the rows themselves
+        drop_downstream(cat, m.name, model, layer, inputs.concept_set, chash)
+        result.replaced[m.name] = cat.delete_where(
+            "method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?",
+            [m.name, model, layer, inputs.concept_set, chash])
+
+    def done(_unit: object, seconds: float) -> None:
+        result.trained[m.name] += len(concepts) if m.joint else 1
+        result.seconds[m.name] += seconds
+
+    result.trained[m.name], result.seconds[m.name] = 0, 0.0
+    if m.joint:  # one file for the method's partition: all new rows appear at once
+        return Work("method_artifacts", [m.name], compute=fit_all, weight=lambda _u: len(concepts),
+                    before_write=replace_old, done=done, label=m.name)
+    # slow methods (minutes per concept) write every FLUSH_SECONDS so a killed run keeps its work; fast ones write
+    # one file per method, not one per concept
+    return Work("method_artifacts", concepts, compute=fit, flush_seconds=FLUSH_SECONDS, done=done, label=m.name)
+
+
+def _shard_check(cfg: TrainConfig) -> None:
+    from axwarehouse.methods import get, method_names
+
+    joint = [n for n in method_names(list(cfg.methods)) if get(n).joint]
+    if joint:
+        raise AxwError(f"joint methods ({', '.join(joint)}) fit every concept at once in one process: train them "
+                       "without --workers / --ray-address")
+    if cfg.replace:
+        raise AxwError("--replace deletes rows, which only a single process may do: run it without --workers")
+
+
+@shardable(check=_shard_check)
+@bounded_heap()  # per-concept buffers must not fragment the heap (axwarehouse/heap.py)
+def run_train(cat: Catalog, cfg: TrainConfig) -> TrainResult:
+    """Train every (method, concept) of ``cfg`` that has no artifact yet (joint methods: every concept of the set
+    when one lacks its row)."""
+    names = method_names(list(cfg.methods))
+    check_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, cfg.device)  # an unknown --dtype is a one-line error before any work
+    concepts = concept_table(cat, cfg.concept_set, cfg.concepts)
+    info = model_info(cfg.model)
+    layer = info.check_layer(cfg.layer)
+    overrides = parse_overrides(cfg.overrides)
+    methods = [get(n)(overrides.get(n), seed=cfg.seed) for n in names]
+    result = TrainResult()
+    ctx = Context(cfg.model, layer, cfg.device, cat.warehouse, dtype=dtype)
+    todo = _plan(cat, cfg, methods, concepts, info.name, layer, ctx, result)
+    if not todo:
+        return result
+    inputs = _TrainInputs(cat, cfg, info.name, layer, ctx, any(m.needs - {"activations"} for m, _, _ in todo))
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "seed": cfg.seed,
               "methods": {m.name: m.params() for m, _, _ in todo},
               # the --set options as given: `axw status` compares rows against the current defaults *with these*
               "overrides": {m.name: overrides[m.name] for m, _, _ in todo if m.name in overrides}}
-    from tqdm import tqdm
-
-    # one bar for the whole step (every method's concepts), with ETA; only on a terminal (disable=None)
-    bar = tqdm(total=sum(len(missing) for _, _, missing in todo), desc="train", unit="fit", file=sys.stderr,
-               disable=None, dynamic_ncols=True)
-    with bar, cat.run("train", config) as run:
-        for m, chash, missing in todo:
-            started = time.perf_counter()
-            result.trained[m.name] = 0
-            bar.set_postfix_str(m.name)
-            if m.joint:
-                _train_joint(cat, run, m, chash, info.name, layer, cfg.concept_set, missing, concept_data, save,
-                             result)
-                result.seconds[m.name] = time.perf_counter() - started
-                bar.update(len(missing))
-                continue
-            fitted = []
-            flushed_at = started
-            for cid, concept, _genre in missing:
-                art = m.fit(concept_data(m, cid, concept))
-                save(m, chash, cid, art)
-                fitted.append((cid, art))
-                bar.update(1)
-                # slow methods (minutes per concept) write every FLUSH_SECONDS so a killed run keeps its work;
-                # fast ones write one file per method, not one per concept
-                if time.perf_counter() - flushed_at > FLUSH_SECONDS:
-                    run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
-                    result.trained[m.name] += len(fitted)
-                    fitted, flushed_at = [], time.perf_counter()
-            if fitted:
-                run.write("method_artifacts", _artifact_rows(m, info.name, layer, cfg.concept_set, chash, fitted))
-                result.trained[m.name] += len(fitted)
-            result.seconds[m.name] = time.perf_counter() - started
-    result.files_read, result.rows_read = reader.files_read, reader.rows_read
+    works = [_method_work(cat, m, chash, concepts, inputs, info.name, layer, result) for m, chash, concepts in todo]
+    run_stage(cat, "train", config, works, desc="train", unit="fit")
+    result.files_read, result.rows_read = inputs.reader.files_read, inputs.reader.rows_read
     return result
 
 
@@ -278,10 +323,9 @@ def drop_downstream(cat: Catalog, method: str, model: str, layer: int, concept_s
     derived go first, so a kill midway leaves only rows whose inputs still exist (`axw latent`, `axw steer` and
     `axw judge` fill the gaps in). Returns rows removed per table.
     """
-    key = "method = ? AND model = ? AND layer = ? AND concept_set = ?"
-    if concept_ids:
-        key += f" AND concept_id IN ({', '.join(str(int(c)) for c in concept_ids)})"
-    params = [method, model, layer, concept_set, chash]
+    owned, owned_params = in_list("concept_id", concept_ids or ())
+    key = f"method = ? AND model = ? AND layer = ? AND concept_set = ?{owned}"
+    params = [method, model, layer, concept_set, *owned_params, chash]
     outputs = f"output_id IN (SELECT output_id FROM steering_outputs WHERE {key} AND method_config_hash = ?)"
     removed = {}
     if cat.table_files("steering_outputs"):
@@ -291,22 +335,3 @@ def drop_downstream(cat: Catalog, method: str, model: str, layer: int, concept_s
                                                        params)
     removed["latent_scores"] = cat.delete_where("latent_scores", f"{key} AND config_hash = ?", params)
     return removed
-
-
-def _train_joint(cat: Catalog, run, m: Method, chash: str, model: str, layer: int, concept_set: str,
-                 concepts: list[tuple[int, str, str]], concept_data, save, result: TrainResult) -> None:
-    """Fit every concept of the set with ``m.fit_all``, then replace this config's rows by the new ones."""
-    datas = {cid: concept_data(m, cid, concept) for cid, concept, _genre in concepts}
-    arts = m.fit_all(datas)
-    if set(arts) != set(datas):
-        raise AxwError(f"method {m.name}: fit_all returned concepts {sorted(arts)}, expected {sorted(datas)}")
-    fitted = [(cid, arts[cid]) for cid in sorted(arts)]
-    for cid, art in fitted:
-        save(m, chash, cid, art)
-    table = _artifact_rows(m, model, layer, concept_set, chash, fitted)
-    where = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
-    params = [m.name, model, layer, concept_set, chash]
-    drop_downstream(cat, m.name, model, layer, concept_set, chash)  # what the old rows produced goes first
-    result.replaced[m.name] = cat.delete_where("method_artifacts", where, params)
-    run.write("method_artifacts", table)  # one file for the method's partition: all new rows appear at once
-    result.trained[m.name] = len(fitted)

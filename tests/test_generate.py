@@ -239,7 +239,7 @@ def test_api_key_is_written_nowhere(cat_path, server, target_dir, monkeypatch, c
 
 
 def test_generate_demo_runs_the_latent_benchmark_on_generated_data(catalog_path, server, target_dir):
-    from stages.generate_demo import DEMO_SET, run_generate_demo
+    from stages.demo import DEMO_SET, run_generate_demo
 
     catalog_path.parent.mkdir(parents=True)
     lines: list[str] = []

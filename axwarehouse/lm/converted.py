@@ -30,9 +30,9 @@ def copy_dir(src) -> Path | None:
     """Where the copy of ``src`` (a :class:`axwarehouse.lm.loader.ModelSource`) lives; None when it gets none."""
     import transformers
 
-    from axwarehouse.lm.loader import EMBEDDED
+    from axwarehouse.lm.model_cache import MODELS  # the embedded GGUFs (not loader: it imports this module)
 
-    if src.name not in EMBEDDED or not src.gguf_file:
+    if src.name not in MODELS or not src.gguf_file:
         return None
     return Path(src.path) / f"hf-v{FORMAT}-transformers-{transformers.__version__}"
 

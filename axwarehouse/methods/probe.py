@@ -64,7 +64,3 @@ class Probe(Method):
         # bias 0.0: AxBench's ProbeIntervention scores h.w, its nn.Linear bias is never used (nor stored here)
         return Artifact(w.numpy(), 0.0, float((data.tokens.acts[torch.from_numpy(pos_rows)] @ w).max()),
                         extra={"final_loss": float(loss.detach())})
-
-    def token_scores(self, acts: torch.Tensor, directions: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
-        """h·w, never plus a bias: artifacts written before the bias was dropped still carry the random init."""
-        return acts @ directions.T

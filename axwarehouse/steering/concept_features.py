@@ -18,7 +18,10 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 
-from axwarehouse.steering.proxy_judge import CONCEPT_FEATURES
+# Features of the concept classifier: character n-grams within word boundaries (each whitespace-separated chunk
+# padded with spaces), so the concept's words count wherever they stand, also inside glued or misspelt chunks.
+CONCEPT_FEATURES = {"analyzer": "char_wb", "ngram_range": (3, 5), "sublinear_tf": True, "min_df": 2,
+                    "lowercase": True}
 
 
 def ngram_counts() -> CountVectorizer:

@@ -120,10 +120,8 @@ def auroc(negatives: Sequence[float], positives: Sequence[float]) -> float:
 
 
 # -- concept: per-concept text classifier ------------------------------------------------------------------------
-# Features of the concept classifier: character n-grams within word boundaries (each whitespace-separated chunk
-# padded with spaces), so the concept's words count wherever they stand, also inside glued or misspelt chunks.
-CONCEPT_FEATURES = {"analyzer": "char_wb", "ngram_range": (3, 5), "sublinear_tf": True, "min_df": 2,
-                    "lowercase": True}
+# Its features (character n-grams within word boundaries) are CONCEPT_FEATURES in concept_features.py; the name
+# below labels them in the judge's config.
 CONCEPT_FEATURES_NAME = "tfidf-char_wb-3-5-mindf2-sublinear"
 
 
