@@ -56,6 +56,13 @@ class Progress:
         elif self.log and self.clock() - self.last >= self.every:
             self._line()
 
+    def add_total(self, n: int) -> None:
+        """``n`` more units to do (stages that learn their work as they go)."""
+        self.total += n
+        if self.bar is not None:
+            self.bar.total += n
+            self.bar.refresh()
+
     def set_postfix(self, text: str) -> None:
         """Text shown after the counts (e.g. the method being fitted, tokens/s)."""
         self.postfix = text

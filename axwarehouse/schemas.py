@@ -19,8 +19,12 @@ LINEAGE = [
 LINEAGE_NAMES = [f.name for f in LINEAGE]
 
 
-def _schema(*fields: pa.Field) -> pa.Schema:
+def table_schema(*fields: pa.Field) -> pa.Schema:
+    """A table's schema: its own ``fields`` followed by the lineage columns the catalog stamps."""
     return pa.schema(list(fields) + LINEAGE)
+
+
+_schema = table_schema
 
 
 CONCEPTS = _schema(

@@ -70,57 +70,33 @@ def _first_per_feature(rows: list[dict]) -> list[dict]:
     return out
 
 
-def read_concept_list(path: Path) -> list[dict]:
-    """Rows of {concept, ref, genre} from a concept list.
+def _read_jsonl(path: Path, text: str) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AxwError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict):
+            raise AxwError(f"{path}:{lineno}: expected an object with a 'concept' field")
+        rows.append(_from_object(obj, f"{path}:{lineno}"))
+    return rows
 
-    * ``.txt``: one concept per line (blank lines ignored).
-    * ``.csv``: header with ``concept`` or ``description`` (plus optional ref/link/url, genre, index/feature_id,
-      modelId, layer), or bare ``concept,ref`` rows.
-    * ``.jsonl``: one object per line, same fields.
-    * ``.json``: a list of such objects, e.g. a Neuronpedia explanations export (modelId, layer, index,
-      description); ref = the feature's Neuronpedia URL; only the first explanation per feature is kept.
 
-    Empty names and duplicate names are errors (one line naming the first offender).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AxwError(f"concept list {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise AxwError(f"{path}: not UTF-8 text") from exc
-    suffix = path.suffix.lower()
-    rows: list[dict] = []
-    if suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AxwError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise AxwError(f"{path}:{lineno}: expected an object with a 'concept' field")
-            rows.append(_from_object(obj, f"{path}:{lineno}"))
-    elif suffix == ".json":
-        rows = _read_json(path, text)
-    elif suffix == ".csv":
-        records = list(csv.reader(text.splitlines()))
-        header = [h.strip().lower() for h in records[0]] if records else []
-        if any(h in _NAME_KEYS for h in header):
-            for lineno, rec in enumerate(records[1:], start=2):
-                if rec:
-                    rows.append(_from_object(dict(zip(header, (x.strip() for x in rec))), f"{path}:{lineno}"))
-        else:
-            for rec in records:
-                if rec:
-                    rows.append({"concept": rec[0].strip(), "ref": (rec[1].strip() if len(rec) > 1 else "") or None,
-                                 "genre": None})
-    elif suffix in (".txt", ".lst", ""):
-        rows = [{"concept": line.strip(), "ref": None, "genre": None} for line in text.splitlines() if line.strip()]
-    else:
-        raise AxwError(f"{path}: unsupported concept list format {path.suffix!r} (use .txt, .csv, .jsonl or .json)")
-    rows = _first_per_feature(rows)
+def _read_csv(path: Path, text: str) -> list[dict]:
+    records = list(csv.reader(text.splitlines()))
+    header = [h.strip().lower() for h in records[0]] if records else []
+    if any(h in _NAME_KEYS for h in header):
+        return [_from_object(dict(zip(header, (x.strip() for x in rec))), f"{path}:{lineno}")
+                for lineno, rec in enumerate(records[1:], start=2) if rec]
+    return [{"concept": rec[0].strip(), "ref": (rec[1].strip() if len(rec) > 1 else "") or None, "genre": None}
+            for rec in records if rec]
+
+
+def _checked(path: Path, rows: list[dict]) -> list[dict]:
+    """``rows`` with names stripped and genres normalised; empty or duplicate names and unknown genres are errors."""
     names = [str(r["concept"] if r["concept"] is not None else "").strip() for r in rows]
     if not rows:
         raise AxwError(f"{path} lists no concepts: empty concept set")
@@ -141,6 +117,39 @@ def read_concept_list(path: Path) -> list[dict]:
         if r.get("ref") is not None:
             r["ref"] = str(r["ref"])
     return rows
+
+
+def read_concept_list(path: Path) -> list[dict]:
+    """Rows of {concept, ref, genre} from a concept list.
+
+    * ``.txt``: one concept per line (blank lines ignored).
+    * ``.csv``: header with ``concept`` or ``description`` (plus optional ref/link/url, genre, index/feature_id,
+      modelId, layer), or bare ``concept,ref`` rows.
+    * ``.jsonl``: one object per line, same fields.
+    * ``.json``: a list of such objects, e.g. a Neuronpedia explanations export (modelId, layer, index,
+      description); ref = the feature's Neuronpedia URL; only the first explanation per feature is kept.
+
+    Empty names and duplicate names are errors (one line naming the first offender).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AxwError(f"concept list {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AxwError(f"{path}: not UTF-8 text") from exc
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = _read_jsonl(path, text)
+    elif suffix == ".json":
+        rows = _read_json(path, text)
+    elif suffix == ".csv":
+        rows = _read_csv(path, text)
+    elif suffix in (".txt", ".lst", ""):
+        rows = [{"concept": line.strip(), "ref": None, "genre": None} for line in text.splitlines() if line.strip()]
+    else:
+        raise AxwError(f"{path}: unsupported concept list format {path.suffix!r} (use .txt, .csv, .jsonl or .json)")
+    return _checked(path, _first_per_feature(rows))
 
 
 def import_concepts(cat: Catalog, path: Path, concept_set: str | None = None) -> dict:

@@ -32,12 +32,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from axwarehouse.catalog import Catalog, atomic_write_parquet
+from axwarehouse.catalog import Catalog, Run, atomic_write_parquet
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.llm import LLMClient, LLMRequest, Outcome, ResponseCache, make_backend, parse_llm
 from axwarehouse.llm.prices import price_for
 from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.progress import Progress
 from axwarehouse import datagen_prompts as P
 
 SEED_POOLS = Path(__file__).resolve().parents[1] / "axwarehouse" / "data" / "seed_instructions"
@@ -450,8 +451,6 @@ def estimate(cfg: GenerateConfig, todo: list[dict], shared_todo: bool) -> str:
 def run_generate(cat: Catalog, cfg: GenerateConfig, *, dry_run: bool = False, replace: bool = False,
                  progress: bool = True, echo: Callable[[str], None] = print) -> GenerateResult:
     """Generate (or complete) the AxBench data of ``cfg.concept_set``; see the module docstring."""
-    from tqdm import tqdm
-
     cfg.validate()
     pools, pools_hash = load_pools(cfg.seed_pools)
     result_cfg = cfg.result_config(pools_hash)
@@ -479,51 +478,52 @@ def run_generate(cat: Catalog, cfg: GenerateConfig, *, dry_run: bool = False, re
             _check_existing(cat, cfg, chash, replace=True)
             open_fail = {}
         cache = ResponseCache(cat, run, stage=STAGE)
-        bar = tqdm(total=0, unit="req", desc=f"generate {cfg.concept_set}", leave=False,
-                   disable=None if progress else True)  # None: only on a terminal
-
-        def on_progress(stats) -> None:
-            bar.update(1)
-            bar.set_postfix_str(_progress_line(llm, target))
-
-        def tick(n: int) -> None:
-            bar.total += n
-            bar.refresh()
-
-        llm_backend = make_backend(cfg.llm, base_url=cfg.llm_base_url, timeout=cfg.timeout,
-                                   concurrency=cfg.concurrency, batch_size=cfg.batch_size)
-        target_backend = make_backend(f"embedded:{cfg.target_model.removeprefix('embedded:')}",
-                                      batch_size=cfg.batch_size)
-        opts = dict(concurrency=cfg.concurrency, max_retries=cfg.max_retries, max_attempts=cfg.max_attempts,
-                    backoff_s=cfg.backoff_s, on_progress=on_progress)
-        existing = _existing_ids(cat, cfg.concept_set)
+        bar = Progress(0, f"generate {cfg.concept_set}", "req", enabled=progress)
         try:
-            with LLMClient(llm_backend, cache, **opts) as llm, LLMClient(target_backend, cache, **opts) as target:
-                from axwarehouse.lm.loader import load
-
-                ctx = _Ctx(cfg, chash, llm, target, load(cfg.target_model).tokenizer, [], [], tick)
-                if not shared_done:
-                    _shared_negatives(ctx, pools)
-                    _commit(cat, run, ctx, cache, existing, open_fail, {-1}, result)
-                for start in range(0, len(todo), cfg.chunk_concepts):
-                    chunk = [dict(c) for c in todo[start:start + cfg.chunk_concepts]]
-                    chunk_ids = {c["concept_id"] for c in chunk}
-                    chunk = [c for c in _genres(ctx, cat, chunk) if c["genre"] is not None]
-                    _concept_texts(ctx, pools, chunk)
-                    _hard_negatives(ctx, chunk)
-                    _commit(cat, run, ctx, cache, existing, open_fail, chunk_ids, result)
-                    result.concepts_done += len(chunk_ids)
-                result.calls = llm.stats.calls + target.stats.calls
-                result.cache_hits = llm.stats.cache_hits + target.stats.cache_hits
-                result.tokens = sum(s.prompt_tokens + s.completion_tokens for s in (llm.stats, target.stats))
-                result.cost_usd = llm.stats.cost_usd + target.stats.cost_usd
-                result.cost_unknown = llm.stats.cost_unknown
+            _generate_concepts(cat, run, cfg, chash, cache, bar, pools, todo, shared_done, open_fail, result)
         finally:
             cache.flush()  # calls already paid for survive an interrupt or an error
             bar.close()
     result.failures = len(_open_failures(cat, cfg.concept_set))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _generate_concepts(cat: Catalog, run: Run, cfg: GenerateConfig, chash: str, cache: ResponseCache, bar: Progress,
+                       pools, todo: list[dict], shared_done: bool, open_fail: dict, result: GenerateResult) -> None:
+    """The LLM and the target model at work: shared negatives first (when missing), then the concepts in chunks,
+    each chunk committed when done."""
+    from axwarehouse.lm.loader import load
+
+    def on_progress(stats) -> None:
+        bar.update(1)
+        bar.set_postfix(_progress_line(llm, target))
+
+    llm_backend = make_backend(cfg.llm, base_url=cfg.llm_base_url, timeout=cfg.timeout,
+                               concurrency=cfg.concurrency, batch_size=cfg.batch_size)
+    target_backend = make_backend(f"embedded:{cfg.target_model.removeprefix('embedded:')}",
+                                  batch_size=cfg.batch_size)
+    opts = dict(concurrency=cfg.concurrency, max_retries=cfg.max_retries, max_attempts=cfg.max_attempts,
+                backoff_s=cfg.backoff_s, on_progress=on_progress)
+    existing = _existing_ids(cat, cfg.concept_set)
+    with LLMClient(llm_backend, cache, **opts) as llm, LLMClient(target_backend, cache, **opts) as target:
+        ctx = _Ctx(cfg, chash, llm, target, load(cfg.target_model).tokenizer, [], [], bar.add_total)
+        if not shared_done:
+            _shared_negatives(ctx, pools)
+            _commit(cat, run, ctx, cache, existing, open_fail, {-1}, result)
+        for start in range(0, len(todo), cfg.chunk_concepts):
+            chunk = [dict(c) for c in todo[start:start + cfg.chunk_concepts]]
+            chunk_ids = {c["concept_id"] for c in chunk}
+            chunk = [c for c in _genres(ctx, cat, chunk) if c["genre"] is not None]
+            _concept_texts(ctx, pools, chunk)
+            _hard_negatives(ctx, chunk)
+            _commit(cat, run, ctx, cache, existing, open_fail, chunk_ids, result)
+            result.concepts_done += len(chunk_ids)
+        result.calls = llm.stats.calls + target.stats.calls
+        result.cache_hits = llm.stats.cache_hits + target.stats.cache_hits
+        result.tokens = sum(s.prompt_tokens + s.completion_tokens for s in (llm.stats, target.stats))
+        result.cost_usd = llm.stats.cost_usd + target.stats.cost_usd
+        result.cost_unknown = llm.stats.cost_unknown
 
 
 def _progress_line(llm: LLMClient, target: LLMClient) -> str:

@@ -277,13 +277,8 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
                 st.next_steps.append(_step("train", *target, "--method", method, *flags))
                 if latent:
                     st.next_steps.append(_step("latent", *target, "--method", method, *flags))
-        current_src = _source_hash(method)
-        stale = []
-        if current_src and any(h != current_src for h in hashes or []):
-            stale.append(f"trained by an older version of {method_file(method) or method}")
-        stale += sorted({n for n in (code_change(cv, "train", method, method_only=True) for cv in cvs or []) if n})
-        for note in stale:
-            notes.append(f"STALE code: {note}")
+        stale = _stale_code(method, hashes, cvs)
+        notes += [f"STALE code: {note}" for note in stale]
         if stale:
             st.next_steps.append(_step("train", *target, "--method", method, "--replace", *flags))
             if latent:
@@ -294,14 +289,29 @@ def _method_status(cat: Catalog, st: Status, concept_set: str, model: str, layer
         out.append(f"    {label:<10} [{chash}]: {len(trained)} trained, "
                    + (f"{len(have & trained)} scored" if latent else "steering only")
                    + ("; " + "; ".join(notes) if notes else ", up to date"))
-    for method, n in _rows(cat, """
+    out += _orphan_scores(cat, concept_set, model, layer)
+
+
+def _stale_code(method: str, hashes: list[str] | None, code_versions: list[str] | None) -> list[str]:
+    """Why a method's artifacts were trained by other code: an older method file, or a code change that matters."""
+    current_src = _source_hash(method)
+    stale = []
+    if current_src and any(h != current_src for h in hashes or []):
+        stale.append(f"trained by an older version of {method_file(method) or method}")
+    return stale + sorted({n for n in (code_change(cv, "train", method, method_only=True)
+                                       for cv in code_versions or []) if n})
+
+
+def _orphan_scores(cat: Catalog, concept_set: str, model: str, layer: int) -> list[str]:
+    """Lines for latent scores whose artifact row is gone."""
+    return [f"    STALE: {n} concepts of {method} have latent scores but no matching artifact"
+            for method, n in _rows(cat, """
             SELECT s.method, count(DISTINCT s.concept_id) FROM latent_scores s
             WHERE s.concept_set = ? AND s.model = ? AND s.layer = ? AND NOT EXISTS (
                 SELECT 1 FROM method_artifacts a WHERE a.method = s.method AND a.model = s.model
                   AND a.layer = s.layer AND a.concept_set = s.concept_set AND a.concept_id = s.concept_id
                   AND a.config_hash = s.config_hash)
-            GROUP BY 1""", [concept_set, model, layer]):
-        out.append(f"    STALE: {n} concepts of {method} have latent scores but no matching artifact")
+            GROUP BY 1""", [concept_set, model, layer])]
 
 
 def status_report(cat: Catalog) -> str:

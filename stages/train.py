@@ -136,13 +136,14 @@ def _unavailable(m: Method, cfg: TrainConfig, ctx: Context, concepts: list, whol
     return why
 
 
-def _replace(cat: Catalog, cfg: TrainConfig, m: Method, key: dict) -> None:
+def _replace(cat: Catalog, cfg: TrainConfig, m: Method, key: dict[str, object]) -> None:
     """--replace: drop the config's artifacts (of --concepts, for per-concept methods) and what came from them."""
     subset = tuple(cfg.concepts) if cfg.concepts and not m.joint else None
     owned, owned_params = in_list("concept_id", subset or ())
     drop_downstream(cat, m.name, key["model"], key["layer"], cfg.concept_set, key["config_hash"], subset)
     cat.delete_where("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? "
-                     f"AND config_hash = ?{owned}", [*key.values(), *owned_params])
+                     f"AND config_hash = ?{owned}", [key["method"], key["model"], key["layer"], cfg.concept_set,
+                                                     key["config_hash"], *owned_params])
 
 
 def _missing_concepts(cat: Catalog, concept_set: str, ids: list[int], key: dict) -> list[tuple[int, str, str]]:
@@ -171,7 +172,7 @@ def _plan(cat: Catalog, cfg: TrainConfig, methods: list[Method], concepts: list,
         chash = method_hash(m)
         key = {"method": m.name, "model": model, "layer": layer, "config_hash": chash}
         if cfg.replace:
-            _replace(cat, cfg, m, {**key, "concept_set": cfg.concept_set})
+            _replace(cat, cfg, m, key)
         mine = concepts
         limit = m.concept_limit()
         if limit is not None:  # the first `limit` concepts of the whole set (AxBench's max_concepts)
