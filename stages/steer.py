@@ -3,8 +3,9 @@
 * Linear methods: add ``factor · a_c · w_c`` at the output of decoder layer L at every position (docs/axbench-recipes.md §2.4, §4.2);
   a_c = the method's max latent score over the concept's latent-eval rows (≤ 0 → 50), so `axw latent` must run
   first. The edit is the shared one in :mod:`axwarehouse.steering.intervention`.
-* ``prompt`` (baseline): an LLM-written steering prompt per concept (cached in `llm_calls`), answered by the
-  unsteered model. Its factor is meaningless (docs/axbench-recipes.md §7.6), so it is generated once per instruction, at factor 1.0.
+* Methods that steer by prompt (``steering = "prompt"``: the ``prompt`` baseline): an LLM-written steering prompt
+  per concept (cached in `llm_calls`), answered by the unsteered model. Its factor is meaningless
+  (docs/axbench-recipes.md §7.6), so it is generated once per instruction, at factor 1.0.
 * Methods that change the model (``steering = "model"``: LoReFT, LoRA, SFT) ignore the factor too (docs/axbench-recipes.md §2.4), so
   they are also generated once per instruction at ``FACTOR_FREE`` (= 1.0, the prompt baseline's convention); with
   one factor per concept, `steering_best_factor` picks it and the test split is scored at it. Their rows are
@@ -39,9 +40,9 @@ from axwarehouse.lineage import config_hash
 from axwarehouse.lm.info import model_info
 from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import get, method_names
+from axwarehouse.methods.registry import explicit
 from axwarehouse.stage_runner import Emit, Work, missing, run_stage, shardable
 from axwarehouse.steering.instructions import InstructionSet, load_instructions
-from axwarehouse.steering.prompt_baseline import METHOD as PROMPT
 from axwarehouse.concept_queries import concept_table, method_hash
 
 AXBENCH_FACTORS = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 4.0, 5.0)
@@ -148,19 +149,13 @@ def _validate(cfg: SteerConfig) -> list[str]:
         raise AxwError("--max-new-tokens must be at least 1")
     if cfg.batch_size < 1:
         raise AxwError("--batch-size must be at least 1")
-    names: list[str] = []
-    rest = []
-    for raw in cfg.methods:
-        if raw.strip().lower() == PROMPT:
-            names.append(PROMPT)
-        else:
-            rest.append(raw)
-    if rest:
-        names += method_names(rest, evaluation="steering")
-    if not names:
+    if not cfg.methods:
         raise AxwError("no method given (use --method NAME)")
+    explicit_names = explicit(cfg.methods)
+    names = [n for n in method_names(list(cfg.methods), evaluation="steering")
+             if n in explicit_names or not get(n).steering_baseline]  # baselines run when named
     for n in names:
-        if n != PROMPT and "steering" not in get(n).evaluations:
+        if "steering" not in get(n).evaluations:
             raise AxwError(f"method {n!r} is detection-only; it cannot steer")
     return list(dict.fromkeys(names))
 
@@ -174,8 +169,13 @@ class _Plan:
     mags: dict
     concepts: list[int]
     factors: tuple[float, ...]
-    method: object = None  # the Method instance (model-editing methods)
+    method: object = None  # the Method instance
     artifacts: dict = field(default_factory=dict)  # concept_id -> Artifact (model-editing methods)
+
+    @property
+    def kind(self) -> str:
+        """How the method steers: its ``steering`` ("addition", "model" or "prompt")."""
+        return self.method.steering
 
 
 def limited_concepts(cat: Catalog, concept_set: str, concept_ids: list[int], limit: int | None) -> list[int]:
@@ -294,7 +294,7 @@ def _addition_plan(cat: Catalog, cfg: SteerConfig, method, mchash: str, model: s
                        f"at {model} layer {layer} (run `axw train --method {method.name}` first)")
     mags = magnitudes(cat, method.name, model, layer, cfg.concept_set, mchash, concept_ids,
                       "latent" in method.evaluations)
-    return _Plan(method.name, steer_hash(mchash, instr, cfg), mchash, dirs, mags, concept_ids, factors)
+    return _Plan(method.name, steer_hash(mchash, instr, cfg), mchash, dirs, mags, concept_ids, factors, method)
 
 
 def _plans(cat: Catalog, cfg: SteerConfig, methods: list[str], model: str, layer: int, instr: InstructionSet,
@@ -305,11 +305,11 @@ def _plans(cat: Catalog, cfg: SteerConfig, methods: list[str], model: str, layer
     overrides = parse_overrides(cfg.overrides)
     plans: list[_Plan] = []
     for name in methods:
-        if name == PROMPT:
-            chash = steer_hash(None, instr, cfg, {"method": PROMPT, "llm": cfg.llm})
-            plans.append(_Plan(name, chash, None, {}, {}, concept_ids, (PROMPT_FACTOR,)))
-            continue
         method = get(name)(overrides.get(name), seed=cfg.method_seed)
+        if method.steering == "prompt":  # no trained rows: the generations depend on the LLM that writes prompts
+            chash = steer_hash(None, instr, cfg, {"method": name, "llm": cfg.llm})
+            plans.append(_Plan(name, chash, None, {}, {}, concept_ids, (PROMPT_FACTOR,), method))
+            continue
         args = (cat, cfg, method, method_hash(method), model, layer, instr, concept_ids)
         plans.append(_model_plan(*args) if method.steering == "model" else _addition_plan(*args, factors))
     return plans
@@ -326,7 +326,7 @@ def _plan_rows(plan: _Plan, cfg: SteerConfig, model: str, layer: int, instr: Ins
             for f in plan.factors:
                 oid = output_id(plan.name, model, layer, cfg.concept_set, c, f, input_id, plan.chash)
                 direction, (mag, src) = None, (None, "n/a")
-                if plan.name != PROMPT and plan.method is None:
+                if plan.kind == "addition":
                     direction, (mag, src) = plan.dirs[c], plan.mags[c]
                 rows.append(_Pending(plan.name, c, f, input_id, iid, split, text, text, direction, mag, src, None,
                                      plan.mchash, plan.chash, oid, seed))
@@ -335,7 +335,7 @@ def _plan_rows(plan: _Plan, cfg: SteerConfig, model: str, layer: int, instr: Ins
 
 def _todo(cat: Catalog, plans: list[_Plan], cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,
           draws: dict, result: SteerResult) -> list[_Pending]:
-    """The rows with no output yet (one anti-join per method on output_id), the prompt baseline's last."""
+    """The rows with no output yet (one anti-join per method on output_id), prompt-steered ones last."""
     pending, prompt_rows = [], []
     for plan in plans:
         rows = _plan_rows(plan, cfg, model, layer, instr, draws)
@@ -344,7 +344,7 @@ def _todo(cat: Catalog, plans: list[_Plan], cfg: SteerConfig, model: str, layer:
                            ).column("output_id").to_pylist()) if rows else set()
         result.skipped[plan.name] = result.skipped.get(plan.name, 0) + len(rows) - len(todo)
         result.generated[plan.name] = len(todo)
-        (prompt_rows if plan.name == PROMPT else pending).extend(r for r in rows if r.output_id in todo)
+        (prompt_rows if plan.kind == "prompt" else pending).extend(r for r in rows if r.output_id in todo)
     return pending + prompt_rows
 
 
@@ -370,20 +370,19 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     def prepare(run: Run) -> None:
         ensure_instructions(cat, lambda: run, instr)
         ensure_inputs(cat, lambda: run, instr, cfg.concept_set, draws, cfg.n_inputs)
-        prompt_rows = [p for p in pending if p.method == PROMPT]
-        if prompt_rows:
-            from axwarehouse.steering.prompt_baseline import steered_instruction
-
-            prompts = _prompt_baseline_prompts(cat, run, cfg, {p.concept_id: concept_text[p.concept_id]
-                                                               for p in prompt_rows})
-            for p in prompt_rows:
-                p.steering_prompt = prompts[p.concept_id]
-                p.user_text = steered_instruction(p.steering_prompt, p.instruction)
+        for plan in plans:
+            rows = [p for p in pending if p.method == plan.name] if plan.kind == "prompt" else []
+            if rows:
+                prompts = _steering_prompts(cat, run, cfg, plan.method, {p.concept_id: concept_text[p.concept_id]
+                                                                         for p in rows})
+                for p in rows:
+                    p.steering_prompt = prompts[p.concept_id]
+                    p.user_text = plan.method.steered_input(p.steering_prompt, p.instruction)
 
     config = {"concept_set": cfg.concept_set, "model": info.name, "layer": layer, "factors": list(factors),
               "n_inputs": cfg.n_inputs, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
               "seed": cfg.seed, "instruction_set": instr.name, "methods": {p.name: p.chash for p in plans}}
-    edits = {p.name: p for p in plans if p.method is not None}
+    edits = {p.name: p for p in plans if p.kind == "model"}
     started = time.perf_counter()
     work = Work("steering_outputs", pending, flush_rows=cfg.flush_rows, flush_on_error=True,
                 batches=lambda units, emit: _generate(cat, cfg, info.name, layer, instr, units, result, edits, emit),
@@ -396,18 +395,17 @@ def run_steer(cat: Catalog, cfg: SteerConfig, progress: bool = True) -> SteerRes
     return result
 
 
-def _prompt_baseline_prompts(cat: Catalog, run: Run, cfg: SteerConfig, concepts: dict[int, str]) -> dict[int, str]:
+def _steering_prompts(cat: Catalog, run: Run, cfg: SteerConfig, method, concepts: dict[int, str]) -> dict[int, str]:
+    """A prompt-steering method's prompts for ``concepts``, written by ``cfg.llm`` (cached in `llm_calls`)."""
     from axwarehouse.llm import LLMClient, ResponseCache, make_backend
-    from axwarehouse.steering.prompt_baseline import steering_prompts
 
     cache = ResponseCache(cat, run, stage="steer")
     backend = make_backend(cfg.llm, base_url=cfg.llm_base_url)
     try:
         with LLMClient(backend, cache) as client:
-            out = steering_prompts(client, concepts, seed=cfg.seed)
+            return method.steering_prompts(client, concepts, seed=cfg.seed)
     finally:
         cache.flush()
-    return {c: p for c, (p, _fallback) in out.items()}
 
 
 def _generate(cat: Catalog, cfg: SteerConfig, model: str, layer: int, instr: InstructionSet,

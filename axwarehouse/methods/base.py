@@ -19,6 +19,8 @@ Two class attributes widen the protocol for methods that are not a matmul over c
   rows of every concept batched together. ``"model"``: the artifact changes the model itself (LoReFT, LoRA, SFT):
   :meth:`Method.steering_edit` installs one concept's edit (hooks, adapters, weight deltas) as a context manager,
   the stage generates that concept's instructions, then the edit is removed. Such methods ignore the factor.
+  ``"prompt"``: no edit at all — an LLM writes a steering prompt per concept (:meth:`Method.steering_prompts`) and
+  the unsteered model answers :meth:`Method.steered_input` (the prompt baseline); the factor is ignored too.
 * ``concept_limit``: train (and steer) only the first N concepts of a set (SFT: AxBench's ``max_concepts: 20``).
 * ``scoring``: how `axw latent` scores a concept's eval examples. ``"matmul"`` (default) is the single matmul;
   ``"tokens"`` calls :meth:`Method.score_tokens` (per-token scores, max-pooled by the stage like every other method:
@@ -144,9 +146,12 @@ class Method:
     scoring: ClassVar[str] = "matmul"
     #: True: `axw train` fits every concept of the set at once through ``fit_all`` (a joint dictionary)
     joint: ClassVar[bool] = False
-    #: steering: "addition" (f·a_c·direction at layer L) or "model" (``steering_edit`` changes the model per concept;
-    #: the factor is ignored)
+    #: steering: "addition" (f·a_c·direction at layer L), "model" (``steering_edit`` changes the model per concept;
+    #: the factor is ignored) or "prompt" (``steering_prompts`` writes a prompt per concept that the unsteered model
+    #: answers with each instruction, ``steered_input``; the factor is ignored)
     steering: ClassVar[str] = "addition"
+    #: a steering baseline is steered when named, never by ``--method all`` (it needs no trained rows)
+    steering_baseline: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Config:
@@ -170,6 +175,15 @@ class Method:
 
     def fit(self, data: ConceptData) -> Artifact:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def steering_prompts(self, client: Any, concepts: dict[int, str], seed: int) -> dict[int, str]:
+        """(``steering = "prompt"``) concept_id -> the prompt that steers toward it, written with the LLM
+        ``client`` (an :class:`axwarehouse.llm.LLMClient`)."""
+        raise NotImplementedError(f"{self.name} does not steer by prompt")
+
+    def steered_input(self, steering_prompt: str, instruction: str) -> str:
+        """(``steering = "prompt"``) the user message the unsteered model answers."""
+        raise NotImplementedError(f"{self.name} does not steer by prompt")
 
     def fit_all(self, datas: dict[int, ConceptData]) -> dict[int, Artifact]:
         """Artifacts of every concept in ``datas`` (concept_id -> its data), learned together; called instead of

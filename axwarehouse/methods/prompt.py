@@ -1,7 +1,8 @@
-"""Prompt detection (AxBench's ``PromptDetection``; docs/axbench-recipes.md §2.4): the target model itself rates how present the concept
-is in the raw response, with the concept-relevance judge prompt (docs/axbench-recipes.md §5.1) wrapped in its chat template.
+"""Prompting as a method, AxBench's two prompt baselines under one name.
 
-Two modes (``--set prompt.mode=...``):
+Detection (AxBench's ``PromptDetection``; docs/axbench-recipes.md §2.4): the target model itself rates how present
+the concept is in the raw response, with the concept-relevance judge prompt (docs/axbench-recipes.md §5.1) wrapped
+in its chat template. Two modes (``--set prompt.mode=...``):
 
 * ``generate`` (AxBench): sample at temperature 1.0 up to ``max_new_tokens`` (512), parse ``Rating: [[x]]`` after
   the last "Rating:" (docs/axbench-recipes.md §5.2); an unparseable or out-of-range answer scores −1 (AxBench's detection rule).
@@ -11,6 +12,10 @@ Two modes (``--set prompt.mode=...``):
   follows the output format still gives a graded score.
 
 No training: the artifact only records the concept text. No token scores (one score per example).
+
+Steering (AxBench's ``PromptSteering``, ``steering = "prompt"``): an LLM-written steering prompt per concept that
+the unsteered model answers with each instruction (:mod:`axwarehouse.steering.prompt_baseline`); a baseline, so
+``axw steer --method all`` leaves it out.
 """
 
 from __future__ import annotations
@@ -65,9 +70,14 @@ def parse_rating(text: str) -> float | None:
 
 
 @register("prompt")
-class PromptDetection(Method):
-    evaluations = ("latent",)
+class Prompt(Method):
+    """Prompting as a method: detection (AxBench's ``PromptDetection``) and the steering baseline (its
+    ``PromptSteering``, :mod:`axwarehouse.steering.prompt_baseline`)."""
+
+    evaluations = ("latent", "steering")
     scoring = "examples"
+    steering = "prompt"
+    steering_baseline = True
 
     @dataclass(frozen=True)
     class Config:
@@ -83,6 +93,17 @@ class PromptDetection(Method):
 
     def prompt_ids(self, ctx: Context, concept: str, response: str) -> list[int]:
         return ctx.chat.prompt_ids(CONCEPT_JUDGE.format(concept=concept, sentence=response))
+
+    def steering_prompts(self, client, concepts: dict[int, str], seed: int) -> dict[int, str]:
+        """An LLM-written steering prompt per concept (a fixed sentence naming it when the LLM gives none)."""
+        from axwarehouse.steering.prompt_baseline import steering_prompts
+
+        return {c: p for c, (p, _fallback) in steering_prompts(client, concepts, seed=seed).items()}
+
+    def steered_input(self, steering_prompt: str, instruction: str) -> str:
+        from axwarehouse.steering.prompt_baseline import steered_instruction
+
+        return steered_instruction(steering_prompt, instruction)
 
     def score_examples(self, artifact: Artifact, concept: str, inputs: list[str], outputs: list[str],
                        ctx: Context) -> np.ndarray:
