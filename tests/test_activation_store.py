@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from axwarehouse.activation_store import SHARED, ActivationReader, _decode, layer_dir, partition_dir
+from axwarehouse.activation_store import SHARED, ActivationReader, partition_dir
 from axwarehouse.catalog import Catalog
 from conftest import axw, write_release
 
@@ -129,42 +129,6 @@ def test_train_one_concept_reads_only_its_partition_and_shared_negatives(many_co
     others = sum(pq.read_metadata(f).num_rows for c in range(1, 8)
                  for f in partition_dir(wh, model, 2, "s8", "train", c).glob("*.parquet"))
     assert others > 0 and rows + others == total  # seven concepts' rows exist and none of them was read
-
-
-def test_old_float32_layout_still_reads(tmp_path, many_concepts):
-    """A warehouse written before the per-concept layout (float32 lists under model=/layer=/, no concept_id, no
-    act_bf16) trains to the same directions as the new layout, and `axw activations` finds nothing to do."""
-    import shutil
-
-    src_catalog, model = many_concepts
-    catalog_path = tmp_path / "old" / "catalog.duckdb"
-    shutil.copytree(src_catalog.parent, catalog_path.parent)
-    wh = catalog_path.parent / "warehouse"
-    common = ["-c", "s8", "--model", model, "--layer", "2", "--method", "diffmean", "--concepts", "0,3"]
-    assert axw("--catalog", src_catalog, "train", *common)[0] == 0
-    new_layout = layer_dir(wh, model, 2) / "concept_set=s8"
-    files = sorted(new_layout.rglob("*.parquet"))
-    old = []
-    for f in files:  # rewrite as the old schema: float32 lists, no concept_id / act_bf16 columns
-        t = pq.read_table(f)
-        vals = _decode(t)
-        act = pa.ListArray.from_arrays(pa.array(np.arange(0, vals.size + 1, vals.shape[1], dtype=np.int32)),
-                                       pa.array(vals.reshape(-1)))
-        old.append(t.drop_columns(["concept_id", "act", "act_bf16"]).append_column("act", act))
-    shutil.rmtree(new_layout)
-    pq.write_table(pa.concat_tables(old), layer_dir(wh, model, 2) / "part-old-00001.parquet")
-    shutil.rmtree(wh / "method_artifacts", ignore_errors=True)
-    code, out, err = axw("--catalog", catalog_path, "activations", "-c", "s8", "--model", model, "--layer", "2",
-                         "--split", "train")
-    assert code == 0 and "nothing to do" in out, (out, err)
-    code, out, err = axw("--catalog", catalog_path, "train", *common)
-    assert code == 0 and "diffmean: 2 concepts trained" in out, (out, err)
-    q = "SELECT concept_id, direction FROM method_artifacts WHERE method = 'diffmean' ORDER BY 1"
-    with Catalog(catalog_path, read_only=True) as cat:
-        got = cat.sql(q).fetchall()
-    with Catalog(src_catalog, read_only=True) as cat:
-        want = cat.sql(q).fetchall()
-    assert [c for c, _ in got] == [0, 3] and got == want
 
 
 def test_sae_train_reads_one_partition_at_a_time_and_shared_negatives_once(many_concepts, monkeypatch):
