@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from axwarehouse.catalog import Catalog, partition_slug
+from axwarehouse.catalog import partition_slug
 from axwarehouse.errors import AxwError
 
 STORE_DTYPES = ("bfloat16", "float32")
@@ -225,14 +225,3 @@ class ActivationReader:
         acts = np.ascontiguousarray(acts, dtype=np.float32)
         acts_t = torch.from_numpy(acts if acts.flags.writeable else acts.copy())
         return _matrix(acts_t, ex_rows[order], positions[order], prefix[order], tokens)
-
-
-def load_tokens(cat: Catalog, model: str, layer: int, concept_set: str, split: str,
-                with_tokens: bool = False) -> TokenMatrix:
-    """All cached activations of a split (every concept: only for stages that need the whole split at once, such
-    as a joint fit); AxwError when there are none."""
-    tokens = ActivationReader(cat.warehouse, model, layer, concept_set, split, with_tokens).read(None)
-    if tokens.n_examples == 0:
-        raise AxwError(f"no cached activations for {model} layer {layer}, concept set {concept_set!r}, split "
-                       f"{split} (run `axw activations` first)")
-    return tokens

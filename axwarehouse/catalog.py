@@ -20,7 +20,6 @@ file appears by an atomic rename, so a killed stage leaves either whole files or
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import re
@@ -157,10 +156,6 @@ def duckdb_error_line(exc: BaseException) -> str:
         detail = first.split(": ", 1)[-1].replace(f"'{m.group(1)}'", "").replace(f'"{m.group(1)}"', "")
         return corrupt_file_message(m.group(1), " ".join(detail.split())[:120])
     return first
-
-
-def _relation_error(exc: BaseException) -> AxwError:
-    return AxwError(duckdb_error_line(exc))
 
 
 def conform_table(table: str, data: pa.Table, run_id: str, chash: str) -> pa.Table:
@@ -831,7 +826,3 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
