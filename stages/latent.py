@@ -171,14 +171,17 @@ def _plan(cat: Catalog, cfg: LatentConfig, model: str, layer: int, result: Laten
         if "latent" not in method.evaluations:
             raise AxwError(f"method {name!r} is steering-only; it has no latent scores")
         chash = method_hash(method)
-        n_art = cat.count("method_artifacts", "method = ? AND model = ? AND layer = ? AND concept_set = ? "
-                          f"AND config_hash = ?{owned}", [name, model, layer, cfg.concept_set, chash, *owned_params])
+        key = "method = ? AND model = ? AND layer = ? AND concept_set = ? AND config_hash = ?"
+        params = [name, model, layer, cfg.concept_set, chash]
+        n_art = cat.count("method_artifacts", key, params)  # of the whole set: is the method trained at all?
         if n_art == 0 and name not in explicit(cfg.methods):
             continue  # `all` scores what has been trained
         if n_art == 0:
             raise AxwError(f"no trained {name} artifacts for {model} layer {layer}, concept set "
                            f"{cfg.concept_set!r} (run `axw train --method {name}` first)")
         arts = _artifacts(cat, name, model, layer, cfg.concept_set, chash, cfg.concepts)
+        if cfg.concepts:
+            n_art = cat.count("method_artifacts", key + owned, [*params, *owned_params])
         result.skipped[name] = n_art - arts.num_rows
         if arts.num_rows:
             todo.append((method, chash, arts))
