@@ -614,8 +614,8 @@ def export_cmd(
     """Write a view or table to a Parquet or CSV file."""
     from stages.export import export_view, export_target
 
-    path, tmp = export_target(view, fmt.value, out, force)
-    with _catalog(ctx, read_only=True, sandbox=True, allow_write=[tmp]) as cat:
+    path, _ = export_target(view, fmt.value, out, force)
+    with _catalog(ctx, read_only=True, sandbox=True) as cat:
         path, n = export_view(cat, view, fmt.value, path, where, force)
     typer.echo(f"exported {n} rows of {view} to {path}")
 
