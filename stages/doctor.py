@@ -61,14 +61,23 @@ class DoctorResult:
         return "\n".join(lines)
 
 
+# kinds of value a column can hold; a file's column reads as the table's when both are of one kind
+_KINDS = (pa.types.is_integer, pa.types.is_floating, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+          pa.types.is_binary, pa.types.is_boolean, pa.types.is_timestamp)
+_LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+
+
+def _kind(t: pa.DataType) -> str:
+    return next((str(i) for i, test in enumerate(_KINDS) if test(t)), str(t))
+
+
 def _same_type(found: pa.DataType, want: pa.DataType) -> bool:
-    """A file column of type ``found`` reads as the table's ``want``: equal, or lists (of any kind: a fixed-size
-    list is how act_bf16 keeps its width) of the same value type, or string/large_string."""
-    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
-    if any(f(found) for f in lists) and any(f(want) for f in lists):
+    """A file column of type ``found`` reads as the table's ``want``: the same kind of value (integers of any width,
+    floats of any width — older activations files hold float16 — text, …), lists of any kind (a fixed-size list is
+    how act_bf16 keeps its width) of such values."""
+    if any(f(found) for f in _LISTS) and any(f(want) for f in _LISTS):
         return _same_type(found.value_type, want.value_type)
-    strings = (pa.string(), pa.large_string())
-    return found == want or (found in strings and want in strings)
+    return _kind(found) == _kind(want)
 
 
 def _schema_problem(found: pa.Schema, want: pa.Schema) -> str | None:
