@@ -47,8 +47,9 @@ def _null_keys(table: pa.Table) -> pa.Table:
                      else table.column(f.name) for f in table.schema}, schema=schema)
 
 
-@pytest.mark.parametrize("damage, why", [(_schema_wrong, "schema differs from the table's: concept_id is string"),
-                                         (_null_keys, "NULL in key columns: concept_set (3 rows), concept_id (3 rows)")])
+@pytest.mark.parametrize("damage, why", [
+    (_schema_wrong, "schema differs from the table's: concept_id is string, not int64"),
+    (_null_keys, "NULL in key columns: concept_set (3 rows), concept_id (3 rows), concept (3 rows)")])
 def test_readable_file_with_wrong_contents_is_quarantined_and_recreated(imported, damage, why):
     catalog, release = imported
     before = _rows(catalog)
