@@ -113,7 +113,8 @@ def _tree_problem(tree: Any) -> str | None:
 
 
 def _check_select(con: duckdb.DuckDBPyConnection, text: str) -> None:
-    """Raise AxwError unless ``text`` is one SELECT whose tree holds nothing but reads."""
+    """Raise AxwError unless ``text`` is one SELECT whose tree holds nothing but reads (``text`` is a whole user
+    statement, or the statement an EXPLAIN explains)."""
     statements = con.extract_statements(text)
     kinds = []
     for statement in statements:
@@ -122,7 +123,7 @@ def _check_select(con: duckdb.DuckDBPyConnection, text: str) -> None:
         except ValueError:  # a type the Python API has no name for
             kinds.append("an unnamed statement type")
     if kinds != ["SELECT"]:
-        raise _refuse(f"EXPLAIN of {', '.join(kinds) or 'nothing'} is refused")
+        raise _refuse(f"EXPLAIN of {', '.join(kinds) or 'nothing'} is refused")  # a SELECT reaches here whole
     tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [text]).fetchall()[0][0])
     if tree.get("error"):
         raise AxwError(f"SQL error: {str(tree.get('error_message', 'cannot read the query')).splitlines()[0]}")
