@@ -22,25 +22,28 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sys
 import threading
 import time
-import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from axwarehouse import schemas
+from axwarehouse import run_ledger, schemas, sql_sandbox
 from axwarehouse.errors import AxwError
-from axwarehouse import run_ledger, sql_sandbox
-from axwarehouse.lineage import canonical_json, code_version, config_hash, new_run_id
+from axwarehouse.lineage import new_run_id
+from axwarehouse.table_writes import Run, TableWrites
+from axwarehouse.warehouse_files import (  # noqa: F401  (re-exported: the names every writer of files uses)
+    ONE_FOOTER_TABLES, QUARANTINE, SCHEMA_FILE, TRANSIENT, atomic_write_parquet, atomic_write_text, columns_tag,
+    conform_table, corrupt_file_message, data_file_name, duckdb_error_line, duckdb_type, empty_select, fsync_dir,
+    partition_groups, partition_slug, sql_str, table_schemas)
 from axwarehouse.writer_lock import WriterLock, is_held
+
+_sql_str, _fsync_dir, _table_schemas, _TRANSIENT = sql_str, fsync_dir, table_schemas, TRANSIENT
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 DEFAULT_CATALOG = "catalog.duckdb"
@@ -59,70 +62,8 @@ def warehouse_dir_for(catalog_path: Path) -> Path:
     return catalog_path.parent / name
 
 
-_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def partition_slug(value: Any) -> str:
-    """Folder-safe form of a partition value (model names can be paths or contain ':')."""
-    text = str(value)
-    slug = _SLUG.sub("_", text).strip("_.") or "_"
-    if slug != text:
-        # keep distinct values distinct after slugging
-        slug = f"{slug[-60:]}-{config_hash(text)[:6]}"
-    return slug
-
-
-_SCALAR_TYPES = {
-    pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.bool_(): "BOOLEAN",
-    pa.int8(): "TINYINT", pa.uint16(): "USMALLINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
-    pa.float16(): "FLOAT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE",
-    pa.timestamp("us"): "TIMESTAMP", pa.binary(): "BLOB",
-}
-
-
-def duckdb_type(arrow_type: pa.DataType) -> str:
-    """DuckDB type name for an arrow type, as DuckDB reads it back from Parquet (float16 becomes FLOAT)."""
-    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
-        return duckdb_type(arrow_type.value_type) + "[]"
-    if arrow_type in _SCALAR_TYPES:
-        return _SCALAR_TYPES[arrow_type]
-    raise TypeError(f"no DuckDB type for {arrow_type}")
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` via a temp file in the same folder, fsync, rename."""
-    import pyarrow.parquet as pq  # here: readers (status, sql) never pay for importing it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-
-SCHEMA_FILE = "_schema.parquet"
-QUARANTINE = "_quarantine"
 # suffixes of files that are data, not a catalog: `--catalog x.parquet` is a mistake, not a new catalog
 _DATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".json", ".jsonl", ".txt", ".arrow", ".feather", ".sql", ".wal"}
-_FILE_IN_ERROR = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
-_TRANSIENT = ("No such file", "No files found", "Could not open file", "cannot open file")
 
 
 def check_catalog_path(path: Path) -> None:
@@ -137,117 +78,6 @@ def check_catalog_path(path: Path) -> None:
             head = fh.read(12)
         if head[8:12] != b"DUCK":
             raise AxwError(f"--catalog {path} exists but is not a DuckDB catalog file")
-
-
-def corrupt_file_message(path: str, detail: str = "") -> str:
-    why = f" ({detail})" if detail else ""
-    return f"corrupt or unreadable table file {path}{why}; run `axw doctor` to quarantine it and see what re-creates it"
-
-
-def duckdb_error_line(exc: BaseException) -> str:
-    """One line for a DuckDB error; a damaged Parquet file becomes 'corrupt … run `axw doctor`'."""
-    text = str(exc)
-    first = text.splitlines()[0] if text else type(exc).__name__
-    if "corrupt or unreadable table file" in first:  # raised by a damaged table's view (see _damaged_select)
-        return first[first.index("corrupt or unreadable table file"):]
-    m = _FILE_IN_ERROR.search(text)
-    if m and isinstance(exc, (duckdb.InvalidInputException, duckdb.IOException)) and not any(
-            t in text for t in _TRANSIENT):
-        detail = first.split(": ", 1)[-1].replace(f"'{m.group(1)}'", "").replace(f'"{m.group(1)}"', "")
-        return corrupt_file_message(m.group(1), " ".join(detail.split())[:120])
-    return first
-
-
-def conform_table(table: str, data: pa.Table, run_id: str, chash: str) -> pa.Table:
-    """``data`` in ``table``'s schema with lineage stamped (run id, config hash where the stage gave none, code
-    version): the one rule for every write, the driver's and a distributed worker's staged files alike."""
-    import pyarrow.compute as pc
-    schema = schemas.TABLES[table]
-    n = data.num_rows
-    stamps = {"run_id": run_id, "config_hash": chash, "code_version": code_version()}
-    columns = []
-    for f in schema:
-        if f.name in data.column_names:
-            col = data.column(f.name)
-            if f.name == "config_hash" and col.null_count:
-                col = pc.fill_null(col, chash)
-        elif f.name in stamps:
-            col = pa.array([stamps[f.name]] * n, pa.string())
-        else:
-            raise AxwError(f"internal: table {table} write is missing column {f.name}")
-        if (pa.types.is_list(f.type) and pa.types.is_fixed_size_list(col.type)
-                and col.type.value_type == f.type.value_type):
-            columns.append(col)  # a fixed-size list stays one (the file's Arrow schema keeps its width)
-            continue
-        try:
-            columns.append(col.cast(f.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise AxwError(f"internal: column {table}.{f.name} cannot be cast to {f.type}: {exc}") from exc
-    fields = [f.with_type(c.type) for f, c in zip(schema, columns)]
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=schema.metadata))
-
-
-# tables whose view binds from one footer when every file's name says it holds the current columns (see
-# Catalog._one_footer_select): the one table whose file count grows with the number of concepts
-ONE_FOOTER_TABLES = frozenset({"activations"})
-
-
-def columns_tag(table: str) -> str:
-    """8 hex digits naming the columns (in order) of ``table``'s current schema, carried in every data file's name:
-    a file whose name has the current tag holds every current column, so its footer need not be read to bind."""
-    names = ",".join(f.name for f in _table_schemas()[table])
-    return hashlib.sha256(f"{table}:{names}".encode()).hexdigest()[:8]
-
-
-def data_file_name(table: str, stem: str) -> str:
-    """File name of a conformed part file of ``table`` (``<stem>.<columns tag>.parquet``)."""
-    return f"{stem}.{columns_tag(table)}.parquet"
-
-
-def partition_groups(table: str, data: pa.Table) -> list[tuple[list[str], pa.Table]]:
-    """``data`` split by ``table``'s partition columns: (folder names ``col=slug``, rows) per distinct value tuple."""
-    import pyarrow.compute as pc
-    groups: list[tuple[list[str], pa.Table]] = [([], data)]
-    for col in schemas.PARTITIONS.get(table, []):
-        split: list[tuple[list[str], pa.Table]] = []
-        for prefix, sub in groups:
-            for value in pc.unique(sub.column(col)).to_pylist():
-                mask = pc.equal(sub.column(col), pa.scalar(value, sub.schema.field(col).type))
-                split.append((prefix + [f"{col}={partition_slug(value)}"], sub.filter(mask)))
-        groups = split
-    return groups
-
-
-@dataclass
-class Run:
-    """One execution of a stage; stamps lineage on the rows it writes."""
-
-    catalog: Catalog
-    run_id: str
-    stage: str
-    config: dict[str, Any]
-    config_hash: str
-    rows_written: int = 0
-    files_written: int = 0
-    written: dict[str, int] = field(default_factory=dict)
-
-    def write(self, table: str, data: pa.Table) -> int:
-        """Stamp lineage on ``data`` and append it to ``table`` atomically. Returns rows written."""
-        n = self.catalog.append(table, data, self)
-        self.rows_written += n
-        self.written[table] = self.written.get(table, 0) + n
-        return n
-
-
-def _table_schemas() -> dict[str, pa.Schema]:
-    """Every table the warehouse holds: the data tables plus the runs ledger."""
-    return {**schemas.TABLES, run_ledger.TABLE: run_ledger.RUN_EVENTS}
-
-
-def empty_select(table: str, where: str = "false") -> str:
-    """A query with ``table``'s columns and types (as DuckDB reads them from Parquet) and no rows."""
-    cols = ", ".join(f'CAST(NULL AS {duckdb_type(f.type)}) AS "{f.name}"' for f in _table_schemas()[table])
-    return f"SELECT {cols} FROM range(1) WHERE {where}"
 
 
 def sql_files() -> list[Path]:
@@ -344,7 +174,7 @@ class Catalog:
                 raise AxwError(f"no catalog at {self.path} (run a stage such as `axw import-axbench` first)")
             if not self.path.parent.is_dir():
                 raise AxwError(f"catalog folder {self.path.parent} does not exist")
-        self._seq = 0
+        self.writes = TableWrites(self)
         self._bodies: dict[str, str] = {}
         self.damaged: dict[str, str] = {}  # table -> one-line message, for tables with an unreadable file
         self._lock: WriterLock | None = None
@@ -422,13 +252,23 @@ class Catalog:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def commit_lock(self) -> Iterator[None]:
+    # -- writing (axwarehouse/table_writes.py) ---------------------------------------------------------------------
+    def commit_lock(self) -> AbstractContextManager[None]:
         """Hold the writer lock while committing files (re-entrant: a writable catalog already holds it)."""
-        if self.read_only:
-            raise AxwError("catalog is open read-only")
-        with WriterLock(self.warehouse):
-            yield
+        return self.writes.commit_lock()
+
+    def append(self, table: str, data: pa.Table, run: Run) -> int:
+        """Append rows (split by partition values) as new Parquet files, each written atomically."""
+        return self.writes.append(table, data, run)
+
+    def delete_where(self, table: str, where: str, params: Sequence[Any] | None = None) -> int:
+        """Remove rows matching ``where`` by rewriting (atomically) only the files that contain them."""
+        return self.writes.delete_where(table, where, params)
+
+    def run(self, stage: str, config: dict[str, Any]) -> AbstractContextManager[Run]:
+        """Record a stage execution in ``runs`` (start and finish events); status becomes ok, failed or interrupted
+        (also when the process is killed: see run_ledger). Yields the :class:`Run` that writes rows."""
+        return self.writes.run(stage, config)
 
     # -- views -----------------------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:
@@ -582,7 +422,6 @@ class Catalog:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.unlink(missing_ok=True)
         try:
-            self._migrate_old_runs()
             built = _CLI_FILES.get(digest)
             if built is not None:
                 tmp.write_bytes(built)
@@ -604,41 +443,6 @@ class Catalog:
             tmp.unlink(missing_ok=True)
             print(f"note: could not update {self.path.name} for the DuckDB CLI ({duckdb_error_line(exc)}); "
                   "axw reads the warehouse directly", file=sys.stderr)
-
-    def _migrate_old_runs(self) -> None:
-        """Copy the ``runs`` table of a catalog.duckdb written before the ledger moved to Parquet into run_events."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        try:
-            old = duckdb.connect(str(self.path), read_only=True)
-        except duckdb.Error:
-            return
-        try:
-            if not old.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'runs'").fetchall()[0][0]:
-                return
-            rows = old.execute("SELECT run_id, stage, config, config_hash, code_version, started_at, finished_at,"
-                               " status, rows_written, message FROM runs").fetchall()
-        finally:
-            old.close()
-        known = {r[0] for r in self.con.execute(f"SELECT DISTINCT run_id FROM {run_ledger.TABLE}").fetchall()}
-        events = []
-        for run_id, stage, cfg, chash, code, start, end, status, rows, msg in rows:
-            if run_id in known:
-                continue
-            base = {"run_id": run_id, "stage": stage, "config": cfg, "config_hash": chash, "code_version": code,
-                    "pid": None, "host": None, "proc_start": None, "message": None, "rows_written": None,
-                    "status": None}
-            events.append({**base, "event": "start", "event_at": start})
-            if status != "running":
-                events.append({**base, "event": "finish", "event_at": end or start, "status": status,
-                               "rows_written": rows, "message": msg})
-            else:  # the old ledger's runs left 'running' by a killed process
-                events.append({**base, "event": "finish", "event_at": start, "status": "interrupted",
-                               "rows_written": rows, "message": "left running in the old ledger"})
-        if events:
-            atomic_write_parquet(pa.Table.from_pylist(events, schema=run_ledger.RUN_EVENTS),
-                                 self.table_dir(run_ledger.TABLE) / "part-migrated-runs.parquet")
-            self._register_table_view(run_ledger.TABLE)
 
     # -- runs whose process is gone ----------------------------------------------------------------------------
     def _settle_unfinished_runs(self) -> None:
@@ -720,84 +524,3 @@ class Catalog:
             return self._retry(lambda: self.con.sql(statement))
         except duckdb.Error as exc:
             raise AxwError(f"SQL error: {duckdb_error_line(exc)}") from None
-
-    # -- writing ---------------------------------------------------------------------------------------------
-    def _conform(self, table: str, data: pa.Table, run: Run) -> pa.Table:
-        return conform_table(table, data, run.run_id, run.config_hash)
-
-    def _writable(self) -> None:
-        if self.read_only:
-            raise AxwError("catalog is open read-only")
-
-    def append(self, table: str, data: pa.Table, run: Run) -> int:
-        """Append rows (split by partition values) as new Parquet files, each written atomically."""
-        self._writable()
-        if data.num_rows == 0:
-            return 0
-        data = self._conform(table, data, run)
-        with self.commit_lock():
-            for folder_parts, sub in partition_groups(table, data):
-                folder = self.table_dir(table).joinpath(*folder_parts)
-                self._seq += 1
-                atomic_write_parquet(sub, folder / data_file_name(table, f"part-{run.run_id}-{self._seq:05d}"))
-        self.mark_written(table)
-        return data.num_rows
-
-    def delete_where(self, table: str, where: str, params: Sequence[Any] | None = None) -> int:
-        """Remove rows matching ``where`` by rewriting (atomically) only the files that contain them."""
-        import pyarrow.parquet as pq
-        self._writable()
-        removed = 0
-        with self.commit_lock():
-            for path in self.table_files(table):
-                src = _sql_str(str(path))
-                hits = self.con.execute(f"SELECT count(*) FROM read_parquet({src}, hive_partitioning = false) "
-                                        f"WHERE {where}", params or []).fetchall()[0][0]
-                if not hits:
-                    continue
-                keep = self.arrow(f"SELECT * FROM read_parquet({src}, hive_partitioning = false) WHERE NOT ({where})",
-                                  params)
-                if keep.num_rows:
-                    atomic_write_parquet(keep.cast(pq.read_schema(path)), path)
-                else:
-                    path.unlink()
-                removed += int(hits)
-        self.mark_written(table)
-        return removed
-
-    # -- runs ------------------------------------------------------------------------------------------------
-    def _event(self, table: pa.Table, run_id: str, kind: str) -> None:
-        with self.commit_lock():
-            atomic_write_parquet(table, self.table_dir(run_ledger.TABLE) / f"part-{run_id}-{kind}.parquet")
-        self.mark_written(run_ledger.TABLE)
-
-    @contextmanager
-    def run(self, stage: str, config: dict[str, Any]) -> Iterator[Run]:
-        """Record a stage execution in ``runs`` (start and finish events); status becomes ok, failed or interrupted
-        (also when the process is killed: see run_ledger)."""
-        self._writable()
-        run = Run(self, new_run_id(), stage, config, config_hash(config))
-        cfg_json = canonical_json(config)
-        self._event(run_ledger.event("start", run.run_id, stage, cfg_json, run.config_hash, code_version()),
-                    run.run_id, "start")
-        status, message = "ok", None
-        try:
-            yield run
-        except KeyboardInterrupt:
-            status, message = "interrupted", "KeyboardInterrupt"
-            raise
-        except AxwError as exc:
-            status, message = "failed", str(exc)
-            raise
-        except Exception as exc:
-            status, message = "failed", "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            raise
-        finally:
-            self._event(run_ledger.event("finish", run.run_id, stage, cfg_json, run.config_hash, code_version(),
-                                         status, run.rows_written, message), run.run_id, "finish")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
