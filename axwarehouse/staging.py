@@ -38,6 +38,7 @@ from axwarehouse.catalog import (Catalog, Run, _fsync_dir, atomic_write_parquet,
                                   partition_groups)
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
+from axwarehouse.table_views import WarehouseReader
 
 STAGING = "_staging"
 FAULT_ENV = "AXW_FAULT_KILL_SHARD"  # tests only: "<shard>[:<marker file>]" kills that shard's worker mid-shard
@@ -90,30 +91,35 @@ class StagedRun:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-class WorkerCatalog(Catalog):
-    """The read side of a :class:`Catalog` over the same warehouse, without opening ``catalog.duckdb``; writes are
-    staged into ``folder`` (see the module docstring). Deleting is the driver's job: a worker cannot."""
+class WorkerCatalog(WarehouseReader):
+    """The read side of a catalog over the same warehouse (a :class:`WarehouseReader`), without opening
+    ``catalog.duckdb`` or taking the writer lock; writes are staged into ``folder`` (see the module docstring).
+    Deleting is the driver's job: a worker cannot."""
+
+    read_only = False
 
     def __init__(self, warehouse: Path, folder: Path, run_id: str, shard: int, fault: str | None = None):
-        self.warehouse = Path(warehouse)
+        super().__init__(Path(warehouse))
         self.path = self.warehouse.parent / "(worker)"
-        self.read_only = False
-        self._seq = 0
-        self._bodies, self.damaged, self._lock = {}, {}, None  # Catalog's view state; a worker holds no writer lock
-        self._connect()
         self.folder, self.run_id, self.shard, self.fault = Path(folder), run_id, shard, fault
         self.refresh_views()
 
     @contextmanager
-    def run(self, stage: str, config: dict[str, Any]) -> Iterator[StagedRun]:  # type: ignore[override]
+    def run(self, stage: str, config: dict[str, Any]) -> Iterator[StagedRun]:
         yield StagedRun(self.folder, self.run_id, stage, config, config_hash(config), self.shard, self.fault)
 
-    def append(self, table: str, data: pa.Table, run: Run) -> int:  # type: ignore[override]
+    def append(self, table: str, data: pa.Table, run: Run) -> int:
         raise AxwError("internal: a distributed worker writes through run.write (staged), not Catalog.append")
 
-    def delete_where(self, table: str, where: str, params=None) -> int:  # type: ignore[override]
+    def delete_where(self, table: str, where: str, params=None) -> int:
         raise AxwError("this step deletes rows, which only a single process may do: run it without --workers / "
                        "--ray-address")
+
+    def __enter__(self) -> WorkerCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def shard_folder(warehouse: Path, stage: str, run_id: str, shard: int) -> Path:
