@@ -120,6 +120,26 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
 
 SCHEMA_FILE = "_schema.parquet"
 QUARANTINE = "_quarantine"
+STAGING = "_staging"  # staged shards and their commits (axwarehouse/staging.py)
+COMMITTING = ".commit"  # a staged unit whose files are moving into the tables: hidden until it is retired
+
+
+def hidden_prefixes(warehouse: Path) -> tuple[str, ...]:
+    """File-name prefixes (``part-<unit>-``) of the commits in progress — or left by a dead writer — whose files
+    readers leave out, so that a commit's rows appear in every table at once (see axwarehouse/staging.py)."""
+    root = Path(warehouse) / STAGING
+    try:
+        stages = [e.path for e in os.scandir(root) if e.is_dir()]
+    except OSError:
+        return ()
+    found = []
+    for stage in stages:
+        try:
+            found += [f"part-{e.name.removesuffix(COMMITTING)}-" for e in os.scandir(stage)
+                      if e.name.endswith(COMMITTING)]
+        except OSError:
+            continue
+    return tuple(sorted(found))
 # suffixes of files that are data, not a catalog: `--catalog x.parquet` is a mistake, not a new catalog
 _DATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".json", ".jsonl", ".txt", ".arrow", ".feather", ".sql", ".wal"}
 _FILE_IN_ERROR = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
@@ -367,6 +387,7 @@ class Catalog:
                 self._lock = WriterLock(self.warehouse, wait=wait)
                 self._lock.acquire()
                 self._ensure_schema_files()
+                self._settle_staging()
             self._connect(private=sandbox)
             self.refresh_views()
             self._settle_unfinished_runs()
@@ -382,6 +403,7 @@ class Catalog:
     # tables written since their view was last bound: re-bound on the next use of the connection, not per write
     _stale: frozenset[str] | set[str] = frozenset()
     _private_db: duckdb.DuckDBPyConnection | None = None  # the sandbox's own database (see views_database)
+    _hidden: tuple[str, ...] = ()  # file-name prefixes of commits in progress, left out of views (hidden_prefixes)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -392,6 +414,7 @@ class Catalog:
         """
         if self._stale and self._con is not None:
             stale, self._stale = self._stale, frozenset()
+            self._hidden = hidden_prefixes(self.warehouse)
             for table in sorted(stale):
                 self._register_table_view(table)
         return self._con
@@ -435,6 +458,13 @@ class Catalog:
             raise AxwError("catalog is open read-only")
         with WriterLock(self.warehouse):
             yield
+
+    def _settle_staging(self) -> None:
+        """Finish or undo what a dead writer left in ``_staging`` before any stage computes what is missing (so a
+        re-run, on one process or on Ray, neither recomputes a committed shard nor later sees it twice)."""
+        if (self.warehouse / STAGING).is_dir():
+            from axwarehouse.staging import settle_staging  # pyarrow.parquet and the staging code: writers only
+            settle_staging(self)
 
     # -- views -----------------------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:
@@ -505,20 +535,35 @@ class Catalog:
         return (f"SELECT {cols} FROM read_parquet([{_sql_str(str(schema_file))}, {glob}], union_by_name = false, "
                 "hive_partitioning = false)")
 
+    def _visible_files(self, table: str) -> list[Path] | None:
+        """The table's files (its schema file first) less those of commits in progress, or None when none is
+        hidden (the view then reads the folder's glob)."""
+        if not self._hidden:
+            return None
+        files = self.table_files(table)
+        keep = [p for p in files if not p.name.startswith(self._hidden)]
+        if len(keep) == len(files):
+            return None
+        schema_file = self.table_dir(table) / SCHEMA_FILE
+        return ([schema_file] if schema_file.exists() else []) + keep
+
     def _register_table_view(self, table: str) -> None:
         schema = _table_schemas()[table]
         root = self.table_dir(table)
-        fast = self._one_footer_select(table)
+        visible = self._visible_files(table)
+        fast = self._one_footer_select(table) if visible is None else None
         if fast is not None:
             body = fast
-        elif not (root / SCHEMA_FILE).exists() and not self.table_files(table):
+        elif (not (root / SCHEMA_FILE).exists() and not self.table_files(table)) or visible == []:
             body = empty_select(table)
         else:
-            glob = _sql_str(str(root / "**" / "*.parquet"))
-            source = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
+            files = (_sql_str(str(root / "**" / "*.parquet")) if visible is None
+                     else f"[{', '.join(_sql_str(str(p)) for p in visible)}]")
+            source = f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+            names = ", ".join(f'"{f.name}"' for f in schema)
             try:
                 try:
-                    body = self._select(table, str(root))
+                    body = f"SELECT {names} FROM {source}"
                     self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {body}')
                     self._bodies[table] = body
                     return
@@ -542,6 +587,8 @@ class Catalog:
         schema = _table_schemas()[table]
         good = []
         for path in self.table_files(table) + [self.table_dir(table) / SCHEMA_FILE]:
+            if path.name.startswith(self._hidden):
+                continue
             try:
                 self.con.execute(f"SELECT 1 FROM read_parquet({_sql_str(str(path))}) LIMIT 0")
                 good.append(_sql_str(str(path)))
@@ -564,6 +611,7 @@ class Catalog:
     def refresh_views(self) -> None:
         """Register every table's view (a temporary view of this connection; the ``sql/`` views read them by name)."""
         self._stale = frozenset()
+        self._hidden = hidden_prefixes(self.warehouse)
         for table in _table_schemas():
             self._register_table_view(table)
 
