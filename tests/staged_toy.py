@@ -46,14 +46,13 @@ def run_toy(cat: Catalog, cfg: ToyConfig) -> str:
                 "split": ["latent_eval"] * len(rows), "example_id": [e for _, e in rows],
                 "score": [_score(m, c, e) for m, e in rows], "max_position": pa.array([e for _, e in rows], pa.int32()),
                 "max_token": ["tok"] * len(rows),
-                "token_scores": pa.array([[_score(m, c, e)] * 2 for m, e in rows], pa.list_(pa.float32())),
-                "config_hash": [None] * len(rows)}))
+                "token_scores": pa.array([[_score(m, c, e)] * 2 for m, e in rows], pa.list_(pa.float32()))}))
             run.write("method_artifacts", pa.table({
                 "method": list(METHODS), "model": ["toy"] * 2, "layer": pa.array([1, 1], pa.int32()),
                 "concept_set": [CONCEPT_SET] * 2, "concept_id": [c] * 2,
                 "direction": pa.array([[_score(m, c, 0), 1.0 / 3] for m in METHODS], pa.list_(pa.float32())),
                 "bias": [_score(m, c, 1) for m in METHODS], "max_train_activation": [1.5, 2.5],
-                "weights_path": [None, None], "extra": ["{}", "{}"], "config_hash": [None, None]}))
+                "weights_path": [None, None], "extra": ["{}", "{}"]}))
     return f"toy: {len(todo)} concepts"
 
 
