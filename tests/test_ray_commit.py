@@ -59,6 +59,8 @@ def cluster():
     """One local Ray cluster for the module, shaped like a 4-core box with 4 GPUs; its workers import tests/."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        if ray.is_initialized():  # a cluster an in-process `axw --workers` of another test file left running
+            ray.shutdown()
         ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
             yield
