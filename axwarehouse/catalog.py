@@ -140,6 +140,8 @@ def hidden_prefixes(warehouse: Path) -> tuple[str, ...]:
         except OSError:
             continue
     return tuple(sorted(found))
+
+
 # suffixes of files that are data, not a catalog: `--catalog x.parquet` is a mistake, not a new catalog
 _DATA_SUFFIXES = {".parquet", ".csv", ".tsv", ".json", ".jsonl", ".txt", ".arrow", ".feather", ".sql", ".wal"}
 _FILE_IN_ERROR = re.compile(r"""['"]([^'"]+\.parquet)['"]""")

@@ -223,3 +223,24 @@ def test_local_cluster_resources_bound_cpus_and_gpus():
         local_cluster_resources(5, gpu=True, gpus_present=4)
     with pytest.raises(AxwError, match="none is visible"):
         local_cluster_resources(1, gpu=True, gpus_present=0)
+
+
+def test_activation_reader_leaves_out_a_pending_commit(tmp_path):
+    """The activation reader opens partition folders itself: a file of a unit whose commit has begun (its
+    ``.commit`` folder exists) is not listed until the unit is retired."""
+    import pyarrow as pa
+
+    from axwarehouse.activation_store import ActivationReader, partition_dir
+    from axwarehouse.catalog import atomic_write_parquet
+
+    warehouse = tmp_path / "warehouse"
+    folder = partition_dir(warehouse, "m", 1, "s", "train", 5)
+    atomic_write_parquet(pa.table({"x": [1]}), folder / "part-run1-00001.parquet")  # a single-process file
+    atomic_write_parquet(pa.table({"x": [2]}), folder / "part-run2-s00000-00001.parquet")  # moved by a commit
+    pending = warehouse / STAGING / "activations" / "run2-s00000.commit"
+    pending.mkdir(parents=True)
+    assert [p.name for p in ActivationReader(warehouse, "m", 1, "s", "train").concept_files(5)] == [
+        "part-run1-00001.parquet"]
+    pending.rename(pending.with_name("run2-s00000.done"))
+    assert [p.name for p in ActivationReader(warehouse, "m", 1, "s", "train").concept_files(5)] == [
+        "part-run1-00001.parquet", "part-run2-s00000-00001.parquet"]
