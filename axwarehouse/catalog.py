@@ -41,7 +41,7 @@ from axwarehouse import schemas
 from axwarehouse.errors import AxwError
 from axwarehouse import run_ledger
 from axwarehouse.lineage import canonical_json, code_version, config_hash, new_run_id
-from axwarehouse.writer_lock import WriterLock, is_held
+from axwarehouse.writer_lock import WriterLock, held_here, is_held
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 DEFAULT_CATALOG = "catalog.duckdb"
@@ -386,10 +386,12 @@ class Catalog:
                     self.warehouse.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise AxwError(f"cannot create warehouse folder {self.warehouse} ({exc.strerror})") from None
+                first_writer = not held_here(self.warehouse)  # not a second writer catalog of this process
                 self._lock = WriterLock(self.warehouse, wait=wait)
                 self._lock.acquire()
                 self._ensure_schema_files()
-                self._settle_staging()
+                if first_writer:  # (a second one must not touch the staging of a Ray run this process drives)
+                    self._settle_staging()
             self._connect(private=sandbox)
             self.refresh_views()
             self._settle_unfinished_runs()

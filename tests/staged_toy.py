@@ -70,7 +70,9 @@ def record_placement(cat: Catalog, cfg: PlacementConfig) -> str:
     start = time.time()
     time.sleep(cfg.seconds)
     record = {"start": start, "end": time.time(), "pid": os.getpid(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "concepts": list(cfg.concepts)}
+              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "concepts": list(cfg.concepts),
+              "resources": {k: v for k, v in ray.get_runtime_context().get_assigned_resources().items()
+                            if k in ("CPU", "GPU")}}
     name = "-".join(str(c) for c in cfg.concepts)
     with open(os.path.join(cfg.record_dir, f"{name}.json"), "w") as fh:
         json.dump(record, fh)

@@ -190,7 +190,8 @@ def _max_alive(records: list[dict]) -> int:
 
 def test_workers_bound_tasks_and_each_holds_its_own_gpu(cluster, tmp_path):
     """8 shards, `--workers 2`, on a cluster with 4 (declared) GPUs and 4 CPUs: at most 2 tasks alive at once,
-    each with exactly one GPU, concurrent tasks on different GPUs, CUDA_VISIBLE_DEVICES set to the task's GPU."""
+    each holding one CPU and exactly one GPU, concurrent tasks on different GPUs, CUDA_VISIBLE_DEVICES set to the
+    task's GPU."""
     from axwarehouse.distributed import RayOptions, run_sharded
 
     records_dir = tmp_path / "records"
@@ -205,6 +206,7 @@ def test_workers_bound_tasks_and_each_holds_its_own_gpu(cluster, tmp_path):
     assert _max_alive(records) <= 2
     for r in records:
         assert len(r["gpu_ids"]) == 1 and r["cuda_visible_devices"] == r["gpu_ids"][0], r
+        assert r["resources"] == {"CPU": 1.0, "GPU": 1.0}, r  # the CPU that drives the GPU is declared too
     for i, a in enumerate(records):
         for b in records[i + 1:]:
             if a["start"] < b["end"] and b["start"] < a["end"]:  # ran at the same time
