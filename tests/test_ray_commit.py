@@ -160,12 +160,15 @@ def test_driver_killed_while_committing(kill_at, before, clean, cluster, tmp_pat
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
     staged = list((catalog.parent / "warehouse" / STAGING / "toy").iterdir())
-    assert len(staged) == 1  # the commit the kill interrupted
+    assert len(staged) == 1  # the commit the kill interrupted, at the step asked for:
+    retired = kill_at == FILES_PER_SHARD + 1
+    assert staged[0].suffix == (".done" if retired else ".commit"), staged
+    assert len(list(staged[0].rglob("*.parquet"))) == (0 if retired else FILES_PER_SHARD - kill_at)
 
     # what a reader sees: none of the shard's rows, or all of them (only once the shard was retired)
     seen = _shard_rows_visible(catalog)
     full = (len(staged_toy.METHODS) * staged_toy.EXAMPLES, len(staged_toy.METHODS))
-    assert seen == (full if kill_at == FILES_PER_SHARD + 1 else (0, 0)), seen
+    assert seen == (full if retired else (0, 0)), seen
     assert _duplicate_keys(catalog) == 0
 
     single = _copy(catalog, tmp_path / "single")
