@@ -261,3 +261,54 @@ def test_activation_reader_leaves_out_a_pending_commit(tmp_path):
     pending.rename(pending.with_name("run2-s00000.done"))
     assert [p.name for p in ActivationReader(warehouse, "m", 1, "s", "train").concept_files(5)] == [
         "part-run1-00001.parquet", "part-run2-s00000-00001.parquet"]
+
+
+# -- the single-process path -------------------------------------------------------------------------------------
+ACT_KEYS = "SELECT split, example_id, position, concept_id, token FROM activations ORDER BY split, example_id, position"
+
+
+def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, tiny_model_dir, monkeypatch):
+    """One single-process write spans several partitions (one folder per owner concept) and lands file by file: a
+    kill between two of its files leaves whole examples visible, and the re-run computes exactly the others (what
+    is missing is per example, and an example's rows sit in one file), so the table equals a clean run's."""
+    from axwarehouse import catalog as catalog_mod
+    from conftest import write_release
+    from stages.activations import ActivationsConfig, run_activations
+
+    release = write_release(tmp_path / "release")
+    # one write for every example concept 0 owns: a partition file per split
+    cfg = ActivationsConfig("s3", str(tiny_model_dir), 2, file_tokens=10**9, concepts=(0,))
+    paths = {}
+    for name in ("clean", "killed"):
+        paths[name] = _new_catalog(tmp_path / name)
+        with Catalog(paths[name]) as cat:
+            from stages.import_axbench import import_axbench
+            import_axbench(cat, release, "s3")
+    with Catalog(paths["clean"]) as cat:
+        run_activations(cat, cfg)
+
+    real_write = catalog_mod.atomic_write_parquet
+    written = {"activations": 0}
+
+    def dying_write(table, path):
+        if "activations" in path.parts and path.name != catalog_mod.SCHEMA_FILE:
+            if written["activations"] == 1:
+                raise KeyboardInterrupt  # the second partition file never lands, as if the process was killed
+            written["activations"] += 1
+        return real_write(table, path)
+
+    monkeypatch.setattr(catalog_mod, "atomic_write_parquet", dying_write)
+    with Catalog(paths["killed"]) as cat, pytest.raises(KeyboardInterrupt):
+        run_activations(cat, cfg)
+    monkeypatch.setattr(catalog_mod, "atomic_write_parquet", real_write)
+    partial, clean_rows = _act_keys(paths["killed"]), _act_keys(paths["clean"])
+    assert 0 < len(partial) < len(clean_rows)
+    with Catalog(paths["killed"]) as cat:
+        resumed = run_activations(cat, cfg)
+    assert resumed.already > 0 and resumed.examples > 0
+    assert _act_keys(paths["killed"]) == clean_rows
+
+
+def _act_keys(catalog: Path) -> list[tuple]:
+    with Catalog(catalog, read_only=True) as cat:
+        return cat.sql(ACT_KEYS).fetchall()
