@@ -6,6 +6,9 @@ last move, after retiring the shard. At each kill point no reader sees a part of
 single-process re-run and a Ray re-run (and a Ray run after the single-process one) leave the tables equal to a
 clean run's, with no duplicate key.
 
+Single process: a write that spans several partitions lands file by file; a kill between its files loses no row
+and repeats none on the re-run.
+
 Placement: on a local cluster that declares 4 GPUs (Ray accepts declared resources on a CPU box), `--workers 2
 --device cuda` never has more than 2 tasks alive, and concurrent tasks hold distinct GPUs, each its own
 CUDA_VISIBLE_DEVICES.
@@ -274,6 +277,7 @@ def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, t
     from axwarehouse import catalog as catalog_mod
     from conftest import write_release
     from stages.activations import ActivationsConfig, run_activations
+    from stages.import_axbench import import_axbench
 
     release = write_release(tmp_path / "release")
     # one write for every example concept 0 owns: a partition file per split
@@ -282,7 +286,6 @@ def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, t
     for name in ("clean", "killed"):
         paths[name] = _new_catalog(tmp_path / name)
         with Catalog(paths[name]) as cat:
-            from stages.import_axbench import import_axbench
             import_axbench(cat, release, "s3")
     with Catalog(paths["clean"]) as cat:
         run_activations(cat, cfg)
