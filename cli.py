@@ -235,8 +235,9 @@ def sql_cmd(
                                                               help="Also let the query read files in this folder "
                                                                    "(repeatable), e.g. for a join with a CSV.")] = None,
 ) -> None:
-    """Run one read-only SELECT on the catalog (tables and views). Nothing is written, and nothing outside the
-    warehouse (and --allow-files folders) is read: DuckDB's external access is locked down."""
+    """Run one read-only SELECT (or a plain EXPLAIN of one) on the catalog's tables and views. Anything that could
+    write is refused as DuckDB's parser reads it (EXPLAIN ANALYZE included), and nothing outside the warehouse (and
+    --allow-files folders) is read: DuckDB's external access is locked down."""
     with _catalog(ctx, read_only=True, sandbox=True, allow_files=allow_files or ()) as cat:
         rel = cat.user_query(query)
         if rel is None:
@@ -614,8 +615,8 @@ def export_cmd(
     """Write a view or table to a Parquet or CSV file."""
     from stages.export import export_view, export_target
 
-    path, tmp = export_target(view, fmt.value, out, force)
-    with _catalog(ctx, read_only=True, sandbox=True, allow_write=[tmp]) as cat:
+    path, _ = export_target(view, fmt.value, out, force)
+    with _catalog(ctx, read_only=True, sandbox=True) as cat:
         path, n = export_view(cat, view, fmt.value, path, where, force)
     typer.echo(f"exported {n} rows of {view} to {path}")
 

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from axwarehouse import schemas
 from axwarehouse.errors import AxwError
-from axwarehouse import run_ledger
+from axwarehouse import run_ledger, sql_sandbox
 from axwarehouse.lineage import canonical_json, code_version, config_hash, new_run_id
 from axwarehouse.writer_lock import WriterLock, held_here, is_held
 
@@ -351,8 +351,8 @@ class Catalog:
 
     ``read_only=False`` takes the warehouse's writer lock until :meth:`close` (waiting at most ``wait`` seconds,
     None = no limit, for another writer). ``sandbox=True`` locks the connection down for user SQL: no file or
-    database access outside the warehouse (plus ``allow_files`` folders, read-only, and ``allow_write`` files),
-    no extension install, configuration locked; see :meth:`user_query`.
+    database access outside the warehouse (plus ``allow_files`` folders), no extension install, configuration
+    locked; see :mod:`axwarehouse.sql_sandbox` and :meth:`user_query`.
 
     ``con`` is a cursor on the process's views database (:func:`views_database`): the table views are its own
     temporary views and go with :meth:`close`; an object created on it without ``TEMP`` lands in that shared
@@ -360,8 +360,7 @@ class Catalog:
     """
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False, create: bool = True,
-                 wait: float | None = None, sandbox: bool = False, allow_files: Sequence[str | Path] = (),
-                 allow_write: Sequence[str | Path] = ()):
+                 wait: float | None = None, sandbox: bool = False, allow_files: Sequence[str | Path] = ()):
         self.path = Path(path) if path is not None else default_catalog_path()
         self.path = self.path.resolve()
         check_catalog_path(self.path)
@@ -398,7 +397,7 @@ class Catalog:
             if not read_only:
                 self._write_cli_catalog()
             if sandbox:
-                self._lock_down([self.warehouse, *allow_files], allow_write)
+                self._lock_down([self.warehouse, *allow_files])
         except BaseException:
             self.close()
             raise
@@ -765,41 +764,17 @@ class Catalog:
                                                         params or []).fetchall()[0][0]))
 
     # -- user SQL ----------------------------------------------------------------------------------------------
-    def _lock_down(self, read_dirs: Sequence[str | Path], write_paths: Sequence[str | Path]) -> None:
-        dirs = []
-        for d in read_dirs:
-            d = Path(d).resolve()
-            if not d.is_dir():
-                raise AxwError(f"--allow-files {d}: no such folder")
-            dirs.append(str(d).rstrip("/") + "/")
-        paths = [str(Path(p).resolve()) for p in write_paths]
-        con = self.con
-        con.execute(f"SET allowed_directories = [{', '.join(_sql_str(d) for d in dirs)}]")
-        if paths:
-            con.execute(f"SET allowed_paths = [{', '.join(_sql_str(p) for p in paths)}]")
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+    def _lock_down(self, read_dirs: Sequence[str | Path]) -> None:
+        sql_sandbox.lock_down(self.con, read_dirs)
         self._sandboxed = True
 
     def user_query(self, query: str) -> duckdb.DuckDBPyRelation:
-        """Run one read-only statement of user SQL (SELECT, or EXPLAIN of one): anything else — COPY, ATTACH,
-        EXPORT, INSTALL, SET, DDL, several statements — is refused by statement type, as DuckDB's parser reads it.
-        Combined with the sandbox (open with ``sandbox=True``) a query reads nothing outside the warehouse."""
+        """Run one read-only statement of user SQL (see :mod:`axwarehouse.sql_sandbox` for what passes: SELECT, or
+        a plain EXPLAIN of one, holding no write). Combined with the sandbox (open with ``sandbox=True``) a query
+        reads nothing outside the warehouse and the ``allow_files`` folders."""
+        statement = sql_sandbox.read_only_statement(self.con, query)
         try:
-            statements = self.con.extract_statements(query)
-        except duckdb.Error as exc:
-            raise AxwError(f"SQL error: {duckdb_error_line(exc)}") from None
-        if not statements:
-            raise AxwError("the query has no SQL statement (only a comment or whitespace?)")
-        if len(statements) > 1:
-            raise AxwError(f"give one SQL statement at a time (got {len(statements)})")
-        kind = statements[0].type
-        if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-            raise AxwError(f"the catalog is read-only here: {kind.name} statements are refused (SELECT only)")
-        try:
-            return self._retry(lambda: self.con.sql(query))
+            return self._retry(lambda: self.con.sql(statement))
         except duckdb.Error as exc:
             raise AxwError(f"SQL error: {duckdb_error_line(exc)}") from None
 

@@ -1,6 +1,8 @@
 """`axw doctor`: check every table file of the warehouse, move damaged ones aside, say what re-creates their rows.
 
-A file is damaged when Parquet cannot read its footer or any of its row groups (truncated, overwritten, unreadable).
+A file is damaged when Parquet cannot read its footer or any of its row groups (truncated, overwritten, unreadable),
+or when it reads but is not a file of its table: a column the table lacks or of another type, a key column (one
+``axwarehouse.schemas`` declares non-nullable) missing or NULL in some row.
 Damaged files move to ``warehouse/_quarantine/<time>/<table>/…`` (never deleted: the bytes may still be worth
 something); the tables then read without them, and the run that wrote each file (its id is in the file name) tells
 which command re-creates the rows. Temp files left by a killed write (``.*.tmp``) are moved aside the same way.
@@ -59,15 +61,63 @@ class DoctorResult:
         return "\n".join(lines)
 
 
-def check_file(path: Path) -> str | None:
-    """None when every row group of ``path`` reads; else the reason, one line."""
+# kinds of value a column can hold; a file's column reads as the table's when both are of one kind
+_KINDS = (pa.types.is_integer, pa.types.is_floating, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+          pa.types.is_binary, pa.types.is_boolean, pa.types.is_timestamp)
+_LISTS = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+
+
+def _kind(t: pa.DataType) -> str:
+    return next((str(i) for i, test in enumerate(_KINDS) if test(t)), str(t))
+
+
+def _same_type(found: pa.DataType, want: pa.DataType) -> bool:
+    """A file column of type ``found`` reads as the table's ``want``: the same kind of value (integers of any width,
+    floats of any width — older activations files hold float16 — text, …), lists of any kind (a fixed-size list is
+    how act_bf16 keeps its width) of such values."""
+    if any(f(found) for f in _LISTS) and any(f(want) for f in _LISTS):
+        return _same_type(found.value_type, want.value_type)
+    return _kind(found) == _kind(want)
+
+
+def _schema_problem(found: pa.Schema, want: pa.Schema) -> str | None:
+    """Why a file with columns ``found`` is not a file of the table ``want``; None when it is. A file may lack
+    columns that may be NULL (written before the table grew them: they read as NULL), never a key column
+    (non-nullable in ``axwarehouse.schemas``), and every column it has must be one of the table's, of its type."""
+    wanted = {f.name: f for f in want}
+    foreign = [name for name in found.names if name not in wanted]
+    if foreign:
+        return f"schema differs from the table's: columns {', '.join(foreign)} are not the table's"
+    wrong = [f"{f.name} is {f.type}, not {wanted[f.name].type}" for f in found
+             if not _same_type(f.type, wanted[f.name].type)]
+    if wrong:
+        return f"schema differs from the table's: {'; '.join(wrong)}"
+    missing = [f.name for f in want if not f.nullable and f.name not in found.names]
+    if missing:
+        return f"schema differs from the table's: key columns {', '.join(missing)} are missing"
+    return None
+
+
+def check_file(path: Path, schema: pa.Schema | None = None) -> str | None:
+    """None when every row group of ``path`` reads — and, given the table's ``schema``, holds the table's columns
+    with their types and no NULL in a key column; else the reason, one line."""
     try:
         pf = pq.ParquetFile(path)
+        problem = _schema_problem(pf.schema_arrow, schema) if schema is not None else None
+        if problem:
+            return problem
+        keys = [f.name for f in schema if not f.nullable] if schema is not None else []
+        nulls = dict.fromkeys(keys, 0)
         for i in range(pf.num_row_groups):
-            pf.read_row_group(i)
+            group = pf.read_row_group(i)
+            for name in keys:
+                nulls[name] += group.column(name).null_count
     except (OSError, pa.ArrowException, ValueError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return text[:200]
+    null_keys = [f"{name} ({n} rows)" for name, n in nulls.items() if n]
+    if null_keys:
+        return f"NULL in key columns: {', '.join(null_keys)}"
     return None
 
 
@@ -119,7 +169,7 @@ def run_doctor(cat: Catalog) -> DoctorResult:
                 res.rewritten_schema_files.append(str(schema_file))
             for path in cat.table_files(table):
                 res.checked += 1
-                why = check_file(path)
+                why = check_file(path, run_ledger.RUN_EVENTS if table == run_ledger.TABLE else schemas.TABLES[table])
                 if why is None:
                     continue
                 command = _command_for(cat, table, path)

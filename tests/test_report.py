@@ -95,7 +95,9 @@ def test_leaderboard_page_matches_views(built):
         assert per[r["method"]].min() - 1e-12 <= r["ci_low"] <= r["mean"] <= r["ci_high"] <= per[r["method"]].max() + 1e-12
     text = (out / "leaderboard.html").read_text()
     for m, a in view.items():
-        assert f'<td class="num">{a:.3f}</td>' in text
+        # the page's mean and this one come from two runs of DuckDB's parallel avg, which may differ in the last
+        # bit: either rounding of a value within 1e-12 of the view's is the view's number
+        assert any(f'<td class="num">{a + d:.3f}</td>' in text for d in (-1e-12, 0.0, 1e-12)), (m, a)
     csv = pl.read_csv(out / "data" / "latent_leaderboard.csv")
     assert dict(zip(csv["method"], csv["mean"])) == pytest.approx(view)
 
