@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -36,7 +37,7 @@ def _old_cli() -> Path:
 
 
 def _old_query(exe: Path, catalog: str, sql: str, cwd: Path, search_path: Path | None = None) -> list[dict]:
-    args = [str(exe), "-readonly", "-json"]
+    args = [str(exe), "-init", os.devnull, "-readonly", "-json"]  # no ~/.duckdbrc: the output is the query's alone
     if search_path is not None:
         args += ["-cmd", f"SET file_search_path = '{search_path}'"]
     res = subprocess.run([*args, catalog, "-c", sql], capture_output=True, text=True, cwd=cwd, timeout=120)
