@@ -323,9 +323,9 @@ def views_database(private: bool = False) -> duckdb.DuckDBPyConnection:
 # (~0.1 s of binding every view into a file saved per new catalog; a few hundred KiB each)
 _CLI_FILES: dict[str, bytes] = {}
 
-# catalog.duckdb holds view definitions only, so it is written in the oldest storage format DuckDB still writes
-# (storage version 64, read by every client from v0.10 on; DuckDB's default is its newest format, which no 1.x
-# client opens). "v1.0.0" names that format: the first release whose files later releases promise to read.
+# catalog.duckdb holds view and macro definitions only, so it is written in the oldest storage format DuckDB 2.x
+# writes (storage version 64, which every DuckDB from 1.0 reads); DuckDB's default, its newest format, opens in no
+# 1.x client (the CLI, R and JDBC drivers users have). "v1.0.0" names that format: DuckDB's first stable one.
 CLI_STORAGE_VERSION = "v1.0.0"
 
 
