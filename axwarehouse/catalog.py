@@ -345,6 +345,11 @@ def views_database(private: bool = False) -> duckdb.DuckDBPyConnection:
 # (~0.1 s of binding every view into a file saved per new catalog; a few hundred KiB each)
 _CLI_FILES: dict[str, bytes] = {}
 
+# catalog.duckdb holds view and macro definitions only, so it is written in the oldest storage format DuckDB 2.x
+# writes (storage version 64, which every DuckDB from 1.0 reads); DuckDB's default, its newest format, opens in no
+# 1.x client (the CLI, R and JDBC drivers users have). "v1.0.0" names that format: DuckDB's first stable one.
+CLI_STORAGE_VERSION = "v1.0.0"
+
 
 class Catalog:
     """Open a catalog. Use as a context manager.
@@ -623,7 +628,8 @@ class Catalog:
         rel = os.path.relpath(self.warehouse, self.path.parent)
         parts = [self._view_sql(t, f"{rel}/{t}") + ";" for t in _table_schemas()]
         parts += [p.read_text() for p in sql_files()]
-        return "\n".join(parts)
+        # the format is part of the definitions: a file written in another format is rebuilt
+        return "\n".join([f"-- storage_compatibility_version {CLI_STORAGE_VERSION}", *parts])
 
     def _write_cli_catalog(self) -> None:
         """(Re)build ``catalog.duckdb`` when its view definitions changed: a temp file renamed over the old one, so a
@@ -644,7 +650,7 @@ class Catalog:
             if built is not None:
                 tmp.write_bytes(built)
             else:
-                con = duckdb.connect(str(tmp))
+                con = duckdb.connect(str(tmp), config={"storage_compatibility_version": CLI_STORAGE_VERSION})
                 try:
                     # relative globs resolve against the catalog's folder (the CLI resolves them against its cwd)
                     con.execute(f"SET file_search_path = {_sql_str(str(self.path.parent))}")
