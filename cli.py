@@ -41,7 +41,7 @@ DEFAULT_CONCEPT_SET = "concept10"
 ConceptSet = Annotated[str, typer.Option("--concept-set", "-c", help="Concept set name.")]
 Model = Annotated[str, typer.Option("--model", "-m", help="embedded:smollm2 | embedded:gemma3-270m | HF dir | .gguf | hub id (cached).")]
 Layer = Annotated[Optional[int], typer.Option("--layer", "-l", help="Decoder layer L (default: the model's default, ~40% depth).")]
-Workers = Annotated[int, typer.Option("--workers", help="Run concept shards on a local Ray cluster with N workers (one per GPU with --device cuda); needs axwarehouse[ray].")]
+Workers = Annotated[int, typer.Option("--workers", help="Run concept shards on a local Ray cluster, at most N at once (with --device cuda each on a GPU of its own: N GPUs needed); needs axwarehouse[ray].")]
 RayAddress = Annotated[Optional[str], typer.Option("--ray-address", help="Run concept shards on an existing Ray cluster (e.g. auto or ray://head:10001); the warehouse must be on a filesystem every node mounts at the same path.")]
 RayRetries = Annotated[int, typer.Option("--ray-retries", min=0, help="Times Ray re-runs a shard whose worker process died (0: report it at once).")]
 Dtype = Annotated[str, typer.Option("--dtype", help="Model dtype: float32, bfloat16, or auto (bfloat16 where the device has it natively).")]

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from axwarehouse.catalog import partition_slug
+from axwarehouse.catalog import hidden_prefixes, partition_slug
 from axwarehouse.errors import AxwError
 
 STORE_DTYPES = ("bfloat16", "float32")
@@ -158,6 +158,10 @@ class ActivationReader:
         self.concept_set, self.split, self.with_tokens = concept_set, split, with_tokens
         self.files_read = 0
         self.rows_read = 0
+        self._hidden = hidden_prefixes(self.warehouse)  # files of a commit in progress: not there yet
+
+    def _listed(self, files: Iterable[Path]) -> list[Path]:
+        return sorted(p for p in files if not p.name.startswith(self._hidden))
 
     def _columns(self, path: Path) -> list[str]:
         names = set(pq.read_schema(path).names)
@@ -180,7 +184,7 @@ class ActivationReader:
 
     def concept_files(self, concept_id: int) -> list[Path]:
         folder = partition_dir(self.warehouse, self.model, self.layer, self.concept_set, self.split, concept_id)
-        return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        return self._listed(folder.glob("*.parquet")) if folder.is_dir() else []
 
     def may_hold(self, concept_id: int) -> bool:
         """Whether any file may hold rows of ``concept_id``: its folder has files."""
@@ -195,7 +199,7 @@ class ActivationReader:
         if concept_ids is None:
             base = (layer_dir(self.warehouse, self.model, self.layer)
                     / f"concept_set={partition_slug(self.concept_set)}" / f"split={partition_slug(self.split)}")
-            files = sorted(base.rglob("*.parquet")) if base.is_dir() else []
+            files = self._listed(base.rglob("*.parquet")) if base.is_dir() else []
         else:
             files = [f for c in concept_ids for f in self.concept_files(c)]
         return self._assemble(self._read_files(files, ex))

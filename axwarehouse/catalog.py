@@ -39,10 +39,10 @@ from axwarehouse.lineage import new_run_id
 from axwarehouse.table_views import SQL_DIR, WarehouseReader, run_sql_files, sql_files, views_database  # noqa: F401
 from axwarehouse.table_writes import Run, TableWrites
 from axwarehouse.warehouse_files import (  # noqa: F401  (re-exported: the names every writer of files uses)
-    ONE_FOOTER_TABLES, QUARANTINE, SCHEMA_FILE, TRANSIENT, atomic_write_parquet, atomic_write_text, columns_tag,
+    COMMITTING, ONE_FOOTER_TABLES, QUARANTINE, SCHEMA_FILE, STAGING, TRANSIENT, atomic_write_parquet, atomic_write_text, columns_tag,
     conform_table, corrupt_file_message, data_file_name, duckdb_error_line, duckdb_type, empty_select, fsync_dir,
-    partition_groups, partition_slug, sql_str, table_schemas)
-from axwarehouse.writer_lock import WriterLock, is_held
+    hidden_prefixes, partition_groups, partition_slug, sql_str, table_schemas)
+from axwarehouse.writer_lock import WriterLock, held_here, is_held
 
 _sql_str, _fsync_dir, _table_schemas, _TRANSIENT = sql_str, fsync_dir, table_schemas, TRANSIENT
 
@@ -85,6 +85,11 @@ def check_catalog_path(path: Path) -> None:
 # (~0.1 s of binding every view into a file saved per new catalog; a few hundred KiB each)
 _CLI_FILES: dict[str, bytes] = {}
 
+# catalog.duckdb holds view and macro definitions only, so it is written in the oldest storage format DuckDB 2.x
+# writes (storage version 64, which every DuckDB from 1.0 reads); DuckDB's default, its newest format, opens in no
+# 1.x client (the CLI, R and JDBC drivers users have). "v1.0.0" names that format: DuckDB's first stable one.
+CLI_STORAGE_VERSION = "v1.0.0"
+
 
 class Catalog(WarehouseReader):
     """Open a catalog. Use as a context manager.
@@ -123,9 +128,12 @@ class Catalog(WarehouseReader):
                     self.warehouse.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise AxwError(f"cannot create warehouse folder {self.warehouse} ({exc.strerror})") from None
+                first_writer = not held_here(self.warehouse)  # not a second writer catalog of this process
                 self._lock = WriterLock(self.warehouse, wait=wait)
                 self._lock.acquire()
                 self._ensure_schema_files()
+                if first_writer:  # (a second one must not touch the staging of a Ray run this process drives)
+                    self._settle_staging()
             super().__init__(self.warehouse, private=sandbox)
             self.refresh_views()
             self._settle_unfinished_runs()
@@ -153,6 +161,13 @@ class Catalog(WarehouseReader):
     def commit_lock(self) -> AbstractContextManager[None]:
         """Hold the writer lock while committing files (re-entrant: a writable catalog already holds it)."""
         return self.writes.commit_lock()
+
+    def _settle_staging(self) -> None:
+        """Finish or undo what a dead writer left in ``_staging`` before any stage computes what is missing (so a
+        re-run, on one process or on Ray, neither recomputes a committed shard nor later sees it twice)."""
+        if (self.warehouse / STAGING).is_dir():
+            from axwarehouse.staging import settle_staging  # pyarrow.parquet and the staging code: writers only
+            settle_staging(self)
 
     def append(self, table: str, data: pa.Table, run: Run) -> int:
         """Append rows (split by partition values) as new Parquet files, each written atomically."""
@@ -189,7 +204,8 @@ class Catalog(WarehouseReader):
         rel = os.path.relpath(self.warehouse, self.path.parent)
         parts = [self._view_sql(t, f"{rel}/{t}") + ";" for t in _table_schemas()]
         parts += [p.read_text() for p in sql_files()]
-        return "\n".join(parts)
+        # the format is part of the definitions: a file written in another format is rebuilt
+        return "\n".join([f"-- storage_compatibility_version {CLI_STORAGE_VERSION}", *parts])
 
     def _write_cli_catalog(self) -> None:
         """(Re)build ``catalog.duckdb`` when its view definitions changed: a temp file renamed over the old one, so a
@@ -209,7 +225,7 @@ class Catalog(WarehouseReader):
             if built is not None:
                 tmp.write_bytes(built)
             else:
-                con = duckdb.connect(str(tmp))
+                con = duckdb.connect(str(tmp), config={"storage_compatibility_version": CLI_STORAGE_VERSION})
                 try:
                     # relative globs resolve against the catalog's folder (the CLI resolves them against its cwd)
                     con.execute(f"SET file_search_path = {_sql_str(str(self.path.parent))}")

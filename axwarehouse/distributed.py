@@ -9,14 +9,19 @@ stages its part files (never opening ``catalog.duckdb``). The driver commits eac
 missing (every stage is incremental by key). Ray is imported only here, only when asked for (``pip install
 'axwarehouse[ray]'``).
 
-On GPUs each task asks Ray for one GPU (``num_gpus=1``) and runs on ``cuda`` — Ray's CUDA_VISIBLE_DEVICES makes that
-the GPU it was given; on CPU each task takes one CPU slot.
+Placement: every task declares one CPU (the Python loop that feeds the model), and on GPUs one GPU
+(``num_gpus=1``), running on ``cuda`` — Ray's CUDA_VISIBLE_DEVICES makes that the GPU it was given. ``--workers N``
+bounds the tasks alive at once to N twice over: a local cluster is started with exactly N CPUs (and N GPUs with
+``--device cuda``, 0 otherwise), and the driver never has more than N tasks submitted at a time — which also holds
+on a cluster joined with ``--ray-address``. A local cluster cannot have more workers than GPUs (one-line error); on
+a joined cluster tasks beyond its free GPUs wait for one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -25,7 +30,7 @@ from typing import Any
 
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from axwarehouse.staging import FAULT_ENV, commit_shard, complete_shard, new_shard_folder, recover, shard_folder
+from axwarehouse.staging import FAULT_ENV, commit_shard, complete_shard, new_shard_folder, shard_folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +59,30 @@ def shards_of(concepts: Sequence[int], slots: int) -> list[tuple[int, ...]]:
         return []
     size = max(1, math.ceil(len(concepts) / max(1, 4 * slots)))
     return [tuple(concepts[i: i + size]) for i in range(0, len(concepts), size)]
+
+
+def visible_gpus() -> int:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES applies); 0 without CUDA."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def local_cluster_resources(workers: int, gpu: bool, gpus_present: int) -> dict[str, int]:
+    """``ray.init`` resources of a local cluster for ``--workers N``: N CPU slots, and N GPUs with ``--device cuda``
+    (none otherwise, so Ray never hands out a GPU it found by itself). More workers than GPUs is an error."""
+    if workers < 1:
+        raise AxwError("--workers must be at least 1")
+    if gpu and workers > gpus_present:
+        raise AxwError(f"--workers {workers} asks for one GPU per worker but {gpus_present} GPU(s) are visible: "
+                       f"give --workers {gpus_present} or fewer" if gpus_present else
+                       f"--workers {workers} with --device cuda needs GPUs, and none is visible")
+    return {"num_cpus": workers, "num_gpus": workers if gpu else 0}
+
+
+def task_resources(gpu: bool) -> dict[str, int]:
+    """What one shard task declares: the CPU that drives it, and its own GPU on ``cuda``."""
+    return {"num_cpus": 1, "num_gpus": 1 if gpu else 0}
 
 
 def _run_shard(fn_path: str, cfg_type: str, cfg: dict[str, Any], warehouse: str, stage: str, run_id: str,
@@ -95,21 +124,31 @@ def run_sharded(cat: Catalog, stage: str, fn_path: str, cfg: Any, shards: list[t
             except Exception as exc:  # ConnectionError and Ray's own errors: one line, not a traceback
                 raise AxwError(f"cannot join the Ray cluster at {opts.address}: {str(exc).splitlines()[0]}") from exc
         else:
-            ray.init(num_cpus=opts.workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-    task = ray.remote(_run_shard).options(max_retries=opts.retries, num_gpus=1 if gpu else 0,
-                                           num_cpus=0 if gpu else 1)
+            resources = local_cluster_resources(opts.workers, gpu, visible_gpus() if gpu else 0)
+            ray.init(**resources, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if gpu and ray.cluster_resources().get("GPU", 0) < 1:
+        raise AxwError("--device cuda on Ray needs a GPU in the cluster, and it has none")
+    task = ray.remote(_run_shard).options(max_retries=opts.retries, **task_resources(gpu))
+    window = opts.workers or len(shards)  # tasks submitted at once: --workers N never has more than N alive
     summaries: list[str] = []
     failures: list[tuple[tuple[int, ...], str]] = []
-    with cat.run(stage, config) as run:
-        recover(cat, stage, run)
-        refs = {}
-        for k, shard in enumerate(shards):
-            shard_cfg = {**base, concepts_field: tuple(shard)}
-            refs[task.remote(fn_path, cfg_type, shard_cfg, str(cat.warehouse), stage, run.run_id, k, fault)] = k
-        pending = list(refs)
+    with cat.run(stage, config) as run:  # (what a dead driver left was settled when `cat` was opened)
+        refs: dict[Any, int] = {}
+        pending: list[Any] = []
+
+        def submit(k: int) -> None:
+            shard_cfg = {**base, concepts_field: tuple(shards[k])}
+            ref = task.remote(fn_path, cfg_type, shard_cfg, str(cat.warehouse), stage, run.run_id, k, fault)
+            refs[ref] = k
+            pending.append(ref)
+
+        queue = iter(range(len(shards)))
+        for k in itertools.islice(queue, window):
+            submit(k)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            done, pending[:] = ray.wait(pending, num_returns=1)
+            for k in itertools.islice(queue, len(done)):  # a finished task makes room for the next shard
+                submit(k)
             for ref in done:
                 k = refs[ref]
                 try:

@@ -1,18 +1,25 @@
-"""Staged writes for distributed workers: part files land in a staging folder; only the driver commits them.
+"""Staged writes for distributed workers, and the commit protocol that makes a shard's rows visible at once.
 
 A Ray worker must not open ``catalog.duckdb`` (a writer holds its lock). It runs the very same stage function
 against a :class:`WorkerCatalog`: reads go through an in-memory DuckDB with the same views over the warehouse's
 Parquet folders (so it sees what is committed), and ``run.write`` puts conformed part files under its shard's
-staging folder instead of the table folders::
+staging folder instead of the table folders. A shard (a *commit unit*, ``<run>-s00003``) goes through these
+states, each entered by one atomic rename of its folder::
 
-    warehouse/_staging/<stage>/<run>-shard-00003.tmp-<attempt>/<table>/<k=v>/part-*.parquet   (being written)
-    warehouse/_staging/<stage>/<run>-shard-00003/...                                           (complete)
+    warehouse/_staging/<stage>/<unit>.tmp-<attempt>/<table>/<k=v>/part-<unit>-*.parquet   being written (a worker)
+    warehouse/_staging/<stage>/<unit>/…                                                    complete (a worker)
+    warehouse/_staging/<stage>/<unit>.commit/…     the driver's decision: its files are moving into the tables
+    warehouse/_staging/<stage>/<unit>.done/        every file moved (only empty folders left, then deleted)
 
-A shard becomes complete by one atomic rename of its folder, after its last file is written. The driver then moves
-its files into the table folders (:func:`commit_shard`, same relative paths, each an atomic rename) and deletes the
-folder. Views never look under ``_staging``, so a shard in flight — or left half-written by a dead worker — is never
-visible; :func:`recover` deletes such leftovers and rolls forward any complete shard whose commit was interrupted
-(file names are unique per run and shard, so committing again never duplicates rows).
+The driver commits a complete unit (:func:`commit_shard`): rename to ``.commit``, move each file to the same
+relative path under the table folders (each an atomic rename, so a table keeps its partition layout), rename to
+``.done``, delete. The files of a ``.commit`` unit carry its name (``part-<unit>-…``), and every reader the
+warehouse knows — the catalog's views (:func:`~axwarehouse.catalog.hidden_prefixes`) and the activation reader —
+leaves them out while the ``.commit`` folder exists: the unit's rows appear, in every table at once, when it
+becomes ``.done``. A writer that opens the catalog settles what a dead process left (:func:`settle_staging`, called
+from :class:`~axwarehouse.catalog.Catalog` before any stage computes what is missing): ``.commit`` units roll
+forward (moving a file that already moved is a no-op, so a kill during recovery is harmless too), every other
+leftover rolls back — deleted, never visible; a complete unit the driver had not chosen is computed again.
 
 Written here rather than taken from Ray: Ray schedules and retries the tasks, but it has no notion of our catalog's
 files; this module is only the hand-over between a worker's Parquet files and the driver's commit.
@@ -28,20 +35,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from axwarehouse import schemas
-from axwarehouse.catalog import (Catalog, Run, _fsync_dir, atomic_write_parquet, conform_table, data_file_name,
-                                  partition_groups)
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.table_views import WarehouseReader
+from axwarehouse.table_writes import Run
+from axwarehouse.warehouse_files import (COMMITTING, STAGING, atomic_write_parquet, conform_table, data_file_name,
+                                         partition_groups)
+from axwarehouse.warehouse_files import fsync_dir as _fsync_dir
 
-STAGING = "_staging"
+if TYPE_CHECKING:  # the catalog opens staging lazily (settling a dead writer's shards); no import back
+    from axwarehouse.catalog import Catalog
+
 FAULT_ENV = "AXW_FAULT_KILL_SHARD"  # tests only: "<shard>[:<marker file>]" kills that shard's worker mid-shard
+COMMIT_FAULT_ENV = "AXW_FAULT_KILL_COMMIT"  # tests only: "<k>" kills the committing process after its k-th file move
+DONE, ATTEMPT = ".done", ".tmp-"
 
 
 def staging_root(warehouse: Path, stage: str) -> Path:
@@ -71,7 +84,7 @@ class StagedRun:
             sub_dir = self.folder.joinpath(table, *folder_parts)
             self.files_written += 1
             atomic_write_parquet(sub, sub_dir / data_file_name(
-                table, f"part-{self.run_id}-s{self.shard:05d}-{self.files_written:05d}"))
+                table, f"part-{unit_name(self.run_id, self.shard)}-{self.files_written:05d}"))
         self.rows_written += data.num_rows
         self.written[table] = self.written.get(table, 0) + data.num_rows
         self._maybe_die()
@@ -122,22 +135,26 @@ class WorkerCatalog(WarehouseReader):
         self.close()
 
 
+def unit_name(run_id: str, shard: int) -> str:
+    """The commit unit of one shard of a run; its files are named ``part-<unit>-…``."""
+    return f"{run_id}-s{shard:05d}"
+
+
 def shard_folder(warehouse: Path, stage: str, run_id: str, shard: int) -> Path:
     """Where a shard's files wait, complete, for the driver's commit."""
-    return staging_root(warehouse, stage) / f"{run_id}-shard-{shard:05d}"
+    return staging_root(warehouse, stage) / unit_name(run_id, shard)
 
 
 def new_shard_folder(warehouse: Path, stage: str, run_id: str, shard: int) -> Path:
     """A fresh folder for one attempt at a shard (a retry never reuses a dead attempt's files)."""
-    folder = shard_folder(warehouse, stage, run_id, shard).with_name(
-        f"{run_id}-shard-{shard:05d}.tmp-{uuid.uuid4().hex[:8]}")
+    folder = staging_root(warehouse, stage) / f"{unit_name(run_id, shard)}{ATTEMPT}{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
     return folder
 
 
 def complete_shard(folder: Path) -> Path:
     """Mark an attempt's files as the shard's result: one atomic rename (drops the ``.tmp-…`` suffix)."""
-    done = folder.with_name(folder.name.split(".tmp-")[0])
+    done = folder.with_name(folder.name.split(ATTEMPT)[0])
     if done.exists():  # an earlier attempt completed (its worker died before reporting back): keep that one
         shutil.rmtree(folder, ignore_errors=True)
         return done
@@ -149,9 +166,24 @@ def complete_shard(folder: Path) -> Path:
     return done
 
 
-def commit_shard(cat: Catalog, folder: Path, run: Run | None = None) -> dict[str, int]:
-    """Move a complete shard's files into their tables (driver only); rows committed per table."""
+def _rename(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
+def _maybe_die_committing(moved: int) -> None:
+    """Fault injection for tests: SIGKILL this process (the driver) once it has moved ``$AXW_FAULT_KILL_COMMIT``
+    files of a commit (0: right after deciding to commit, before the first move; one more than the files: after
+    retiring the unit, before deleting its empty folders)."""
+    at = os.environ.get(COMMIT_FAULT_ENV)
+    if at is not None and int(at) == moved:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _roll_forward(cat: Catalog, folder: Path) -> dict[str, int]:
+    """Move every file still in a ``.commit`` unit to its table (idempotent), then retire the unit; rows per table."""
     rows: dict[str, int] = {}
+    moved = 0
     for path in sorted(folder.rglob("*.parquet")):
         rel = path.relative_to(folder)
         table = rel.parts[0]
@@ -159,13 +191,25 @@ def commit_shard(cat: Catalog, folder: Path, run: Run | None = None) -> dict[str
             raise AxwError(f"internal: staged file for unknown table {table}")
         target = cat.table_dir(table) / Path(*rel.parts[1:])
         target.parent.mkdir(parents=True, exist_ok=True)
-        n = pq.read_metadata(path).num_rows
-        os.replace(path, target)
-        _fsync_dir(target.parent)
-        rows[table] = rows.get(table, 0) + n
-    shutil.rmtree(folder, ignore_errors=True)
+        rows[table] = rows.get(table, 0) + pq.read_metadata(path).num_rows
+        _rename(path, target)
+        moved += 1
+        _maybe_die_committing(moved)
+    done = folder.with_name(folder.name.removesuffix(COMMITTING) + DONE)
+    _rename(folder, done)  # the unit's rows become visible to readers here, in every table at once
+    _maybe_die_committing(moved + 1)
+    shutil.rmtree(done, ignore_errors=True)
     for table in rows:  # re-bound on the next query (only the tables that got files)
         cat.mark_written(table)
+    return rows
+
+
+def commit_shard(cat: Catalog, folder: Path, run: Run | None = None) -> dict[str, int]:
+    """Commit a complete shard into its tables (driver only, holding the writer lock); rows committed per table."""
+    intent = folder.with_name(folder.name + COMMITTING)
+    _rename(folder, intent)  # from here on the shard is committed: a kill rolls it forward, never back
+    _maybe_die_committing(0)
+    rows = _roll_forward(cat, intent)
     if run is not None:
         for table, n in rows.items():
             run.rows_written += n
@@ -173,18 +217,21 @@ def commit_shard(cat: Catalog, folder: Path, run: Run | None = None) -> dict[str
     return rows
 
 
-def recover(cat: Catalog, stage: str, run: Run | None = None) -> tuple[int, int]:
-    """Before a distributed stage runs: delete half-written attempts (never visible), commit complete shards whose
-    commit was interrupted. Returns (attempts discarded, shards rolled forward)."""
-    root = staging_root(cat.warehouse, stage)
+def settle_staging(cat: Catalog) -> tuple[int, int]:
+    """What a dead process left in ``_staging`` (every stage's): roll forward the units it had decided to commit,
+    delete everything else (attempts being written, complete shards it had not chosen, retired units). Called by a
+    writer as it opens the catalog, before any stage computes what is missing. Returns (deleted, rolled forward)."""
+    root = Path(cat.warehouse) / STAGING
     if not root.is_dir():
         return 0, 0
     dropped = forward = 0
-    for folder in sorted(root.iterdir()):
-        if ".tmp-" in folder.name:
-            shutil.rmtree(folder, ignore_errors=True)
-            dropped += 1
-        elif folder.is_dir():
-            commit_shard(cat, folder, run)
-            forward += 1
+    with cat.commit_lock():
+        for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for folder in sorted(stage_dir.iterdir()):
+                if folder.name.endswith(COMMITTING):
+                    _roll_forward(cat, folder)
+                    forward += 1
+                elif folder.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    dropped += 1
     return dropped, forward

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from axwarehouse.errors import AxwError
 from axwarehouse.warehouse_files import (ONE_FOOTER_TABLES, SCHEMA_FILE, TRANSIENT, columns_tag, duckdb_error_line,
-                                         duckdb_type, empty_select, sql_str, table_schemas)
+                                         duckdb_type, empty_select, hidden_prefixes, sql_str, table_schemas)
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
@@ -114,6 +114,7 @@ class WarehouseReader:
     # tables written since their view was last bound: re-bound on the next use of the connection, not per write
     _stale: frozenset[str] | set[str] = frozenset()
     _private_db: duckdb.DuckDBPyConnection | None = None  # the sandbox's own database (see views_database)
+    _hidden: tuple[str, ...] = ()  # file-name prefixes of commits in progress, left out of views (hidden_prefixes)
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection | None:
@@ -124,6 +125,7 @@ class WarehouseReader:
         """
         if self._stale and self._con is not None:
             stale, self._stale = self._stale, frozenset()
+            self._hidden = hidden_prefixes(self.warehouse)
             for table in sorted(stale):
                 self._register_table_view(table)
         return self._con
@@ -197,20 +199,35 @@ class WarehouseReader:
         return (f"SELECT {cols} FROM read_parquet([{sql_str(str(schema_file))}, {glob}], union_by_name = false, "
                 "hive_partitioning = false)")
 
+    def _visible_files(self, table: str) -> list[Path] | None:
+        """The table's files (its schema file first) less those of commits in progress, or None when none is
+        hidden (the view then reads the folder's glob)."""
+        if not self._hidden:
+            return None
+        files = self.table_files(table)
+        keep = [p for p in files if not p.name.startswith(self._hidden)]
+        if len(keep) == len(files):
+            return None
+        schema_file = self.table_dir(table) / SCHEMA_FILE
+        return ([schema_file] if schema_file.exists() else []) + keep
+
     def _register_table_view(self, table: str) -> None:
         schema = table_schemas()[table]
         root = self.table_dir(table)
-        fast = self._one_footer_select(table)
+        visible = self._visible_files(table)
+        fast = self._one_footer_select(table) if visible is None else None
         if fast is not None:
             body = fast
-        elif not (root / SCHEMA_FILE).exists() and not self.table_files(table):
+        elif (not (root / SCHEMA_FILE).exists() and not self.table_files(table)) or visible == []:
             body = empty_select(table)
         else:
-            glob = sql_str(str(root / "**" / "*.parquet"))
-            source = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
+            files = (sql_str(str(root / "**" / "*.parquet")) if visible is None
+                     else f"[{', '.join(sql_str(str(p)) for p in visible)}]")
+            source = f"read_parquet({files}, union_by_name = true, hive_partitioning = false)"
+            names = ", ".join(f'"{f.name}"' for f in schema)
             try:
                 try:
-                    body = self._select(table, str(root))
+                    body = f"SELECT {names} FROM {source}"
                     self.con.execute(f'CREATE OR REPLACE TEMP VIEW "{table}" AS {body}')
                     self._bodies[table] = body
                     return
@@ -234,6 +251,8 @@ class WarehouseReader:
         schema = table_schemas()[table]
         good = []
         for path in self.table_files(table) + [self.table_dir(table) / SCHEMA_FILE]:
+            if path.name.startswith(self._hidden):
+                continue
             try:
                 self.con.execute(f"SELECT 1 FROM read_parquet({sql_str(str(path))}) LIMIT 0")
                 good.append(sql_str(str(path)))
@@ -256,6 +275,7 @@ class WarehouseReader:
     def refresh_views(self) -> None:
         """Register every table's view (a temporary view of this connection; the ``sql/`` views read them by name)."""
         self._stale = frozenset()
+        self._hidden = hidden_prefixes(self.warehouse)
         for table in table_schemas():
             self._register_table_view(table)
 

@@ -80,9 +80,30 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
     fsync_dir(path.parent)
 
 
-
 SCHEMA_FILE = "_schema.parquet"
 QUARANTINE = "_quarantine"
+STAGING = "_staging"  # staged shards and their commits (axwarehouse/staging.py)
+COMMITTING = ".commit"  # a staged unit whose files are moving into the tables: hidden until it is retired
+
+
+def hidden_prefixes(warehouse: Path) -> tuple[str, ...]:
+    """File-name prefixes (``part-<unit>-``) of the commits in progress — or left by a dead writer — whose files
+    readers leave out, so that a commit's rows appear in every table at once (see axwarehouse/staging.py)."""
+    root = Path(warehouse) / STAGING
+    try:
+        stages = [e.path for e in os.scandir(root) if e.is_dir()]
+    except OSError:
+        return ()
+    found = []
+    for stage in stages:
+        try:
+            found += [f"part-{e.name.removesuffix(COMMITTING)}-" for e in os.scandir(stage)
+                      if e.name.endswith(COMMITTING)]
+        except OSError:
+            continue
+    return tuple(sorted(found))
+
+
 _FILE_IN_ERROR = re.compile(r"""['"]([^'"]+\.parquet)['"]""")
 TRANSIENT = ("No such file", "No files found", "Could not open file", "cannot open file")
 

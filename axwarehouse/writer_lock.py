@@ -54,6 +54,12 @@ def holder_text(path: Path) -> str:
     return f"`{info.get('command', '?')}` (pid {info.get('pid', '?')} on {info.get('host', '?')}, since {info.get('since', '?')})"
 
 
+def held_here(warehouse: Path) -> bool:
+    """True when this process already holds the writer lock of ``warehouse``."""
+    with _guard:
+        return str(lock_path(warehouse)) in _held
+
+
 def is_held(warehouse: Path) -> bool:
     """True when some process (this one included) holds the writer lock of ``warehouse``."""
     path = lock_path(warehouse)

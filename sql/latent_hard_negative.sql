@@ -61,7 +61,7 @@ youden AS (
 ),
 best AS (
     SELECT series_id, concept_id, n_pos, n_hard,
-           arg_max(threshold, [j, threshold]) AS threshold, max(j) AS youden_j
+           first(threshold ORDER BY j DESC, threshold DESC) AS threshold, max(j) AS youden_j
     FROM youden
     GROUP BY series_id, concept_id, n_pos, n_hard
     HAVING max(j) > 0

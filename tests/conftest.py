@@ -33,8 +33,8 @@ if _XDIST_WORKERS > 1:
 # file that reads that warehouse last, by when it is built (a worker that needs it earlier waits for it on a lock
 # rather than building it again). A stale list only costs balance, never a result.
 _FIRST, _LAST = "tests/test_demo_embedded.py", "tests/test_upstream_parity.py"
-_LONGEST = ["test_ray", "test_proxy_judge", "test_warehouse_sharing", "test_steer_stage", "test_tokenizer_gguf",
-            "test_generate_embedded", "test_generate", "test_model_cache", "test_workflow",
+_LONGEST = ["test_ray", "test_ray_commit", "test_proxy_judge", "test_warehouse_sharing", "test_steer_stage",
+            "test_tokenizer_gguf", "test_generate_embedded", "test_generate", "test_model_cache", "test_workflow",
             "test_all_methods_pipeline", "test_report", "test_pipeline", "test_activation_store", "test_steer_model_edit",
             "test_report_browser", "test_reft_r1_joint", "test_heap", "test_judge_rubric_agreement"]
 
