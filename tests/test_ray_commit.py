@@ -275,6 +275,7 @@ def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, t
     kill between two of its files leaves whole examples visible, and the re-run computes exactly the others (what
     is missing is per example, and an example's rows sit in one file), so the table equals a clean run's."""
     from axwarehouse import catalog as catalog_mod
+    from axwarehouse import table_writes as writes_mod  # where a table's part files are written
     from conftest import write_release
     from stages.activations import ActivationsConfig, run_activations
     from stages.import_axbench import import_axbench
@@ -290,7 +291,7 @@ def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, t
     with Catalog(paths["clean"]) as cat:
         run_activations(cat, cfg)
 
-    real_write = catalog_mod.atomic_write_parquet
+    real_write = writes_mod.atomic_write_parquet
     written = {"activations": 0}
 
     def dying_write(table, path):
@@ -300,10 +301,10 @@ def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, t
             written["activations"] += 1
         return real_write(table, path)
 
-    monkeypatch.setattr(catalog_mod, "atomic_write_parquet", dying_write)
+    monkeypatch.setattr(writes_mod, "atomic_write_parquet", dying_write)
     with Catalog(paths["killed"]) as cat, pytest.raises(KeyboardInterrupt):
         run_activations(cat, cfg)
-    monkeypatch.setattr(catalog_mod, "atomic_write_parquet", real_write)
+    monkeypatch.setattr(writes_mod, "atomic_write_parquet", real_write)
     partial, clean_rows = _act_keys(paths["killed"]), _act_keys(paths["clean"])
     assert 0 < len(partial) < len(clean_rows)
     with Catalog(paths["killed"]) as cat:
