@@ -19,7 +19,10 @@ WITH labelled AS (
       AND s.score IS NOT NULL
 ),
 series AS (
-    SELECT method, model, layer, concept_set, config_hash, row_number() OVER () AS series_id
+    -- numbered in a fixed order: a client that inlines this CTE at each of its two uses (DuckDB 1.0 does) must
+    -- give a series the same id at both, or rows change method
+    SELECT method, model, layer, concept_set, config_hash,
+           row_number() OVER (ORDER BY method, model, layer, concept_set, config_hash) AS series_id
     FROM (SELECT DISTINCT method, model, layer, concept_set, config_hash FROM labelled)
 ),
 by_score AS (
