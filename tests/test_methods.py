@@ -122,3 +122,17 @@ def test_registry_names_and_errors():
         method_names(["nope"])
     with pytest.raises(AxwError, match="no method given"):
         method_names([])
+
+
+def test_prompt_baseline_is_a_registered_steering_method_named_not_swept():
+    """`prompt` steers by prompt (a registered method's steering kind): `steer --method all` leaves the baseline out,
+    naming it runs it, and a detection-only method still cannot steer."""
+    from axwarehouse.errors import AxwError
+    from stages.steer import SteerConfig, _validate
+
+    assert get("prompt").steering == "prompt" and "steering" in get("prompt").evaluations
+    swept = _validate(SteerConfig("s", methods=("all",)))
+    assert "prompt" not in swept and "diffmean" in swept
+    assert _validate(SteerConfig("s", methods=("diffmean", "prompt"))) == ["diffmean", "prompt"]
+    with pytest.raises(AxwError, match="detection-only"):
+        _validate(SteerConfig("s", methods=("bow",)))
