@@ -343,7 +343,7 @@ def demo_cmd(
                               concepts=STEER_CONCEPTS[:concepts] if concepts else STEER_CONCEPTS)
 
 
-# -- LLM data generation (issue 4) ------------------------------------------------------------------------------
+# -- LLM data generation ----------------------------------------------------------------------------------------
 LLMOpt = Annotated[str, typer.Option("--llm", help="BACKEND:MODEL — openai:gpt-4o-mini | openai-compatible:NAME | "
                                      "embedded:smollm2 (default, offline).")]
 LLMBaseURL = Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL",
@@ -387,7 +387,7 @@ def generate_cmd(
     typer.echo(out.summary())
 
 
-# -- steering half (issue 5): axw steer, axw judge, axw leaderboard steering / winrate ---------------------------
+# -- steering half: axw steer, axw judge, axw leaderboard steering / winrate -------------------------------------
 def _float_list(values: list[str] | None) -> tuple[float, ...]:
     out: list[float] = []
     for v in values or []:
@@ -549,7 +549,7 @@ def leaderboard_steering_cmd(
         typer.echo(failures_note(cat, concept_set, judge, judge_failures.value), err=fmt != OutputFormat.table)
 
 
-# -- reports, compare, export (issue 7) ---------------------------------------------------------------------------
+# -- reports, compare, export -------------------------------------------------------------------------------------
 class ExportFormat(str, Enum):
     parquet = "parquet"
     csv = "csv"
@@ -630,7 +630,7 @@ def doctor_cmd(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
-# --- issue 6: SAEs (`axw sae train`) -----------------------------------------------------------------------------
+# --- SAEs (`axw sae train`) --------------------------------------------------------------------------------------
 sae_app = typer.Typer(help="Sparse autoencoders for the SAE / SAE-A methods.", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
 

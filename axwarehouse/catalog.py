@@ -82,7 +82,7 @@ def check_catalog_path(path: Path) -> None:
 
 # catalog.duckdb files built in this process, by the digest of their view definitions: the definitions name the
 # warehouse relative to the catalog's folder, so another warehouse with the same digest gets a copy of the bytes
-# (~0.1 s of binding every view into a file saved per new catalog; a few hundred KiB each)
+# (binding every view into a new file costs more than the copy; a few hundred KiB each; bench/catalog_open.py)
 _CLI_FILES: dict[str, bytes] = {}
 
 # catalog.duckdb holds view and macro definitions only, so it is written in the oldest storage format DuckDB 2.x

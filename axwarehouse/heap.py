@@ -1,7 +1,7 @@
 """Keep a streaming stage's resident memory at one concept's working set, whatever the number of concepts.
 
-Measured on the scale benchmark (bench/scale.py): `axw train` grew by ~3.5 MB per DiffMean concept at d = 2304 while
-all it kept per concept was one 9 KB direction. The cause is glibc's *dynamic* mmap threshold: once a large buffer (a concept's
+Without it, `axw train`'s resident memory grows with every concept although all it keeps per concept is one small
+direction (bench/scale.py in BENCHMARKS.md). The cause is glibc's *dynamic* mmap threshold: once a large buffer (a concept's
 activation matrix) is freed, glibc raises the threshold to that size, so the next concept's buffers come from the
 brk heap instead of fresh mappings. The small objects kept across concepts (each artifact's direction, pending score
 rows) then sit between freed large chunks, the heap cannot shrink past them, and the holes rarely fit the next,
@@ -11,9 +11,9 @@ differently-sized concept: RSS grows with the concept count. Fixing the threshol
 glibc has no Python API for this, so it is one ``mallopt`` call through ctypes; elsewhere (musl, macOS) it does
 nothing. The setting is process-wide, so it is scoped: `train`, `latent` and `sae train` run inside
 :func:`bounded_heap`, which on exit switches to :func:`reuse_large_buffers`. Under the bounded policy every large
-temporary of a model forward is a fresh mapping whose pages the kernel zero-fills again: measured on SmolLM2
-(bench/heap_policy.py), forward passes took 1.6x as long as with glibc's default, and everything that ran later in
-the same process — the steering half of `axw demo`, the next shard on a Ray worker, `axw run`'s next step — paid
+temporary of a model forward is a fresh mapping whose pages the kernel zero-fills again, so forward passes are
+much slower than with glibc's default (bench/heap_policy.py in BENCHMARKS.md); left set, it would slow everything
+that runs later in the same process — the steering half of `axw demo`, the next shard on a Ray worker, `axw run`'s next step — paid
 it. `activations` keeps nothing per concept (its batches are written and freed) and runs with glibc's default;
 `steer` and `judge`, which run the model and keep only small rows, use :func:`reuse_large_buffers` from the start.
 """

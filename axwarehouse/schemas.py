@@ -175,7 +175,7 @@ def data_columns(table: str) -> list[str]:
     return [f.name for f in TABLES[table] if f.name not in LINEAGE_NAMES]
 
 
-# -- steering half (issue 5): instructions, steered generations, judge scores, perplexity -----------------------
+# -- steering half: instructions, steered generations, judge scores, perplexity ---------------------------------
 STEERING_INSTRUCTIONS = _schema(  # the instruction set steering generates from (AxBench: AlpacaEval)
     pa.field("instruction_set", pa.string(), nullable=False),
     pa.field("instruction_id", pa.int64(), nullable=False),
@@ -289,7 +289,7 @@ PARTITIONS.update({
     "judge_configs": [],
     "judge_calibration": [],
 })
-# --- issue 6: SAEs trained by `axw sae train` (files in the SAELens layout under warehouse/saes/) ---
+# --- SAEs trained by `axw sae train` (files in the SAELens layout under warehouse/saes/) ---
 TABLES["saes"] = _schema(
     pa.field("model", pa.string(), nullable=False),
     pa.field("layer", pa.int32(), nullable=False),

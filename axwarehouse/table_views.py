@@ -75,9 +75,9 @@ def _new_views_database() -> duckdb.DuckDBPyConnection:
 def views_database(private: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB database holding the ``sql/`` macros and derived views, none of a table's.
 
-    Creating the derived views binds each one, and with them nested several deep that took ~0.1 s: more than the
-    rest of opening a catalog, paid by every ``axw`` command and every in-process open (hundreds in the tests). The
-    views do not depend on the warehouse, so one database per process serves every :class:`Catalog`: each opens a
+    Creating the derived views binds each one, and with them nested several deep that costs more than the rest of
+    opening a catalog, paid by every ``axw`` command and every in-process open (hundreds in the tests; see
+    bench/catalog_open.py in BENCHMARKS.md). The views do not depend on the warehouse, so one database per process serves every :class:`Catalog`: each opens a
     cursor on it (its own connection, so its own temporary objects) and creates its table views there as temporary
     views, which the derived views read by name. ``private=True`` builds a database for one catalog alone — the SQL
     sandbox locks settings that are the database's, not a connection's. A forked child builds its own (the parent's

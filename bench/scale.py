@@ -152,7 +152,7 @@ def run_phase(root: Path, n: int, d: int, methods: tuple[str, ...], overrides: t
         get(name)
     import torch
 
-    torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())  # the first optimizer imports torch._dynamo (~3 s)
+    torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())  # the first optimizer imports torch._dynamo (slow)
     try:
         import pandas  # noqa: F401  (imported by DuckDB's first result conversion)
     except ImportError:

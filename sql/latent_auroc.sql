@@ -4,8 +4,8 @@
 -- neg(s) / 2) — divided by n_pos * n_neg, which equals scikit-learn's trapezoidal roc_auc_score (and the average-rank
 -- form of the statistic: every term is an integer or a half, so the sums are exact in DOUBLE).
 -- Written for speed at Concept500 scale: counts per distinct score are one hash aggregate, and the one window (the
--- running count of negatives) is partitioned by an integer series id, not by five string columns (3x faster at
--- 300 concepts than rank() and count() windows over every score row).
+-- running count of negatives) is partitioned by an integer series id, not by five string columns, and replaces
+-- rank() and count() windows over every score row (bench/scale.py in BENCHMARKS.md).
 CREATE OR REPLACE VIEW latent_auroc AS
 WITH labelled AS (
     SELECT s.method, s.model, s.layer, s.concept_set, s.config_hash, s.concept_id, s.score,

@@ -11,7 +11,7 @@
 -- When no threshold beats J = 0, roc_curve's leading +infinity threshold wins and AxBench reports nothing: the row
 -- is left out here too (as is a concept without positives, negatives or hard negatives).
 -- Written for speed at Concept500 scale: the windows are partitioned by an integer series id and the concept id,
--- not by five string columns (2-3x faster at 300 concepts); the string key columns are joined back at the end.
+-- not by five string columns (bench/scale.py in BENCHMARKS.md); the string key columns are joined back at the end.
 CREATE OR REPLACE VIEW latent_hard_negative AS
 WITH rows_ AS (
     SELECT method, model, layer, concept_set, config_hash, concept_id, category, score

@@ -46,7 +46,7 @@ def test_rss_does_not_grow_with_concepts_once_the_heap_is_bounded():
         return int(out.stdout.strip())
 
     # 180 concepts after warm-up keep 180 x 9 KB = 1.6 MB of directions; the transient buffers must not add to
-    # it (measured: +14 MB bounded, +142-155 MB with glibc's dynamic threshold)
+    # it. The bound leaves room for allocator noise; with glibc's dynamic threshold the growth is several times it
     bounded = growth(True)
     assert bounded < 32 * 2**20
     assert growth(False) > 2 * bounded + 50 * 2**20  # without it, the same loop fragments the heap

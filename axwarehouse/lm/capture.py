@@ -15,9 +15,8 @@ import torch
 from axwarehouse import lazy_imports
 
 
-# Padded tokens per forward batch when the user does not choose. On CPU, 1024 ran 18-37 % faster than 4096 on
-# SmolLM2 (1 and 2 threads, bench/capture_batch.py, BENCHMARKS.md): a smaller batch's intermediate tensors stay in
-# cache and less padding is computed. GPUs want large batches (raise it until memory is full, README).
+# Padded tokens per forward batch when the user does not choose. On CPU a smaller batch's intermediate tensors stay
+# in cache and less padding is computed, so 1024 beats 4096 there (bench/capture_batch.py in BENCHMARKS.md). GPUs want large batches (raise it until memory is full, README).
 CPU_BATCH_TOKENS = 1024
 ACCELERATOR_BATCH_TOKENS = 4096
 

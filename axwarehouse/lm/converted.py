@@ -1,10 +1,10 @@
 """A Hugging Face-layout copy of each embedded GGUF model, written once into the model cache beside the GGUF.
 
 Why: transformers reads a GGUF in pure Python — every vocabulary entry through numpy memmap indexing, then every
-tensor de-quantised — which costs 10–40 s per process for SmolLM2-135M (more on a busy machine), and every `axw`
-command that runs a model, every Ray worker and every test worker paid it again. The copy (``config.json``,
-``model.safetensors`` in float32, the tokenizer files with the model's own pre-tokenizer, see
-:mod:`axwarehouse.lm.tokenizer`) loads in about a second. It holds exactly the de-quantised float32 tensors the GGUF
+tensor de-quantised — which is slow (bench/gguf_load.py in BENCHMARKS.md), and every `axw` command that runs a
+model, every Ray worker and every test worker would pay it again. The copy (``config.json``, ``model.safetensors``
+in float32, the tokenizer files with the model's own pre-tokenizer, see :mod:`axwarehouse.lm.tokenizer`) loads as
+fast as any Hugging Face checkpoint. It holds exactly the de-quantised float32 tensors the GGUF
 load produces (a bfloat16 load casts them the same way), and its tokenizer gives the same ids: tested in
 ``tests/test_model_cache.py``.
 

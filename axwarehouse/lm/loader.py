@@ -28,11 +28,11 @@ from axwarehouse.errors import AxwError
 EMBEDDED = ("embedded:smollm2", "embedded:gemma3-270m")
 DEFAULT_MODEL = "embedded:smollm2"
 DEFAULT_DEPTH = 0.4  # default layer = round(0.4 * n_layers): AxBench's 2B L10 of 26 layers is ~40 % depth
-# Measured defaults (docs/architecture.md, "Default layer"), chosen on a held-out quarter of the train split, never
-# on latent_eval (`bench/layer_sweep.py --on holdout`): SmolLM2-135M (30 layers): mean DiffMean AUROC peaks at layer
-# 21 (0.878; 70 % depth, inside AxBench's 38-77 % range of task layers; Probe peaks there too); its 40 % layer 12
-# gives 0.796. Gemma-3-270M (18 layers): layer 15, where DiffMean peaked on latent_eval (0.850; 0.747 at the 40 %
-# layer 7) -- not yet re-chosen on the held-out quarter. Figures: BENCHMARKS.md "Layer sweep".
+# Configured defaults (docs/architecture.md, "Default layer"): the layer where mean DiffMean AUROC peaks, chosen by
+# `bench/layer_sweep.py --on holdout` on a held-out quarter of the train split, never on latent_eval, because the
+# 40 % rule lands well below the peak on these small models. SmolLM2-135M: layer 21 of 30. Gemma-3-270M: layer 15
+# of 18, chosen on latent_eval (not yet swept on the held-out quarter). Figures: bench/layer_sweep.py in
+# BENCHMARKS.md.
 CONFIGURED_LAYERS = {"embedded:smollm2": 21, "embedded:gemma3-270m": 15}
 
 
@@ -140,7 +140,7 @@ def resolve_dtype(dtype: str, device: str = "cpu") -> str:
 
 
 def default_layer(n_layers: int, name: str | None = None) -> int:
-    """The configured layer of a model we have measured, else round(0.4 * n_layers)."""
+    """The configured layer of a model that has one (chosen by bench/layer_sweep.py), else round(0.4 * n_layers)."""
     if name in CONFIGURED_LAYERS and CONFIGURED_LAYERS[name] < n_layers:
         return CONFIGURED_LAYERS[name]
     return max(0, min(n_layers - 1, round(DEFAULT_DEPTH * n_layers)))
@@ -200,9 +200,10 @@ def one_gguf_parse():
     map of the same architecture and depth is one map.
 
     Loading a GGUF through transformers builds a reader three times — for the tokenizer, the config and the
-    weights — and each build walks the whole vocabulary in Python (about 5 s for SmolLM2's 49k tokens, more for
+    weights — and each build walks the whole vocabulary in Python (seconds for SmolLM2's 49k tokens, more for
     Gemma's 262k). Mapping the weights' names then builds gguf's ``TensorNameMap`` (every known name of every
-    block) once per submodule of the model: 397 times the same map for SmolLM2, 6-8 s of a 13 s load. transformers
+    block) once per submodule of the model: 397 times the same map for SmolLM2, about half of the load
+    (bench/gguf_load.py in BENCHMARKS.md). transformers
     imports both from ``gguf`` at each call, so the shared objects reach every use; both are only read from, and are
     dropped when the block ends (closing the readers' memory maps)."""
     import gguf
@@ -266,10 +267,9 @@ def contiguous_head_input(model) -> None:
 
     Generation's first step (and any forward with ``logits_to_keep``) applies the head to the last position sliced
     out of the [batch, seq, d] hidden states. On that strided slice torch's ``linear`` does not fold the batch into
-    one matrix product: it expands the vocabulary × d weight to one copy per row and runs a batched product.
-    Measured on this project's CPU (torch 2.13, one thread, SmolLM2's 49k × 576 head, 32 rows): 2.5–3.3 s in
-    bfloat16 and 0.24 s in float32, against 0.01–0.04 s for the same rows made contiguous — about 40 % of a
-    32-row steering batch's whole generation. Copying the slice costs a [batch, 1, d] tensor.
+    one matrix product: it expands the vocabulary × d weight to one copy per row and runs a batched product, which
+    for SmolLM2's 49k-word head costs a large share of a steering batch's whole generation (bench/head_input.py in
+    BENCHMARKS.md). Copying the slice costs only a [batch, 1, d] tensor.
 
     The head's class is swapped for a subclass (same parameters, same state-dict keys, still an ``nn.Linear``)
     rather than given a forward pre-hook: pyvene removes every hook of the model at the start of its ``generate``
@@ -305,7 +305,7 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
                         tokenizer, model, copy = _convert(spec, src, local_only)
                 if copy is not None or dtype != "float32":
                     tokenizer = model = None
-            if copy is not None:  # about a second, where the GGUF takes 10-40 s
+            if copy is not None:  # far quicker than de-quantising the GGUF again (bench/gguf_load.py)
                 tokenizer = load_tokenizer(str(copy), None, **local_only)
                 model = transformers.AutoModelForCausalLM.from_pretrained(copy, dtype=getattr(torch, dtype),
                                                                           **local_only)

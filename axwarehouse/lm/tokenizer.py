@@ -37,7 +37,7 @@ def gguf_tokenizer_kind(path: str) -> tuple[str, str]:
 
     Reads the header's key/value pairs only until both keys are seen (they precede the vocabulary arrays in the
     files llama.cpp's converter writes). ``gguf.GGUFReader`` would parse every field first, each vocabulary entry
-    through numpy indexing: ~18 s for Gemma 3's 262k-entry vocabulary, to read two short strings."""
+    through numpy indexing — many seconds for Gemma 3's 262k-entry vocabulary, to read two short strings."""
     import struct
 
     wanted = {"tokenizer.ggml.model": "", "tokenizer.ggml.pre": ""}

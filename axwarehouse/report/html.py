@@ -61,8 +61,9 @@ def _cache_dir() -> Path:
 def vega_bundle() -> str:
     """Vega + Vega-Lite + Vega-Embed as one script, assigning ``vegaEmbed`` on window (no network).
 
-    Building the bundle takes vl-convert 2–4 s, so it is cached on disk per vl-convert version (a local file
-    produced offline; delete it any time).
+    Building the bundle takes vl-convert seconds — most of a report's cold start (bench/report.py in
+    BENCHMARKS.md) — so it is cached on disk per vl-convert version (a local file produced offline; delete it any
+    time).
     """
     import vl_convert as vlc
 
