@@ -1,8 +1,8 @@
 """Keep a streaming stage's resident memory at one concept's working set, whatever the number of concepts.
 
 Without it, `axw train`'s resident memory grows with every concept although all it keeps per concept is one small
-direction (bench/scale.py in BENCHMARKS.md). The cause is glibc's *dynamic* mmap threshold: once a large buffer (a concept's
-activation matrix) is freed, glibc raises the threshold to that size, so the next concept's buffers come from the
+direction (bench/scale.py in BENCHMARKS.md). The cause is glibc's *dynamic* mmap threshold: once a large buffer (a
+concept's activation matrix) is freed, glibc raises the threshold to that size, so the next concept's buffers come from the
 brk heap instead of fresh mappings. The small objects kept across concepts (each artifact's direction, pending score
 rows) then sit between freed large chunks, the heap cannot shrink past them, and the holes rarely fit the next,
 differently-sized concept: RSS grows with the concept count. Fixing the threshold at glibc's initial value
@@ -13,8 +13,8 @@ nothing. The setting is process-wide, so it is scoped: `train`, `latent` and `sa
 :func:`bounded_heap`, which on exit switches to :func:`reuse_large_buffers`. Under the bounded policy every large
 temporary of a model forward is a fresh mapping whose pages the kernel zero-fills again, so forward passes are
 much slower than with glibc's default (bench/heap_policy.py in BENCHMARKS.md); left set, it would slow everything
-that runs later in the same process — the steering half of `axw demo`, the next shard on a Ray worker, `axw run`'s next step — paid
-it. `activations` keeps nothing per concept (its batches are written and freed) and runs with glibc's default;
+that runs later in the same process (the steering half of `axw demo`, the next shard on a Ray worker, `axw run`'s
+next step). `activations` keeps nothing per concept (its batches are written and freed) and runs with glibc's default;
 `steer` and `judge`, which run the model and keep only small rows, use :func:`reuse_large_buffers` from the start.
 """
 
