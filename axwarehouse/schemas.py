@@ -279,7 +279,7 @@ JUDGE_VALIDATION = _schema(  # one judge rating of one labelled text (`axw judge
     pa.field("example_id", pa.int64()),
     # concept: positive | negative | hard_negative; instruction: own | other; fluency: as_written | shuffled | looped
     pa.field("kind", pa.string(), nullable=False),
-    pa.field("label", pa.int8(), nullable=False),  # 1 = present / relevant / fluent, 0 = absent / irrelevant / disfluent
+    pa.field("label", pa.int8(), nullable=False),  # 1 = present/relevant/fluent, 0 = absent/irrelevant/disfluent
     pa.field("rating", pa.float64()),  # the judge's 0-2 rating; NULL when its answer had none (views count it 0)
     pa.field("score_source", pa.string()),
     pa.field("instruction", pa.string()),  # what the judge was shown

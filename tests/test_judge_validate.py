@@ -229,3 +229,18 @@ def test_proxy_rating_of_an_output_does_not_depend_on_what_is_rated_with_it(s3, 
     together = rate(copy / "catalog.duckdb", b[:3] + a + b[3:])
     assert len(alone) == 3 * len(a)
     assert {k: together[k] for k in alone} == alone
+
+
+def test_embedded_judge_validates_through_the_same_rating_path(s3, tiny_model_dir):
+    """An embedded LLM judge (the tiny random model): every fluency item rated once, each with a score (parsed or
+    read from the constrained rating slot), the run's calls cached."""
+    code, out, err = axw("--catalog", s3, "judge", "validate", "-c", SET, "--judge", f"embedded:{tiny_model_dir}",
+                         "--criterion", "fluency", "--judge-max-tokens", "4", "--no-progress", "--dtype", "float32")
+    assert code == 0, err
+    with Catalog(s3, read_only=True) as cat:
+        n_pos = cat.count("generations", "split = 'latent_eval' AND category = 'positive'")
+        rows = cat.sql("SELECT judge, rating, score_source FROM judge_validation").fetchall()
+        calls = cat.count("llm_calls")
+    assert len(rows) == 3 * n_pos and calls == len(rows)
+    assert {r[0] for r in rows} == {f"embedded:{tiny_model_dir}"}
+    assert {r[2] for r in rows} <= {"parsed", "constrained"} and all(r[1] in (0.0, 1.0, 2.0) for r in rows)

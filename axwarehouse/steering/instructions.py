@@ -65,8 +65,8 @@ def load_instructions(path: Path | None = None) -> InstructionSet:
     held_out = set(judge_calibration_set().instructions)
     clash = next((k for k, t in enumerate(items.instructions) if t in held_out), None)
     if clash is not None:
-        raise AxwError(f"{path}: instruction {clash} ({items.instructions[clash][:40]!r}) is one of the judge's held-out "
-                       "calibration instructions (the last 20 of the shipped set); remove them from the file")
+        raise AxwError(f"{path}: instruction {clash} ({items.instructions[clash][:40]!r}) is one of the judge's "
+                       "held-out calibration instructions (the last 20 of the shipped set); remove them from the file")
     name = f"{path.stem}-{config_hash(list(items.instructions))[:8]}"
     return InstructionSet(name, items.instructions, items.source)
 
