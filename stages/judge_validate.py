@@ -81,7 +81,8 @@ def labelled_items(cat: Catalog, concept_set: str, seed: int = 42) -> list[Label
     pos = {c: [r for r in rows if r[2] == c and r[3] == "positive"] for c in concepts}
     out: list[Labelled] = []
     for k, c in enumerate(concepts):
-        out += _concept_items(concept_set, c, names.get(c, ""), [r for r in rows if r[2] == c])
+        # shared negatives (owner -1: a train-only set's held-out slice) are absent texts for every concept
+        out += _concept_items(concept_set, c, names.get(c, ""), [r for r in rows if r[2] in (c, -1)])
         out += _instruction_items(concept_set, c, names.get(c, ""), pos[c], pos[concepts[(k + 1) % len(concepts)]])
         out += _fluency_items(concept_set, c, names.get(c, ""), pos[c], seed)
     return out

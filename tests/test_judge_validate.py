@@ -244,3 +244,24 @@ def test_embedded_judge_validates_through_the_same_rating_path(s3, tiny_model_di
     assert len(rows) == 3 * n_pos and calls == len(rows)
     assert {r[0] for r in rows} == {f"embedded:{tiny_model_dir}"}
     assert {r[2] for r in rows} <= {"parsed", "constrained"} and all(r[1] in (0.0, 1.0, 2.0) for r in rows)
+
+
+def test_a_set_without_latent_eval_holds_out_a_train_slice_the_proxy_never_trains_on(s3):
+    from stages.judge_heldout import heldout_rows
+    from stages.judge_proxy import concept_training_texts
+    from stages.judge_validate import labelled_items
+
+    with Catalog(s3) as cat:
+        cat.delete_where("generations", "split = 'latent_eval'")
+        held = heldout_rows(cat, SET)
+        n_train = cat.count("generations", "split = 'train'")
+        trained = {t for c in (0, 1, 2) for texts in concept_training_texts(cat, SET, c, 42) for t in texts}
+        items = labelled_items(cat, SET)
+    assert {r[0] for r in held} == {"train"} and 0 < len(held) < n_train / 2
+    assert any(r[3] == "positive" for r in held) and any(r[2] == -1 for r in held)
+    assert not {r[5] for r in held} & trained
+    assert {x.split for x in items} == {"train"} and {x.criterion for x in items} == {"concept", "instruction", "fluency"}
+    validated = {x.item.concept_id for x in items}
+    assert validated == {r[2] for r in held if r[3] == "positive"}
+    for c in validated:  # each concept has present and absent texts (the shared negatives are every concept's)
+        assert {x.label for x in items if x.criterion == "concept" and x.item.concept_id == c} == {0, 1}
