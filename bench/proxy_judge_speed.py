@@ -3,12 +3,16 @@ keys/values (:func:`axwarehouse.lm.prefix_logp.shared_prompt_logp`, what `measur
 of every prompt + output run in full (:func:`axwarehouse.steering.perplexity.conditional_perplexity`, what it used
 before), in the same run, interleaved, on the same rows.
 
+Also the concept classifiers of every Concept10 concept, fitted as `axw judge` fits them (each text's n-grams
+counted once per process, liblinear's dual problem) against the previous fit (n-grams counted again for every
+concept, liblinear's primal problem), same run, with the largest probability difference on the latent-eval texts.
+
 Not a test: it prints seconds, the ratio and the largest difference of the measurements (and whether any rating
 changes under one calibration). Rows: the steered outputs of a warehouse (``--catalog``), or by default a workload
 shaped like `axw demo`'s: 40 instructions of the shipped set × 7 outputs each (Concept10 latent-eval texts cut to 48
 tokens), each output measured under its instruction and under the empty one, as `axw judge --judge proxy` does.
 
-    python bench/proxy_judge_speed.py [--catalog PATH] [--rounds 2] [--model embedded:smollm2]
+    python bench/proxy_judge_speed.py [--catalog PATH] [--rounds 2] [--model embedded:smollm2] [--concepts 10]
 """
 
 from __future__ import annotations
@@ -69,11 +73,57 @@ def baseline(lm, instructions, outputs) -> list[pj.TextMeasure]:
             for k, g in enumerate(gens)]
 
 
+def previous_fit(pos: list[str], neg: list[str], seed: int = 42):
+    """ConceptClassifier.fit as it was: a CountVectorizer fitted per concept, liblinear's primal problem."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from axwarehouse.steering.concept_features import classifier, ngram_counts
+
+    def model():
+        m = classifier(seed)
+        m.steps[-1] = ("logisticregression", LogisticRegression(C=10.0, class_weight="balanced", solver="liblinear",
+                                                                max_iter=1000, random_state=seed))
+        return m
+
+    texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
+    counts = ngram_counts()
+    x = counts.fit_transform(texts)
+    folds = StratifiedKFold(n_splits=pj.CV_FOLDS, shuffle=True, random_state=seed)
+    cross_val_predict(model(), x, y, cv=folds, method="predict_proba")
+    fitted = model().fit(x, y)
+    return lambda t: fitted.predict_proba(counts.transform(t))[:, 1]
+
+
+def concept_fits(n_concepts: int) -> None:
+    import tempfile
+
+    from axwarehouse.catalog import Catalog
+    from stages.import_axbench import import_axbench
+    from stages.judge_proxy import concept_training_texts
+
+    with tempfile.TemporaryDirectory() as tmp, Catalog(Path(tmp) / "catalog.duckdb") as cat:
+        import_axbench(cat, DEMO_DATA, "concept10")
+        texts = [concept_training_texts(cat, "concept10", c, 42) for c in range(n_concepts)]
+        evals = [t for (t,) in cat.sql("SELECT output FROM generations WHERE concept_set = 'concept10' AND "
+                                       "split = 'latent_eval' ORDER BY concept_id, example_id").fetchall()]
+    t0 = time.perf_counter()
+    old = [previous_fit(p, n) for p, n in texts]  # first: the new path's per-process n-gram memo starts empty
+    old_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    new = [pj.ConceptClassifier.fit(p, n) for p, n in texts]
+    new_s = time.perf_counter() - t0
+    diff = max(float(np.abs(np.array(n.probability(evals)) - o(evals)).max()) for o, n in zip(old, new))
+    print(f"concept classifiers of {n_concepts} concepts: previous fit {old_s:.1f} s, now {new_s:.1f} s "
+          f"({old_s / new_s:.2f}x); largest probability difference on {len(evals)} latent-eval texts {diff:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default="embedded:smollm2")
+    ap.add_argument("--concepts", type=int, default=10, help="concept classifiers to fit (0: skip)")
     args = ap.parse_args()
     import torch
 
@@ -106,6 +156,8 @@ def main() -> None:
           f"{min(old_s) / min(new_s):.2f}x the baseline's speed")
     print(f"  largest difference of a mean log p per token: {diff:.2e}; instruction ratings changed under "
           f"thresholds at the PMI's 30/70 % quantiles: {changed} of {len(rows)}")
+    if args.concepts:
+        concept_fits(args.concepts)
 
 
 if __name__ == "__main__":

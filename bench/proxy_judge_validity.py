@@ -55,14 +55,14 @@ def concept_figures(cat: Catalog, concepts: list[int], seed: int = 42) -> list[d
         texts = {k: [t for (t,) in cat.sql(
             "SELECT output FROM generations WHERE concept_set = 'concept10' AND split = 'latent_eval' AND "
             "concept_id = ? AND category = ? ORDER BY example_id", [c, k]).fetchall()]
-            for k in ("positive", "negative", "hard negative")}
-        prob = {k: clf.probability(v) for k, v in texts.items()}
+            for k in ("positive", "negative", "hard_negative")}
+        prob = {k: clf.probability(v) if v else [] for k, v in texts.items()}
         rate = {k: np.array(clf.thresholds.rate(v)) for k, v in prob.items()}
         labels = [1] * len(rate["positive"]) + [0] * len(rate["negative"])
         rows.append({"concept": c, "n_pos": len(rate["positive"]), "n_neg": len(rate["negative"]),
-                     "n_hard": len(rate["hard negative"]),
+                     "n_hard": len(rate["hard_negative"]),
                      "fpr": float(np.mean(rate["negative"] >= 1)),
-                     "fpr_hard": float(np.mean(rate["hard negative"] >= 1)) if len(rate["hard negative"]) else None,
+                     "fpr_hard": float(np.mean(rate["hard_negative"] >= 1)) if len(rate["hard_negative"]) else None,
                      "tpr": float(np.mean(rate["positive"] >= 1)), "rated_2": float(np.mean(rate["positive"] == 2)),
                      "auroc_rating": auroc(labels, list(rate["positive"]) + list(rate["negative"])),
                      "auroc_probability": auroc(labels, prob["positive"] + prob["negative"]),

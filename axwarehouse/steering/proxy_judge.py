@@ -144,14 +144,14 @@ class ConceptClassifier:
         each fold's own, as with a TF-IDF vectorizer fitted per fold)."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        from axwarehouse.steering.concept_features import classifier, ngram_counts
+        from axwarehouse.steering.concept_features import SharedNgramCounts, classifier
 
         if len(positives) < CV_FOLDS or len(negatives) < CV_FOLDS:
             raise ValueError(f"a concept classifier needs at least {CV_FOLDS} positive and {CV_FOLDS} negative "
                              f"training texts (got {len(positives)} and {len(negatives)})")
         texts = list(positives) + list(negatives)
         y = np.array([1] * len(positives) + [0] * len(negatives))
-        counts = ngram_counts()
+        counts = SharedNgramCounts()
         x = counts.fit_transform(texts)
         folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
         oof = cross_val_predict(classifier(seed), x, y, cv=folds, method="predict_proba")[:, 1]
