@@ -12,7 +12,7 @@ changes under one calibration). Rows: the steered outputs of a warehouse (``--ca
 shaped like `axw demo`'s: 40 instructions of the shipped set × 7 outputs each (Concept10 latent-eval texts cut to 48
 tokens), each output measured under its instruction and under the empty one, as `axw judge --judge proxy` does.
 
-    python bench/proxy_judge_speed.py [--catalog PATH] [--rounds 2] [--model embedded:smollm2] [--concepts 10]
+    python bench/proxy_judge_speed.py [--catalog PATH] [--rounds 2] [--model embedded:smollm2] [--concepts 10] [--instructions 40]
 """
 
 from __future__ import annotations
@@ -124,13 +124,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default="embedded:smollm2")
     ap.add_argument("--concepts", type=int, default=10, help="concept classifiers to fit (0: skip)")
+    ap.add_argument("--instructions", type=int, default=40, help="instructions of the demo-like workload (x 7)")
     args = ap.parse_args()
     import torch
 
     from axwarehouse.lm.loader import load
 
     lm = load(args.model)
-    rows = catalog_rows(args.catalog) if args.catalog else demo_like_rows(lm.tokenizer)
+    rows = catalog_rows(args.catalog) if args.catalog else demo_like_rows(lm.tokenizer, args.instructions)
     instructions, outputs = [i for i, _ in rows], [g for _, g in rows]
     n_tok = sum(len(lm.tokenizer.encode(o, add_special_tokens=False)) for o in outputs)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()

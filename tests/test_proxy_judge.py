@@ -151,8 +151,9 @@ def test_concept_reads_concept_words_glued_to_their_neighbours(concept_classifie
 def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10):
     """The classifier counts each text's n-grams once; each fold (and the final fit) must still see only its own
     vocabulary, document frequencies and IDF: the same out-of-fold probabilities, thresholds and ratings as
-    scikit-learn's TfidfVectorizer(**CONCEPT_FEATURES) fitted inside every fold. (Equal up to summation order:
-    the sparse rows list their n-grams in another order.)"""
+    scikit-learn's TfidfVectorizer(**CONCEPT_FEATURES) fitted inside every fold, also when the per-process n-gram
+    memo already holds another concept's texts. (Equal up to summation order: the sparse rows list their n-grams
+    in another order.)"""
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -163,6 +164,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
 
     with Catalog(concept10, read_only=True) as cat:
         pos, neg = concept_training_texts(cat, "concept10", 0, 42)
+        other_concept = concept_training_texts(cat, "concept10", 5, 42)
         other = [t for (t,) in cat.sql("SELECT output FROM generations WHERE concept_set = 'concept10' AND "
                                        "split = 'latent_eval' ORDER BY concept_id, example_id LIMIT 60").fetchall()]
     texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
@@ -171,6 +173,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     oof = cross_val_predict(reference, texts, y, cv=folds, method="predict_proba")[:, 1]
     expected = reference.fit(texts, y).predict_proba(other)[:, 1]
 
+    pj.ConceptClassifier.fit(*other_concept, seed=42)  # the per-process n-gram memo now holds other texts too
     clf = pj.ConceptClassifier.fit(pos, neg, seed=42)
     assert clf.heldout_positives == pytest.approx(oof[y == 1].tolist(), abs=1e-12)
     assert clf.heldout_negatives == pytest.approx(oof[y == 0].tolist(), abs=1e-12)
