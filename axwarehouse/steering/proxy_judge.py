@@ -144,14 +144,14 @@ class ConceptClassifier:
         each fold's own, as with a TF-IDF vectorizer fitted per fold)."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        from axwarehouse.steering.concept_features import classifier, ngram_counts
+        from axwarehouse.steering.concept_features import SharedNgramCounts, classifier
 
         if len(positives) < CV_FOLDS or len(negatives) < CV_FOLDS:
             raise ValueError(f"a concept classifier needs at least {CV_FOLDS} positive and {CV_FOLDS} negative "
                              f"training texts (got {len(positives)} and {len(negatives)})")
         texts = list(positives) + list(negatives)
         y = np.array([1] * len(positives) + [0] * len(negatives))
-        counts = ngram_counts()
+        counts = SharedNgramCounts()
         x = counts.fit_transform(texts)
         folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
         oof = cross_val_predict(classifier(seed), x, y, cv=folds, method="predict_proba")[:, 1]
@@ -198,12 +198,14 @@ def rate_fluency(m: TextMeasure, perplexity: Thresholds, repetition: Thresholds)
 def _mean_logp(lm, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> list[float | None]:
     """Mean log p(generation | prompt) per (prompt ids, generation ids) pair; each distinct pair is scored once
     (calibration scores every answer without instruction once per instruction pairing, and a text scored under
-    the empty instruction is the same pair twice)."""
-    from axwarehouse.steering.perplexity import conditional_perplexity
+    the empty instruction is the same pair twice), and each distinct prompt is run through the model once
+    (:func:`axwarehouse.lm.prefix_logp.shared_prompt_logp`: every row shares the empty instruction's prompt, and
+    the outputs of one instruction share its prompt)."""
+    from axwarehouse.lm.prefix_logp import shared_prompt_logp
 
     unique = list(dict.fromkeys(pairs))
-    ppl = conditional_perplexity(lm, [p for p, _ in unique], [g for _, g in unique])
-    logp = {pair: None if p is None else -math.log(p) for pair, p in zip(unique, ppl)}
+    values = shared_prompt_logp(lm, [p for p, _ in unique], [g for _, g in unique])
+    logp = dict(zip(unique, values))
     return [logp[pair] for pair in pairs]
 
 
