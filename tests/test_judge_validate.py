@@ -265,3 +265,20 @@ def test_a_set_without_latent_eval_holds_out_a_train_slice_the_proxy_never_train
     assert validated == {r[2] for r in held if r[3] == "positive"}
     for c in validated:  # each concept has present and absent texts (the shared negatives are every concept's)
         assert {x.label for x in items if x.criterion == "concept" and x.item.concept_id == c} == {0, 1}
+
+
+def test_proxy_judge_validates_end_to_end(s3, tiny_model_dir):
+    """`axw judge validate --judge proxy` (concept criterion: the classifiers, no model pass): one row per labelled
+    concept item, labelled with the judge `axw judge` writes for that model and its config hash."""
+    from stages.judge_proxy import proxy_hash
+
+    code, out, err = axw("--catalog", s3, "judge", "validate", "-c", SET, "--judge", "proxy", "--model",
+                         str(tiny_model_dir), "--criterion", "concept", "--dtype", "float32", "--no-progress")
+    assert code == 0, err
+    with Catalog(s3, read_only=True) as cat:
+        n_items = cat.count("generations", "split = 'latent_eval'")
+        rows = cat.sql("SELECT DISTINCT judge, judge_config_hash, criterion FROM judge_validation").fetchall()
+        n = cat.count("judge_validation")
+        macro = cat.sql("SELECT n_concepts, n + n_hard_negative FROM judge_validity_macro").fetchall()
+    assert rows == [(f"proxy:{tiny_model_dir}", proxy_hash(42), "concept")]
+    assert n == n_items and macro == [(3, n_items)]
