@@ -35,7 +35,7 @@ from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.steering import proxy_judge as pj  # noqa: E402
 from stages.demo import DEMO_DATA  # noqa: E402
 from stages.import_axbench import import_axbench  # noqa: E402
-from stages.judge_proxy import concept_training_texts  # noqa: E402
+from stages.judge_proxy import concept_training_groups  # noqa: E402
 
 CALIBRATION_INSTRUCTIONS = 20  # the shipped file's last ones: steering never draws them
 CALIBRATION_TOKENS = 128
@@ -50,8 +50,8 @@ def auroc(labels: list[int], scores: list[float]) -> float:
 def concept_figures(cat: Catalog, concepts: list[int], seed: int = 42) -> list[dict]:
     rows = []
     for c in concepts:
-        pos, neg = concept_training_texts(cat, "concept10", c, seed)
-        clf = pj.ConceptClassifier.fit(pos, neg, seed)
+        pos, neg, others = concept_training_groups(cat, "concept10", c, seed)
+        clf = pj.ConceptClassifier.fit(pos, neg, seed, neighbours=others)
         texts = {k: [t for (t,) in cat.sql(
             "SELECT output FROM generations WHERE concept_set = 'concept10' AND split = 'latent_eval' AND "
             "concept_id = ? AND category = ? ORDER BY example_id", [c, k]).fetchall()]

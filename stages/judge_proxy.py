@@ -2,7 +2,7 @@
 :mod:`axwarehouse.steering.proxy_judge` into `judge_scores`, its thresholds into `judge_calibration`.
 
 * One judge per target model: ``judge = 'proxy:<model>'`` (the unsteered model of the outputs measures
-  instruction relevance and fluency), ``score_source = 'proxy'``, ``parse_ok = true``, ``rubric = 'proxy-v2'``,
+  instruction relevance and fluency), ``score_source = 'proxy'``, ``parse_ok = true``, ``rubric = 'proxy-v3'``,
   ``raw`` = JSON of the measurement, its calibration id and thresholds (fluency: both of its measurements, the
   perplexity's and the repetition veto's, each with its calibration id and thresholds).
 * Concept calibration per concept (its classifier is refitted deterministically each run: cheap, and no model
@@ -234,14 +234,14 @@ def _stored_calibration(cat: Catalog, cal_id: str) -> pj.Thresholds | None:
 
 def _write_calibration(run: Run, cal_id: str, judge: str, criterion: str, measure: str, th: pj.Thresholds,
                        neg: list[float], pos: list[float], jhash: str, details: dict, concept_set=None,
-                       concept_id=None, instruction_set=None, positive_quantile: float | None = pj.POS_QUANTILE
-                       ) -> None:
+                       concept_id=None, instruction_set=None, positive_quantile: float | None = pj.POS_QUANTILE,
+                       negative_quantile: float = pj.NEG_QUANTILE) -> None:
     mean = lambda xs: float(sum(xs) / len(xs)) if xs else None  # noqa: E731
     run.write("judge_calibration", pa.table({
         "calibration_id": [cal_id], "judge": [judge], "rubric": [pj.RUBRIC], "criterion": [criterion],
         "measure": [measure], "concept_set": pa.array([concept_set], pa.string()),
         "concept_id": pa.array([concept_id], pa.int64()), "instruction_set": pa.array([instruction_set], pa.string()),
-        "threshold_low": [th.low], "threshold_high": [th.high], "negative_quantile": [pj.NEG_QUANTILE],
+        "threshold_low": [th.low], "threshold_high": [th.high], "negative_quantile": [negative_quantile],
         "positive_quantile": pa.array([positive_quantile], pa.float64()), "n_negative": [len(neg)],
         "n_positive": [len(pos)],
         "negative_mean": [mean(neg)], "positive_mean": [mean(pos)], "auroc": [pj.auroc(neg, pos)],
@@ -252,6 +252,15 @@ def concept_training_texts(cat: Catalog, concept_set: str, concept_id: int, seed
     """(positives, negatives) of a concept's train split: negatives = shared and own negatives, own hard
     negatives, and up to ``OTHER_POSITIVES_PER_POSITIVE`` × #positives of the other concepts' positives. A set
     without a latent_eval split leaves its held-out train slice out (stages/judge_heldout.py)."""
+    pos, neg, others = concept_training_groups(cat, concept_set, concept_id, seed)
+    return pos, neg + others
+
+
+def concept_training_groups(cat: Catalog, concept_set: str, concept_id: int, seed: int
+                            ) -> tuple[list[str], list[str], list[str]]:
+    """(positives, negatives, other concepts' positives) of a concept's train split (see
+    :func:`concept_training_texts`); the classifier trains on the last two as negatives and sets its threshold on
+    the negatives alone."""
     rows = cat.sql("""SELECT concept_id, category, output, example_id FROM generations
                       WHERE concept_set = ? AND split = 'train' AND output IS NOT NULL
                       ORDER BY concept_id, category, example_id""", [concept_set]).fetchall()
@@ -263,24 +272,27 @@ def concept_training_texts(cat: Catalog, concept_set: str, concept_id: int, seed
     cap = OTHER_POSITIVES_PER_POSITIVE * len(pos)
     if len(others) > cap:
         others = random.Random(seed).sample(others, cap)
-    return pos, neg + others
+    return pos, neg, others
 
 
 def _concept_calibration(cat: Catalog, run: Run, judge: str, jhash: str, concept_set: str, concept_id: int,
                          seed: int) -> tuple[str, pj.ConceptClassifier]:
-    pos, neg = concept_training_texts(cat, concept_set, concept_id, seed)
+    pos, neg, others = concept_training_groups(cat, concept_set, concept_id, seed)
     try:
-        clf = pj.ConceptClassifier.fit(pos, neg, seed)
+        clf = pj.ConceptClassifier.fit(pos, neg, seed, neighbours=others)
     except ValueError as exc:
         raise AxwError(f"proxy judge: concept {concept_set}/{concept_id}: {exc}") from None
     cal_id = config_hash({"judge": judge, "criterion": "concept", "proxy": jhash, "concept_set": concept_set,
-                          "concept_id": concept_id, "texts": config_hash({"pos": pos, "neg": neg})})
+                          "concept_id": concept_id, "texts": config_hash({"pos": pos, "neg": neg + others})})
     if _stored_calibration(cat, cal_id) is None:
         _write_calibration(run, cal_id, judge, "concept", "classifier_probability", clf.thresholds,
                            clf.heldout_negatives, clf.heldout_positives, jhash,
                            {"positives": "train positives of the concept (out-of-fold probabilities)",
-                            "negatives": "train negatives + hard negatives + other concepts' positives (out-of-fold)"},
-                           concept_set=concept_set, concept_id=concept_id)
+                            "negatives": "train negatives + hard negatives (out-of-fold); other concepts' positives "
+                                         "are trained on as negatives but left out of the threshold",
+                            "neighbours_mean": sum(clf.heldout_neighbours) / len(clf.heldout_neighbours)
+                            if clf.heldout_neighbours else None},
+                           concept_set=concept_set, concept_id=concept_id, negative_quantile=pj.CONCEPT_NEG_QUANTILE)
     return cal_id, clf
 
 

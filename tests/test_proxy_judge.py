@@ -113,15 +113,33 @@ def concept10(tmp_path_factory):
 @pytest.fixture(scope="module")
 def concept_classifiers(concept10):
     """Per concept (0, 1, 3, 8): the fitted classifier and 3 held-out (latent-eval) positives joined."""
-    from stages.judge_proxy import concept_training_texts
+    from stages.judge_proxy import concept_training_groups
 
     with Catalog(concept10, read_only=True) as cat:
         heldout = {c: [t for (t,) in cat.sql(
             "SELECT output FROM generations WHERE concept_set = 'concept10' AND split = 'latent_eval' "
             "AND category = 'positive' AND concept_id = ? ORDER BY example_id LIMIT 3", [c]).fetchall()]
             for c in (0, 1, 3, 8)}
-        texts = {c: concept_training_texts(cat, "concept10", c, 42) for c in heldout}
-    return {c: (pj.ConceptClassifier.fit(pos, neg), " ".join(heldout[c])) for c, (pos, neg) in texts.items()}
+        texts = {c: concept_training_groups(cat, "concept10", c, 42) for c in heldout}
+    return {c: (pj.ConceptClassifier.fit(pos, neg, neighbours=near), " ".join(heldout[c]))
+            for c, (pos, neg, near) in texts.items()}
+
+
+def test_concept_threshold_comes_from_own_negatives_while_neighbours_are_trained_on(concept10):
+    """Other concepts' positives are negatives of the classifier (trained on: the same model and out-of-fold
+    probabilities as when they are passed among the negatives) but do not set ``low``: the CONCEPT_NEG_QUANTILE
+    quantile of the concept's own negatives does."""
+    from stages.judge_proxy import concept_training_groups
+
+    with Catalog(concept10, read_only=True) as cat:
+        pos, neg, near = concept_training_groups(cat, "concept10", 7, 42)
+    clf = pj.ConceptClassifier.fit(pos, neg, 42, neighbours=near)
+    pooled = pj.ConceptClassifier.fit(pos, neg + near, 42)
+    assert (len(clf.heldout_negatives), len(clf.heldout_neighbours)) == (len(neg), len(near))
+    assert pooled.heldout_negatives == pytest.approx(clf.heldout_negatives + clf.heldout_neighbours, abs=1e-12)
+    expected = pj.calibrate(clf.heldout_negatives, clf.heldout_positives, neg_q=pj.CONCEPT_NEG_QUANTILE)
+    assert (clf.thresholds.low, clf.thresholds.high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert clf.thresholds.low != pytest.approx(pooled.thresholds.low, abs=1e-3)
 
 
 def test_concept_rates_own_positive_texts_2_and_unrelated_text_0(concept_classifiers):
@@ -178,7 +196,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     assert clf.heldout_positives == pytest.approx(oof[y == 1].tolist(), abs=1e-12)
     assert clf.heldout_negatives == pytest.approx(oof[y == 0].tolist(), abs=1e-12)
     assert clf.probability(other) == pytest.approx(expected.tolist(), abs=1e-12)
-    expected_thresholds = pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist())
+    expected_thresholds = pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist(), neg_q=pj.CONCEPT_NEG_QUANTILE)
     assert (clf.thresholds.low, clf.thresholds.high) == pytest.approx(
         (expected_thresholds.low, expected_thresholds.high), abs=1e-12)
 
@@ -292,7 +310,7 @@ def test_proxy_judge_stage_rates_every_output_once(tiny_warehouse):
     for r in rows:
         raw = json.loads(r[6])
         crit, low, high, run = cals[raw["calibration_id"]]
-        assert raw["rubric"] == "proxy-v2" and crit == r[2] and run == r[7]
+        assert raw["rubric"] == "proxy-v3" and crit == r[2] and run == r[7]
         assert (raw["threshold_low"], raw["threshold_high"]) == (low, high)
         want = 0 if raw["value"] is None or raw["value"] < low else 1 if raw["value"] < high else 2
         if crit == "fluency":  # the repetition veto: its own calibration, named in the rating
