@@ -527,6 +527,58 @@ def judge_compare_cmd(
         _echo_table(rel, fmt)
 
 
+@judge_app.command("validate")
+def judge_validate_cmd(
+    ctx: typer.Context,
+    concept_set: Annotated[str, typer.Option("--concept-set", "-c", help="Concept set whose held-out texts "
+                                             "(latent_eval, or a held-out slice of train) are rated.")],
+    judge: Annotated[str, typer.Option("--judge", help="proxy | embedded:NAME | openai:MODEL | "
+                                       "openai-compatible:NAME, as for `axw judge`.")] = "proxy",
+    model: Model = DEFAULT_MODEL,
+    judge_base_url: Annotated[Optional[str], typer.Option("--judge-base-url", envvar="AXW_LLM_BASE_URL",
+                                                          help="Server URL for openai-compatible judges.")] = None,
+    criterion: Annotated[Optional[list[str]], typer.Option("--criterion", help="concept | instruction | fluency "
+                                                           "(default: all three).")] = None,
+    temperature: Annotated[float, typer.Option("--judge-temperature", help="Judge sampling temperature.")] = 0.7,
+    max_tokens: Annotated[int, typer.Option("--judge-max-tokens", help="Tokens per judge answer.")] = 256,
+    seed: Annotated[int, typer.Option(help="Judge sampling seed.")] = 42,
+    concurrency: Annotated[int, typer.Option("--judge-concurrency", help="Simultaneous HTTP calls.")] = 8,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the number of ratings (LLM calls) and their "
+                                          "estimated cost; write nothing.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    device: Annotated[str, typer.Option(help="Device for the embedded judge / the proxy's model.")] = "cpu",
+    dtype: Dtype = "auto",
+    rubric_from: Annotated[Optional[Path], typer.Option("--rubric-from", help="AxBench checkout: its rubric.")] = None,
+) -> None:
+    """Validate a judge on labelled held-out texts (the same rating path as `axw judge`) into `judge_validation`;
+    `axw leaderboard judges` prints the error rates (views judge_validity, judge_validity_macro). --model is the
+    target model whose proxy judge is validated (proxy only)."""
+    from stages.judge import CRITERIA, JudgeConfig
+    from stages.judge_validate import run_validate
+
+    cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
+                      criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
+                      seed=seed, concurrency=concurrency, perplexity=False, device=device, dtype=dtype,
+                      rubric_from=str(rubric_from) if rubric_from else None)
+    with _catalog(ctx, read_only=dry_run) as cat:
+        out = run_validate(cat, cfg, model, dry_run=dry_run, progress=progress)
+    typer.echo(out.summary())
+
+
+@leaderboard_app.command("judges")
+def leaderboard_judges_cmd(
+    ctx: typer.Context,
+    concept_set: Annotated[Optional[str], typer.Option("--concept-set", "-c")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
+) -> None:
+    """Judge validity: per judge config x criterion, macro means over concepts of FPR, TPR, accuracy, kappa, AUROC
+    (view judge_validity_macro; per concept: judge_validity)."""
+    from stages.leaderboard import judges_table
+
+    with _catalog(ctx, read_only=True) as cat:
+        _echo_table(judges_table(cat, concept_set), fmt)
+
+
 @leaderboard_app.command("steering")
 def leaderboard_steering_cmd(
     ctx: typer.Context,
@@ -538,10 +590,12 @@ def leaderboard_steering_cmd(
     fmt: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
 ) -> None:
     """Steering score per method: test split at the factor chosen on the selection split (view steering_leaderboard)."""
-    from stages.leaderboard import failures_note, steering_leaderboard, winrate_table
+    from stages.leaderboard import failures_note, steering_leaderboard, validity_notes, winrate_table
 
     with _catalog(ctx, read_only=True) as cat:
         _echo_table(steering_leaderboard(cat, concept_set, judge, judge_failures.value), fmt)
+        for line in validity_notes(cat, concept_set, judge):  # the judge's measured error rates, one line each
+            typer.echo(line, err=fmt != OutputFormat.table)
         if baseline:
             typer.echo("")
             _echo_table(winrate_table(cat, baseline, concept_set, judge_failures.value), fmt)

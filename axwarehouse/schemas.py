@@ -271,6 +271,26 @@ JUDGE_CALIBRATION = _schema(  # one calibrated threshold pair of the proxy judge
     pa.field("details", pa.string()),  # JSON: what the classes were made of
 )
 
+JUDGE_VALIDATION = _schema(  # one judge rating of one labelled text (`axw judge validate`, stages/judge_validate.py)
+    pa.field("judge", pa.string(), nullable=False),  # as in judge_scores (proxy:<model>, BACKEND:MODEL)
+    pa.field("judge_config_hash", pa.string(), nullable=False),  # = judge_scores.config_hash of that judge config
+    pa.field("rubric", pa.string()),
+    pa.field("concept_set", pa.string(), nullable=False),
+    pa.field("concept_id", pa.int64(), nullable=False),
+    pa.field("criterion", pa.string(), nullable=False),  # concept | instruction | fluency
+    pa.field("item_id", pa.string(), nullable=False),  # set/split/example/concept/variant
+    pa.field("split", pa.string()),  # where the text came from: latent_eval, or the held-out slice of train
+    pa.field("example_id", pa.int64()),
+    # concept: positive | negative | hard_negative; instruction: own | other; fluency: as_written | shuffled | looped
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("label", pa.int8(), nullable=False),  # 1 = present/relevant/fluent, 0 = absent/irrelevant/disfluent
+    pa.field("rating", pa.float64()),  # the judge's 0-2 rating; NULL when its answer had none (views count it 0)
+    pa.field("score_source", pa.string()),
+    pa.field("instruction", pa.string()),  # what the judge was shown
+    pa.field("text", pa.string()),
+    pa.field("raw", pa.string()),  # the judge's answer or the proxy's measurement JSON
+)
+
 TABLES.update({
     "steering_instructions": STEERING_INSTRUCTIONS,
     "steering_inputs": STEERING_INPUTS,
@@ -279,6 +299,7 @@ TABLES.update({
     "output_perplexity": OUTPUT_PERPLEXITY,
     "judge_configs": JUDGE_CONFIGS,
     "judge_calibration": JUDGE_CALIBRATION,  # the proxy judge's thresholds (stages/judge_proxy.py)
+    "judge_validation": JUDGE_VALIDATION,
 })
 PARTITIONS.update({
     "steering_instructions": [],
@@ -288,6 +309,7 @@ PARTITIONS.update({
     "output_perplexity": [],
     "judge_configs": [],
     "judge_calibration": [],
+    "judge_validation": [],  # one file per validation run: its rows appear all at once
 })
 # --- SAEs trained by `axw sae train` (files in the SAELens layout under warehouse/saes/) ---
 TABLES["saes"] = _schema(

@@ -1,6 +1,6 @@
 -- judge_settings: per judge x judge config hash, the settings that produced its ratings, in the open: the rubric
 -- (axw-v1 = our wording, axbench:<hash> = AxBench's templates read from a checkout by `axw judge --rubric-from`,
--- proxy-v1/proxy-v2 = the offline proxy judge), sampling temperature, max tokens and seed (from judge_configs; NULL
+-- proxy-v1/-v2/-v3 = the offline proxy judge), sampling temperature, max tokens and seed (from judge_configs; NULL
 -- for judges that sample nothing, and for ratings written before settings were recorded). Ratings written before the
 -- rubric column existed read NULL there: they were made with our wording.
 CREATE OR REPLACE VIEW judge_settings AS

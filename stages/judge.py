@@ -17,9 +17,9 @@ judge into `judge_scores`, and its perplexity under the unsteered target model i
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -29,8 +29,9 @@ from axwarehouse.errors import AxwError
 from axwarehouse.lm.loader import check_device, resolve_dtype
 from axwarehouse.lineage import config_hash
 from axwarehouse.stage_runner import shardable
-from axwarehouse.steering.judge import CRITERIA, parse_rating, rating_slot
+from axwarehouse.steering.judge import CRITERIA
 from axwarehouse.steering.rubric import Rubric, ours, read_axbench_rubric
+from stages.judge_rater import Item, LLMJudge, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
 
 DEFAULT_JUDGE = "proxy"  # offline, measured (stages.judge_proxy); embedded:smollm2 is the offline LLM judge
 AXBENCH_JUDGE = "openai:gpt-4o-mini"
@@ -113,10 +114,6 @@ def judge_hash(cfg: JudgeConfig, rubric: Rubric | None = None) -> str:
     return config_hash(spec)
 
 
-def _request_seed(seed: int, output_id: str, criterion: str) -> int:
-    return int(hashlib.sha256(f"{seed}|{output_id}|{criterion}".encode()).hexdigest()[:8], 16)
-
-
 def _filters(cfg: JudgeConfig) -> tuple[str, list]:
     where, params = ["true"], []
     if cfg.concept_set:
@@ -159,30 +156,25 @@ def _shard_check(cfg: JudgeConfig) -> None:
 def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeResult:
     """Rate every output of the selection that has no rating by this judge and config yet; then perplexities."""
     from axwarehouse.heap import reuse_large_buffers
-    from axwarehouse.llm import LLMClient, LLMRequest, ResponseCache, make_backend, parse_llm
+    from axwarehouse.llm import parse_llm
 
     reuse_large_buffers()  # the judge's model runs: its large temporaries reuse heap memory (axwarehouse/heap.py)
 
-    if cfg.judge == "proxy" or cfg.judge.startswith("proxy:"):
+    if is_proxy(cfg.judge):
         from stages.judge_proxy import run_proxy_judge
 
         return run_proxy_judge(cat, cfg, progress)
-    bad = [c for c in cfg.criteria if c not in CRITERIA]
-    if bad:
-        raise AxwError(f"unknown judge criterion {bad[0]!r}; choose from {', '.join(CRITERIA)}")
+    check_criteria(cfg.criteria)
     if not 0 <= cfg.temperature <= 2:
         raise AxwError("--judge-temperature must be between 0 and 2")
-    spec = parse_llm(cfg.judge)
+    parse_llm(cfg.judge)
     check_device(cfg.device)
-    dtype = resolve_dtype(cfg.dtype, cfg.device)
+    resolve_dtype(cfg.dtype, cfg.device)
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
     rubric = cfg.rubric()
     jhash = judge_hash(cfg, rubric)
-    backend = make_backend(spec, base_url=cfg.base_url, timeout=cfg.timeout, concurrency=cfg.concurrency,
-                           batch_size=cfg.batch_size)
-    # embedded model names already carry their "embedded:" prefix (embedded:smollm2, or embedded:<path>)
-    judge = backend.model if backend.model.startswith("embedded:") else f"{spec.backend}:{backend.model}"
+    judge = llm_judge_name(cfg)
     result = JudgeResult(judge=judge, rubric=rubric.name)
     todo, result.skipped = pending_ratings(cat, cfg, judge, jhash)
     config = {"judge": judge, "judge_config_hash": jhash, "concept_set": cfg.concept_set,
@@ -191,83 +183,79 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     if not todo and not (cfg.perplexity and _missing_perplexity(cat, cfg)):
         return result
     started = time.perf_counter()
-    if judge.startswith("embedded:"):
-        backend.dtype = dtype
-    if todo and judge.startswith("embedded:") and cfg.device != "cpu":
-        from axwarehouse.lm.loader import load
-
-        load(backend.model, dtype).model.to(cfg.device)  # the loader's cached instance, which the backend uses
     with cat.run("judge", config) as run:
         if todo:
-            from tqdm import tqdm
-
-            cache = ResponseCache(cat, run, stage="judge")
-            run.write("judge_configs", pa.table({
-                "judge": [judge], "judge_config_hash": [jhash], "rubric": [rubric.name],
-                "rubric_source": pa.array([rubric.source], pa.string()),
-                "temperature": pa.array([cfg.temperature], pa.float64()),
-                "max_tokens": pa.array([cfg.max_tokens], pa.int32()), "seed": pa.array([cfg.seed], pa.int64())}))
-            bar = tqdm(total=len(todo), desc="judge", unit="rating", file=sys.stderr, disable=not progress,
-                       dynamic_ncols=True)
-            try:
-                with LLMClient(backend, cache, concurrency=cfg.concurrency, max_attempts=1) as client:
-                    for start in range(0, len(todo), cfg.chunk):
-                        chunk = todo[start:start + cfg.chunk]
-                        prompts = [rubric.prompt(crit, concept or "", instr or "", gen or "")
-                                   for _, crit, concept, instr, gen in chunk]
-                        reqs = [LLMRequest.user(p, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                                seed=_request_seed(cfg.seed, oid, crit), purpose=f"judge_{crit}",
-                                                tag=oid)
-                                for p, (oid, crit, *_) in zip(prompts, chunk)]
-                        outcomes = client.run(reqs, validate=lambda comp: (comp.text, None))
-                        _write_chunk(run, cfg, judge, jhash, rubric.name, chunk, prompts, reqs, outcomes, client,
-                                     result)
-                        cache.flush()
-                        bar.update(len(chunk))
-                        bar.set_postfix_str(client.stats.line())
-                    result.calls, result.cache_hits = client.stats.calls, client.stats.cache_hits
-            finally:
-                cache.flush()
-                bar.close()
+            _write_config(run, judge, jhash, rubric, cfg)
+            with open_llm_judge(cat, run, cfg) as llm:
+                _rate_outputs(run, llm, cfg, todo, result, progress)
         if cfg.perplexity:
             result.perplexities = _perplexity(cat, run, cfg)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _write_chunk(run: Run, cfg: JudgeConfig, judge: str, jhash: str, rubric: str, chunk: list[tuple],
-                 prompts: list[str], reqs: list, outcomes: list, client, result: JudgeResult) -> None:
-    keep = [k for k, o in enumerate(outcomes) if not (o.error or "").startswith("transport")]
-    result.transport_failures += len(outcomes) - len(keep)
+def _write_config(run: Run, judge: str, jhash: str, rubric: Rubric, cfg: JudgeConfig) -> None:
+    run.write("judge_configs", pa.table({
+        "judge": [judge], "judge_config_hash": [jhash], "rubric": [rubric.name],
+        "rubric_source": pa.array([rubric.source], pa.string()),
+        "temperature": pa.array([cfg.temperature], pa.float64()),
+        "max_tokens": pa.array([cfg.max_tokens], pa.int32()), "seed": pa.array([cfg.seed], pa.int64())}))
+
+
+def output_batches(todo: list[tuple], chunk: int) -> Iterator[tuple[list[Item], tuple[str, ...]]]:
+    """(items, criteria) batches of about ``chunk`` ratings from pending (output_id, criterion, concept, instruction,
+    generation) rows: the outputs missing the same criteria go together."""
+    missing: dict[str, list[str]] = {}
+    item: dict[str, Item] = {}
+    for oid, crit, concept, instr, gen in todo:
+        missing.setdefault(oid, []).append(crit)
+        item[oid] = Item(oid, "", 0, concept or "", instr or "", gen or "")
+    groups: dict[tuple[str, ...], list[Item]] = {}
+    for oid, crits in missing.items():
+        groups.setdefault(tuple(crits), []).append(item[oid])
+    for crits, items in groups.items():
+        per = max(1, chunk // len(crits))
+        for start in range(0, len(items), per):
+            yield items[start:start + per], crits
+
+
+def _rate_outputs(run: Run, llm: LLMJudge, cfg: JudgeConfig, todo: list[tuple], result: JudgeResult,
+                  progress: bool) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="judge", unit="rating", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for items, crits in output_batches(todo, cfg.chunk):
+            ratings = llm.rate(items, crits)
+            write_scores(run, llm.name, llm.config_hash, llm.rubric, ratings, result)
+            bar.update(len(ratings))
+            bar.set_postfix_str(llm.client.stats.line())
+    finally:
+        bar.close()
+        result.calls, result.cache_hits = llm.client.stats.calls, llm.client.stats.cache_hits
+
+
+def write_scores(run: Run, judge: str, jhash: str, rubric: str, ratings: list[Rating], result: JudgeResult) -> None:
+    """`judge_scores` rows of the ratings that got an answer (a transport failure writes none: retried next run)."""
+    keep = [r for r in ratings if not r.transport_error]
+    result.transport_failures += len(ratings) - len(keep)
     if not keep:
         return
-    parsed = [parse_rating(outcomes[k].text) for k in keep]
-    scores = [p.score for p in parsed]
-    sources = ["parsed" if p.ok else None for p in parsed]
-    expected: list[float | None] = [None] * len(keep)
-    if judge.startswith("embedded:"):
-        from axwarehouse.lm.loader import load
-
-        lm = load(client.backend.model, client.backend.dtype)  # the judge model (the loader caches it: the backend's own instance)
-        slots = rating_slot(lm, [prompts[k] for k in keep], [outcomes[k].text for k in keep])
-        expected = [e for _, e in slots]
-        for j, (k_score, _e) in enumerate(slots):
-            if scores[j] is None and k_score is not None:
-                scores[j], sources[j] = k_score, "constrained"
-    for p in parsed:
-        if not p.ok:
-            result.parse_failures[p.error] = result.parse_failures.get(p.error, 0) + 1
+    for r in keep:
+        if not r.parse_ok:
+            result.parse_failures[r.parse_error] = result.parse_failures.get(r.parse_error, 0) + 1
     result.rated += len(keep)
-    result.expected += sum(e is not None for e in expected)
-    result.constrained += sum(src == "constrained" for src in sources)
-    result.failed += sum(s is None for s in scores)
+    result.expected += sum(r.expected_score is not None for r in keep)
+    result.constrained += sum(r.score_source == "constrained" for r in keep)
+    result.failed += sum(r.score is None for r in keep)
     run.write("judge_scores", pa.table({
-        "output_id": [chunk[k][0] for k in keep], "judge": [judge] * len(keep),
-        "criterion": [chunk[k][1] for k in keep],
-        "score": pa.array(scores, pa.float64()), "score_source": pa.array(sources, pa.string()),
-        "expected_score": pa.array(expected, pa.float64()),
-        "parse_ok": [p.ok for p in parsed], "parse_error": [p.error for p in parsed],
-        "raw": [outcomes[k].text for k in keep], "request_hash": [client.key(reqs[k]) for k in keep],
+        "output_id": [r.item_id for r in keep], "judge": [judge] * len(keep), "criterion": [r.criterion for r in keep],
+        "score": pa.array([r.score for r in keep], pa.float64()),
+        "score_source": pa.array([r.score_source for r in keep], pa.string()),
+        "expected_score": pa.array([r.expected_score for r in keep], pa.float64()),
+        "parse_ok": [r.parse_ok for r in keep], "parse_error": pa.array([r.parse_error for r in keep], pa.string()),
+        "raw": [r.raw for r in keep], "request_hash": pa.array([r.request_hash for r in keep], pa.string()),
         "rubric": [rubric] * len(keep), "config_hash": [jhash] * len(keep)}))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from axwarehouse.catalog import Catalog
+from axwarehouse.steering.validity import validity_line
 
 
 def latent_leaderboard(cat: Catalog, concept_set: str | None = None) -> duckdb.DuckDBPyRelation:
@@ -63,3 +64,21 @@ def winrate_table(cat: Catalog, baseline: str = "prompt", concept_set: str | Non
                               tie_rate, n_unscored, judge_config_hash
                        FROM winrate WHERE {' AND '.join(where)}
                        ORDER BY concept_set, model, layer, judge, judge_config_hash, win_rate DESC""", params)
+
+
+def judges_table(cat: Catalog, concept_set: str | None = None) -> duckdb.DuckDBPyRelation:
+    """The `judge_validity_macro` view: per judge config × concept set × criterion, the macro figures."""
+    where, params = ("concept_set = ?", [concept_set]) if concept_set else ("true", [])
+    return cat.sql(f"""SELECT judge, concept_set, criterion, n_concepts, n, false_positive_rate,
+                              max_false_positive_rate, true_positive_rate, accuracy, kappa, auroc,
+                              n_hard_negative, hard_negative_fpr, n_failed, judge_config_hash
+                       FROM judge_validity_macro WHERE {where}
+                       ORDER BY concept_set, judge, judge_config_hash, criterion""", params)
+
+
+def validity_notes(cat: Catalog, concept_set: str | None = None, judge: str | None = None) -> list[str]:
+    """:func:`validity_line` of every judge config × concept set on the steering leaderboard."""
+    where, params = _steering_filters(concept_set, judge, "zero")
+    shown = cat.sql(f"""SELECT DISTINCT judge, judge_config_hash, concept_set FROM steering_leaderboard
+                        WHERE {where} ORDER BY ALL""", params).fetchall()
+    return [validity_line(cat, j, h, cs) for j, h, cs in shown]

@@ -54,26 +54,53 @@ def test_measure_texts_scores_each_distinct_pair_once(tiny_model_dir, monkeypatc
     """Calibration measures every answer without instruction once per instruction it is paired with, and a text
     under the empty instruction is the same pair twice: each distinct (prompt, output) goes through the model once,
     and the measures equal those of each text measured alone."""
+    from axwarehouse.lm import prefix_logp
     from axwarehouse.lm.loader import load
-    from axwarehouse.steering import perplexity
 
     lm = load(str(tiny_model_dir), "float32")
     rows = []
-    real = perplexity.conditional_perplexity
-    monkeypatch.setattr(perplexity, "conditional_perplexity",
+    real = prefix_logp.shared_prompt_logp
+    monkeypatch.setattr(prefix_logp, "shared_prompt_logp",
                         lambda lm, prompts, gens, **kw: rows.append(len(prompts)) or real(lm, prompts, gens, **kw))
     instructions = ["Name a fruit.", "Name a colour.", "Name a fruit.", ""]
     outputs = ["An apple, a pear.", "An apple, a pear.", "An apple, a pear.", "Blue."]
     together = pj.measure_texts(lm, instructions, outputs)
     # given: (fruit, apple), (colour, apple), ("", blue); without: ("", apple), ("", blue) is the given one again
     assert rows == [4]
-    monkeypatch.setattr(perplexity, "conditional_perplexity", real)
+    monkeypatch.setattr(prefix_logp, "shared_prompt_logp", real)
     alone = [pj.measure_texts(lm, [i], [o])[0] for i, o in zip(instructions, outputs)]
     assert [m.n_tokens for m in together] == [m.n_tokens for m in alone]
     for a, b in zip(together, alone):
         assert a.logp_given_instruction == pytest.approx(b.logp_given_instruction, abs=1e-5)
         assert a.logp_without_instruction == pytest.approx(b.logp_without_instruction, abs=1e-5)
     assert together[3].logp_given_instruction == together[3].logp_without_instruction
+
+
+def test_shared_prompt_logp_equals_each_row_run_alone(tiny_model_dir):
+    """Prompts run once and their continuations batched over the cached prompt (right-padded, length-sorted) give
+    each row's mean log-probability as a full forward of that prompt + continuation alone (no padding, no cache).
+    Rows of different lengths share a batch, so a pad token leaking into attention or a position id off by the
+    padding would change them."""
+    import torch
+
+    from axwarehouse.lm.loader import load
+    from axwarehouse.lm.prefix_logp import shared_prompt_logp
+
+    lm = load(str(tiny_model_dir), "float32")
+    gen = torch.Generator().manual_seed(0)
+    draw = lambda n: torch.randint(5, lm.model.config.vocab_size, (n,), generator=gen).tolist()  # noqa: E731
+    prompts = [draw(7), draw(3)]
+    rows = [(prompts[k % 2], draw(n)) for k, n in enumerate([1, 9, 4, 17, 2, 12, 0, 6])]
+    got = shared_prompt_logp(lm, [p for p, _ in rows], [c for _, c in rows], batch_tokens=40)
+    for (p, c), value in zip(rows, got):
+        if not c:
+            assert value is None
+            continue
+        ids = torch.tensor([p + c])
+        with torch.no_grad():
+            logp = torch.log_softmax(lm.model(input_ids=ids).logits[0].float(), dim=-1)
+        alone = float(logp[len(p) - 1:-1].gather(1, torch.tensor(c)[:, None]).mean())
+        assert value == pytest.approx(alone, abs=1e-5), (len(p), len(c))
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +113,33 @@ def concept10(tmp_path_factory):
 @pytest.fixture(scope="module")
 def concept_classifiers(concept10):
     """Per concept (0, 1, 3, 8): the fitted classifier and 3 held-out (latent-eval) positives joined."""
-    from stages.judge_proxy import concept_training_texts
+    from stages.judge_proxy import concept_training_groups
 
     with Catalog(concept10, read_only=True) as cat:
         heldout = {c: [t for (t,) in cat.sql(
             "SELECT output FROM generations WHERE concept_set = 'concept10' AND split = 'latent_eval' "
             "AND category = 'positive' AND concept_id = ? ORDER BY example_id LIMIT 3", [c]).fetchall()]
             for c in (0, 1, 3, 8)}
-        texts = {c: concept_training_texts(cat, "concept10", c, 42) for c in heldout}
-    return {c: (pj.ConceptClassifier.fit(pos, neg), " ".join(heldout[c])) for c, (pos, neg) in texts.items()}
+        texts = {c: concept_training_groups(cat, "concept10", c, 42) for c in heldout}
+    return {c: (pj.ConceptClassifier.fit(pos, neg, neighbours=near), " ".join(heldout[c]))
+            for c, (pos, neg, near) in texts.items()}
+
+
+def test_concept_threshold_comes_from_own_negatives_while_neighbours_are_trained_on(concept10):
+    """Other concepts' positives are negatives of the classifier (trained on: the same model and out-of-fold
+    probabilities as when they are passed among the negatives) but do not set ``low``: the CONCEPT_NEG_QUANTILE
+    quantile of the concept's own negatives does."""
+    from stages.judge_proxy import concept_training_groups
+
+    with Catalog(concept10, read_only=True) as cat:
+        pos, neg, near = concept_training_groups(cat, "concept10", 7, 42)
+    clf = pj.ConceptClassifier.fit(pos, neg, 42, neighbours=near)
+    pooled = pj.ConceptClassifier.fit(pos, neg + near, 42)
+    assert (len(clf.heldout_negatives), len(clf.heldout_neighbours)) == (len(neg), len(near))
+    assert pooled.heldout_negatives == pytest.approx(clf.heldout_negatives + clf.heldout_neighbours, abs=1e-12)
+    expected = pj.calibrate(clf.heldout_negatives, clf.heldout_positives, neg_q=pj.CONCEPT_NEG_QUANTILE)
+    assert (clf.thresholds.low, clf.thresholds.high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert clf.thresholds.low != pytest.approx(pooled.thresholds.low, abs=1e-3)
 
 
 def test_concept_rates_own_positive_texts_2_and_unrelated_text_0(concept_classifiers):
@@ -124,8 +169,9 @@ def test_concept_reads_concept_words_glued_to_their_neighbours(concept_classifie
 def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10):
     """The classifier counts each text's n-grams once; each fold (and the final fit) must still see only its own
     vocabulary, document frequencies and IDF: the same out-of-fold probabilities, thresholds and ratings as
-    scikit-learn's TfidfVectorizer(**CONCEPT_FEATURES) fitted inside every fold. (Equal up to summation order:
-    the sparse rows list their n-grams in another order.)"""
+    scikit-learn's TfidfVectorizer(**CONCEPT_FEATURES) fitted inside every fold, also when the per-process n-gram
+    memo already holds another concept's texts. (Equal up to summation order: the sparse rows list their n-grams
+    in another order.)"""
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -136,6 +182,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
 
     with Catalog(concept10, read_only=True) as cat:
         pos, neg = concept_training_texts(cat, "concept10", 0, 42)
+        other_concept = concept_training_texts(cat, "concept10", 5, 42)
         other = [t for (t,) in cat.sql("SELECT output FROM generations WHERE concept_set = 'concept10' AND "
                                        "split = 'latent_eval' ORDER BY concept_id, example_id LIMIT 60").fetchall()]
     texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
@@ -144,11 +191,12 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     oof = cross_val_predict(reference, texts, y, cv=folds, method="predict_proba")[:, 1]
     expected = reference.fit(texts, y).predict_proba(other)[:, 1]
 
+    pj.ConceptClassifier.fit(*other_concept, seed=42)  # the per-process n-gram memo now holds other texts too
     clf = pj.ConceptClassifier.fit(pos, neg, seed=42)
     assert clf.heldout_positives == pytest.approx(oof[y == 1].tolist(), abs=1e-12)
     assert clf.heldout_negatives == pytest.approx(oof[y == 0].tolist(), abs=1e-12)
     assert clf.probability(other) == pytest.approx(expected.tolist(), abs=1e-12)
-    expected_thresholds = pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist())
+    expected_thresholds = pj.calibrate(oof[y == 0].tolist(), oof[y == 1].tolist(), neg_q=pj.CONCEPT_NEG_QUANTILE)
     assert (clf.thresholds.low, clf.thresholds.high) == pytest.approx(
         (expected_thresholds.low, expected_thresholds.high), abs=1e-12)
 
@@ -262,7 +310,7 @@ def test_proxy_judge_stage_rates_every_output_once(tiny_warehouse):
     for r in rows:
         raw = json.loads(r[6])
         crit, low, high, run = cals[raw["calibration_id"]]
-        assert raw["rubric"] == "proxy-v2" and crit == r[2] and run == r[7]
+        assert raw["rubric"] == "proxy-v3" and crit == r[2] and run == r[7]
         assert (raw["threshold_low"], raw["threshold_high"]) == (low, high)
         want = 0 if raw["value"] is None or raw["value"] < low else 1 if raw["value"] < high else 2
         if crit == "fluency":  # the repetition veto: its own calibration, named in the rating

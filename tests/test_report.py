@@ -292,6 +292,9 @@ def test_steering_page_without_and_with_steering_views(built, tmp_path):
     assert html.escape("Judge: embedded offline judge smollm2 (not AxBench's gpt-4o-mini) with our rubric "
                        "wording.") in steer
     assert "a small point per concept" in steer
+    # and how valid that judge is (never validated here: the line says how to measure it)
+    assert html.escape("judge validity embedded:smollm2 on s3: not validated (`axw judge validate -c s3 --judge "
+                       "embedded:smollm2`).") in steer
     sp = specs(out2 / "steering.html")
     assert {"steering_factor_0", "steering_tradeoff_0"} <= set(sp)
     curve = dataset_with(sp["steering_factor_0"], "criterion", "factor", "score")

@@ -223,7 +223,7 @@ def test_steer_bad_input(steered):
     for args, msg in [(["--method", "nosuch"], "unknown method"),
                       (["--method", "pca"], "no trained pca direction"),
                       (["--method", "diffmean", "--factors", "x"], "not a number"),
-                      (["--method", "diffmean", "--instructions", "500"], "has only 100 instructions"),
+                      (["--method", "diffmean", "--instructions", "500"], "has only 80 instructions"),
                       (["--method", "diffmean", "--concepts", "99"], "not in concept set")]:
         code, out, err = axw(*base, "steer", *common, *args, "--no-progress")
         assert code == 2 and err.startswith("error: ") and msg in err, (args, err)

@@ -15,6 +15,7 @@ from axwarehouse.upstream_parity import ours, side_by_side, upstream
 from conftest import DEMO_TEST_CONCEPTS, assert_leaderboard_recomputes
 
 COMPUTED = range(DEMO_TEST_CONCEPTS)
+DISCRIMINATING = (4, 7)  # upstream DiffMean 0.953 and 0.700: a wrong sign, pooling or mean moves them past 0.01
 
 
 def _mine(catalog) -> dict[str, dict[int, float]]:
@@ -52,3 +53,32 @@ def test_real_warehouse_views_equal_their_recomputation(embedded_concept10):
         means = assert_leaderboard_recomputes(cat)
         check_warehouse(cat)
     assert set(means) == {"diffmean", "pca", "lat", "probe"}
+
+
+@pytest.fixture(scope="module")
+def discriminating_concepts(embedded_concept10, tmp_path_factory):
+    """A copy of the demo warehouse with DiffMean trained and latent-scored on :data:`DISCRIMINATING` too (their
+    activations at the parity layer; the shared negatives' are the demo's)."""
+    import shutil
+
+    from stages.activations import ActivationsConfig, run_activations
+    from stages.latent import LatentConfig, run_latent
+    from stages.train import TrainConfig, run_train
+
+    ref = upstream()
+    folder = tmp_path_factory.mktemp("parity-discriminating") / "wh"
+    shutil.copytree(embedded_concept10.parent, folder)
+    with Catalog(folder / "catalog.duckdb") as cat:
+        args = (ref["concept_set"], ref["model"], ref["layer"])
+        run_activations(cat, ActivationsConfig(*args, concepts=DISCRIMINATING))
+        run_train(cat, TrainConfig(*args, ("diffmean",), concepts=DISCRIMINATING))
+        run_latent(cat, LatentConfig(*args, ("diffmean",), concepts=DISCRIMINATING))
+        return ours(cat)["diffmean"]
+
+
+@pytest.mark.slow
+def test_diffmean_auroc_matches_upstream_on_concepts_that_discriminate(discriminating_concepts):
+    theirs = {c: upstream()["auroc"]["diffmean"][c] for c in DISCRIMINATING}
+    report = side_by_side("diffmean", discriminating_concepts, theirs)
+    for c, u in theirs.items():
+        assert discriminating_concepts[c] == pytest.approx(u, abs=upstream()["tolerance"]["per_concept"]), report

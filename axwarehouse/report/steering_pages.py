@@ -158,6 +158,17 @@ def add_steering_leaderboard(page: Page, cat: Catalog) -> list[tuple[str, dict]]
     return [("steering_leaderboard", spec)]
 
 
+def _validity_lines(cat: Catalog, rows: pd.DataFrame) -> list[str]:
+    """The judge-validity line (stages.leaderboard.validity_line) of each judge config × concept set shown."""
+    from axwarehouse.steering.validity import validity_line
+
+    if not {"judge", "judge_config_hash", "concept_set"} <= set(rows.columns):
+        return []
+    keys = {(j, h, cs) for j, h, cs in zip(rows["judge"], rows["judge_config_hash"], rows["concept_set"])
+            if isinstance(j, str) and isinstance(h, str) and isinstance(cs, str)}
+    return [validity_line(cat, j, h, cs) for j, h, cs in sorted(keys)]
+
+
 def steering_page(cat: Catalog, nav) -> tuple[Page, list[tuple[str, dict]]]:
     """Score vs factor per method and criterion (chosen factor marked) and the concept-vs-fluency trade-off."""
     page = Page("Steering", nav)
@@ -179,6 +190,8 @@ def steering_page(cat: Catalog, nav) -> tuple[Page, list[tuple[str, dict]]]:
         notes = sorted({labels[k] for k in zip(rows["judge"], rows["judge_config_hash"]) if k in labels})
         if notes:  # says whose ratings these are (e.g. the offline proxy judge, not AxBench's LLM judge)
             page.para("Judge: " + "; ".join(notes) + ".")
+        for line in _validity_lines(cat, rows):  # how often that judge is right on labelled held-out texts
+            page.para(line + ".")
         test = rows[rows["split"] == "test"]
         long = test.melt(id_vars=["method", "concept_id", "factor"], value_vars=crit, var_name="criterion",
                          value_name="score")

@@ -4,6 +4,11 @@ The shipped set (``axwarehouse/data/steering_instructions``, provenance in its N
 Per concept, AxBench takes ``alpaca_eval_df.sample(n, random_state=concept_id)``: pandas draws that as
 ``RandomState(concept_id).choice(N, n, replace=False)``, reproduced here; the i-th drawn row is input_id i.
 Split: ``cut = n - round(0.5 n)``; input_id < cut is the factor-selection part, the rest the held-out test part.
+
+The shipped file's last :data:`JUDGE_CALIBRATION_SIZE` instructions are held out of steering: the proxy judge
+calibrates its instruction and fluency thresholds on unsteered answers to them (:func:`judge_calibration_set`), so
+those thresholds never depend on which steered outputs are rated, and no rated output answers a calibration
+instruction. ``axw steer`` draws from the rest (:data:`DEFAULT_SET`); a user's instruction file may not contain them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "data" / "steering_instructions" / "instructions.jsonl"
-DEFAULT_SET = "axw-neutral-100"
+DEFAULT_SET = "axw-neutral-80"  # the shipped file minus the judge's calibration instructions
+JUDGE_CALIBRATION_SET = "axw-neutral-judge-20"
+JUDGE_CALIBRATION_SIZE = 20
 SPLIT_RATIO = 0.5  # AxBench winrate_split_ratio
 
 
@@ -49,14 +56,30 @@ def load_instructions(path: Path | None = None) -> InstructionSet:
     """The shipped set, or a user file: JSONL with ``instruction`` (and optional ``instruction_id``) or plain text,
     one instruction per line. Raises AxwError naming the problem."""
     if path is None:
-        return _read(DEFAULT_FILE, DEFAULT_SET, "axwarehouse/data/steering_instructions (Apache-2.0, written for "
-                                                 "axwarehouse)")
+        shipped = _shipped()
+        return InstructionSet(DEFAULT_SET, shipped.instructions[:-JUDGE_CALIBRATION_SIZE], shipped.source)
     path = Path(path)
     if not path.is_file():
         raise AxwError(f"instructions file not found: {path}")
     items = _read(path, "", str(path))
+    held_out = set(judge_calibration_set().instructions)
+    clash = next((k for k, t in enumerate(items.instructions) if t in held_out), None)
+    if clash is not None:
+        raise AxwError(f"{path}: instruction {clash} ({items.instructions[clash][:40]!r}) is one of the judge's "
+                       "held-out calibration instructions (the last 20 of the shipped set); remove them from the file")
     name = f"{path.stem}-{config_hash(list(items.instructions))[:8]}"
     return InstructionSet(name, items.instructions, items.source)
+
+
+def _shipped() -> InstructionSet:
+    return _read(DEFAULT_FILE, "axw-neutral-100", "axwarehouse/data/steering_instructions (Apache-2.0, written for "
+                                                  "axwarehouse)")
+
+
+def judge_calibration_set() -> InstructionSet:
+    """The shipped instructions held out of steering, on which the proxy judge calibrates (never drawn by steer)."""
+    shipped = _shipped()
+    return InstructionSet(JUDGE_CALIBRATION_SET, shipped.instructions[-JUDGE_CALIBRATION_SIZE:], shipped.source)
 
 
 def _read(path: Path, name: str, source: str) -> InstructionSet:

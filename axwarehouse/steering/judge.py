@@ -139,38 +139,37 @@ def rating_prefix(answer: str | None) -> tuple[str, bool]:
 
 
 @lazy_imports.inference_mode
-def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch_size: int = 8
-                ) -> list[tuple[float | None, float | None]]:
+def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch_size: int = 64,
+                batch_tokens: int = 4096) -> list[tuple[float | None, float | None]]:
     """Per (prompt, answer): (constrained rating = the most probable of "0"/"1"/"2" in the rating slot,
     expected score = Σ p(k)·k with p renormalised over those three digits), read from the judge model.
 
     The judge's input is re-rendered exactly as the embedded backend renders it (chat template with the
     generation prompt, no extra special tokens) followed by :func:`rating_prefix` of the answer. (None, None)
-    when the tokenizer has no single-token digits.
+    when the tokenizer has no single-token digits. Inputs run in length-sorted, right-padded batches of at most
+    ``batch_size`` rows and ``batch_tokens`` padded tokens, and the output head runs only at each row's last
+    position (the vocabulary-sized logits of every other position were most of the memory and a fifth of the
+    work).
     """
+    from axwarehouse.lm.capture import length_batches, pad_batch
+
     tok = lm.tokenizer
     digits = digit_token_ids(tok)
     out: list[tuple[float | None, float | None]] = [(None, None)] * len(prompts)
     if digits is None:
         return out
-    todo: list[tuple[int, list[int]]] = []
-    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True) + rating_prefix(answer)[0]
-        todo.append((i, tok.encode(text, add_special_tokens=False)))
+    seqs = [tok.encode(tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True) + rating_prefix(answer)[0],
+                       add_special_tokens=False) for prompt, answer in zip(prompts, answers)]
     values = torch.tensor([0.0, 1.0, 2.0])
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        width = max(len(ids) for _, ids in chunk)
-        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, (_, seq) in enumerate(chunk):
-            ids[r, :len(seq)] = torch.tensor(seq)
-            mask[r, :len(seq)] = 1
-        logits = lm.model(input_ids=ids.to(lm.model.device), attention_mask=mask.to(lm.model.device),
-                          use_cache=False).logits
-        last = mask.sum(1) - 1
-        p = torch.softmax(logits[torch.arange(len(chunk)), last.to(logits.device)][:, digits].float().cpu(), dim=-1)
-        for (i, _), e, k in zip(chunk, (p @ values).tolist(), p.argmax(-1).tolist()):
+    device = lm.model.device
+    for batch in length_batches([len(s) for s in seqs], batch_tokens, max_batch=batch_size):
+        ids, mask = pad_batch([seqs[i] for i in batch], tok.pad_token_id)
+        last = torch.zeros_like(mask, dtype=torch.bool)
+        last[torch.arange(len(batch)), mask.sum(1) - 1] = True  # one kept position per row, in row order
+        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
+                          logits_to_keep=last.to(device)).logits
+        p = torch.softmax(logits.reshape(len(batch), -1)[:, digits].float().cpu(), dim=-1)
+        for i, e, k in zip(batch, (p @ values).tolist(), p.argmax(-1).tolist()):
             out[i] = (float(k), float(e))
     return out

@@ -39,7 +39,9 @@ Every measurement becomes a 0/1/2 rating through two thresholds calibrated on te
   classes overlap that much (then there is no 1 band). The repetition veto has ``high = low`` (0 or 2).
 
 The classes: concept — held-out (out-of-fold) classifier probabilities of the concept's training positives vs
-its training negatives; instruction — unsteered answers to the instructions under their own instruction vs under
+its own training negatives (shared and hard negatives; ``low`` at their :data:`CONCEPT_NEG_QUANTILE` quantile —
+the other concepts' positives are trained on as negatives but left out of the threshold, a rule chosen by
+cross-validation on the train split); instruction — unsteered answers to the instructions under their own instruction vs under
 other instructions; fluency (perplexity) — unsteered answers vs the same answers with their words shuffled;
 fluency (repetition) — unsteered answers vs the same answers collapsed into a loop half-way (:func:`half_loop`: the
 first half of the words kept, the rest one short phrase of that half repeated), the mildest text we still call
@@ -54,12 +56,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-RUBRIC = "proxy-v2"  # v2: fluency also vetoes degenerate repetition (distinct-token share)
+RUBRIC = "proxy-v3"  # v2: fluency also vetoes degenerate repetition; v3: concept threshold from own negatives only
 NEG_QUANTILE = 0.9
+# The concept's ``low``: this quantile of the out-of-fold probabilities of its negatives, other concepts' positives
+# left out (chosen by cross-validation on the train split, docs/proxy-judge.md)
+CONCEPT_NEG_QUANTILE = 0.95
 POS_QUANTILE = 0.25
 CV_FOLDS = 5
 N_MISMATCHED = 3  # answers to other instructions scored under each calibration instruction
@@ -134,27 +139,35 @@ class ConceptClassifier:
     thresholds: Thresholds
     heldout_negatives: list[float]
     heldout_positives: list[float]
+    heldout_neighbours: list[float] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, positives: Sequence[str], negatives: Sequence[str], seed: int = 42) -> ConceptClassifier:
+    def fit(cls, positives: Sequence[str], negatives: Sequence[str], seed: int = 42,
+            neighbours: Sequence[str] = ()) -> ConceptClassifier:
         """Fit on all training texts; thresholds from ``CV_FOLDS``-fold out-of-fold probabilities (each text
         scored by a classifier that did not see it: the n-gram vocabulary, its document frequencies and IDF are
-        each fold's own, as with a TF-IDF vectorizer fitted per fold)."""
+        each fold's own, as with a TF-IDF vectorizer fitted per fold).
+
+        ``neighbours`` (other concepts' positives) are trained on as negatives but left out of the ``low``
+        threshold, which is the :data:`CONCEPT_NEG_QUANTILE` quantile of the ``negatives`` alone: the texts most
+        like what the judge rates decide how many absent texts may reach 1 (docs/proxy-judge.md)."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        from axwarehouse.steering.concept_features import classifier, ngram_counts
+        from axwarehouse.steering.concept_features import SharedNgramCounts, classifier
 
         if len(positives) < CV_FOLDS or len(negatives) < CV_FOLDS:
             raise ValueError(f"a concept classifier needs at least {CV_FOLDS} positive and {CV_FOLDS} negative "
                              f"training texts (got {len(positives)} and {len(negatives)})")
-        texts = list(positives) + list(negatives)
-        y = np.array([1] * len(positives) + [0] * len(negatives))
-        counts = ngram_counts()
+        texts = list(positives) + list(negatives) + list(neighbours)
+        y = np.array([1] * len(positives) + [0] * (len(negatives) + len(neighbours)))
+        counts = SharedNgramCounts()
         x = counts.fit_transform(texts)
         folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
         oof = cross_val_predict(classifier(seed), x, y, cv=folds, method="predict_proba")[:, 1]
-        neg, pos = oof[y == 0].tolist(), oof[y == 1].tolist()
-        return cls(counts, classifier(seed).fit(x, y), calibrate(neg, pos), neg, pos)
+        n_pos, n_neg = len(positives), len(negatives)
+        pos, neg, near = oof[:n_pos].tolist(), oof[n_pos:n_pos + n_neg].tolist(), oof[n_pos + n_neg:].tolist()
+        return cls(counts, classifier(seed).fit(x, y), calibrate(neg, pos, neg_q=CONCEPT_NEG_QUANTILE), neg, pos,
+                   near)
 
     def probability(self, texts: Sequence[str]) -> list[float]:
         return self.model.predict_proba(self.counts.transform([t or "" for t in texts]))[:, 1].tolist()
@@ -196,12 +209,14 @@ def rate_fluency(m: TextMeasure, perplexity: Thresholds, repetition: Thresholds)
 def _mean_logp(lm, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> list[float | None]:
     """Mean log p(generation | prompt) per (prompt ids, generation ids) pair; each distinct pair is scored once
     (calibration scores every answer without instruction once per instruction pairing, and a text scored under
-    the empty instruction is the same pair twice)."""
-    from axwarehouse.steering.perplexity import conditional_perplexity
+    the empty instruction is the same pair twice), and each distinct prompt is run through the model once
+    (:func:`axwarehouse.lm.prefix_logp.shared_prompt_logp`: every row shares the empty instruction's prompt, and
+    the outputs of one instruction share its prompt)."""
+    from axwarehouse.lm.prefix_logp import shared_prompt_logp
 
     unique = list(dict.fromkeys(pairs))
-    ppl = conditional_perplexity(lm, [p for p, _ in unique], [g for _, g in unique])
-    logp = {pair: None if p is None else -math.log(p) for pair, p in zip(unique, ppl)}
+    values = shared_prompt_logp(lm, [p for p, _ in unique], [g for _, g in unique])
+    logp = dict(zip(unique, values))
     return [logp[pair] for pair in pairs]
 
 
