@@ -430,7 +430,11 @@ def steer_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens generated per output.")] = 128,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
     method_seed: Annotated[int, typer.Option(help="Seed of the trained artifacts.")] = 42,
-    batch_size: Annotated[int, typer.Option(help="Generations per padded batch.")] = 32,
+    batch_size: Annotated[Optional[int], typer.Option(help="Generations decoded together (default: the engine's, "
+                                                      "64 for continuous, 32 for hf).")] = None,
+    engine: Annotated[str, typer.Option(help="Generation engine: continuous (slots refilled as rows finish, "
+                                        "preallocated KV cache) or hf (model.generate on padded batches, the "
+                                        "reference and the default).")] = "hf",
     llm: Annotated[str, typer.Option("--llm", help="BACKEND:MODEL writing the prompt baseline's prompts.")] = "embedded:smollm2",
     llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL")] = None,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
@@ -448,7 +452,8 @@ def steer_cmd(
                       factors=_float_list(factors) or AXBENCH_FACTORS, concepts=_int_list(concepts),
                       n_inputs=instructions, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed,
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
-                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype)
+                      llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype,
+                      engine=engine)
     if _on_ray(ctx, run_steer, cfg, workers, ray_address, ray_retries):
         return
     with _catalog(ctx) as cat:

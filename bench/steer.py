@@ -1,23 +1,27 @@
-"""Benchmark the steering half: batched steered generation vs a one-prompt-at-a-time loop, and the judge's calls/s
-cold vs from the `llm_calls` cache.
+"""Benchmark the steering half: the continuous-batching engine against today's padded ``generate`` loop, and the
+judge's calls/s cold vs from the `llm_calls` cache.
 
 Not a test: it prints figures. Every ratio is against a baseline measured in the same run on the same model:
 
-* generation: the same (concept direction, factor, instruction) rows, the same seeds and the same code path
-  (pyvene intervention, per-row seeded sampler); ``--batch-size`` rows per padded batch vs one row per
-  ``generate`` call (how AxBench's scripts loop over prompts at small batch sizes). Tokens/s counts generated
-  tokens up to end-of-turn. The one-at-a-time loop runs on the first ``--baseline-rows`` rows only (it is slow);
-  both texts are compared on those rows (equal in greedy mode; with sampling they are equal too, since every row
-  has its own generator).
-* judge: ``--judge-ratings`` concept/instruction/fluency ratings by the embedded judge through the cached client,
-  cold (model calls) then warm (a fresh client over the same catalog: every answer from `llm_calls`).
+* generation: the same (concept direction, factor, instruction) rows — by default the matched workload, 2 concepts
+  x factors 0.4/1/2 x 10 instructions x 128 new tokens at temperature 1 (fp32 on a CPU without native bf16). The
+  baseline is the ``hf`` engine (pyvene on ``model.generate``, length-sorted padded batches) with the per-row
+  ``torch.Generator`` sampler it used before the counter-based one (``LegacyRowSampler`` below), at each of
+  ``--old-batch-sizes``; its best is the reference. The new path is the ``continuous`` engine at its defaults.
+  Configurations are interleaved over ``--rounds`` rounds and each one's best round is kept (the machine may be
+  shared). Tokens/s counts generated tokens up to end-of-turn, from the first prefill to the last row; the fraction
+  of the GEMM rate uses 2 x (decoder + head parameters) FLOP per token against a matmul probe in the model's dtype
+  on every thread, measured in the same run. End to end = model load + generation of all rows.
+* greedy equality on the embedded model: ``--check-rows`` rows, greedy, ``--check-tokens`` new tokens through both
+  engines: identical rows and positions.
+* judge: ``--judge-ratings`` ratings by the embedded judge through the cached client, cold then warm.
 
 Directions are random unit vectors scaled like a DiffMean direction (magnitude ``--magnitude``): throughput does
 not depend on what the direction means, and it keeps the benchmark free of the latent pipeline.
 
-    python bench/steer.py [--model embedded:smollm2] [--layer L] [--concepts 4] [--factors 0.5,1,2,4]
-                          [--instructions 4] [--max-new-tokens 64] [--batch-size 64] [--baseline-rows 16]
-                          [--temperature 1.0] [--judge-ratings 24]
+    python bench/steer.py [--model embedded:smollm2] [--layer L] [--concepts 2] [--factors 0.4,1,2]
+                          [--instructions 10] [--max-new-tokens 128] [--old-batch-sizes 10,32,64] [--rounds 1]
+                          [--check-rows 12] [--check-tokens 32] [--dtype float32] [--judge-ratings 0]
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from transformers import LogitsProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,18 +43,32 @@ sys.path.insert(0, str(ROOT))
 from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.lm.chat import ChatFormat  # noqa: E402
 from axwarehouse.lm.info import model_info  # noqa: E402
-from axwarehouse.lm.loader import load  # noqa: E402
+from axwarehouse.lm.loader import load, resolve_dtype  # noqa: E402
+from axwarehouse.lm.loader import decoder_layers  # noqa: E402
 from axwarehouse.steering import GenRow, Steerer, generate_rows  # noqa: E402
 from axwarehouse.steering.instructions import load_instructions  # noqa: E402
 from axwarehouse.steering.judge import CRITERIA, judge_prompt  # noqa: E402
+from bench.cpu_probe import cpu_model, probe  # noqa: E402
 
 
-def _rate(rows_out, seconds: float) -> tuple[int, float]:
-    n = sum(len(o.token_ids) for o in rows_out)
-    return n, n / seconds
+class LegacyRowSampler(LogitsProcessor):
+    """The sampler of the baseline loop: one CPU ``torch.Generator`` per row, one ``torch.rand`` per row per step in
+    a Python loop, inverse-CDF lookup (what ``generate_rows`` used before the counter-based sampler)."""
+
+    def __init__(self, seeds, temperature: float, _prompt_width: int):
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        cdf = torch.softmax(scores.double() / self.temperature, dim=-1).cumsum(dim=-1)
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]).to(scores.device)
+        picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_max(scores.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, picked, 0.0)
+        return out
 
 
-def bench_generation(args, lm, layer: int) -> list:
+def build_rows(args, lm) -> list[GenRow]:
     chat = ChatFormat.of(lm.tokenizer)
     instr = load_instructions()
     rng = np.random.default_rng(0)
@@ -62,29 +81,78 @@ def bench_generation(args, lm, layer: int) -> list:
             ids = tuple(chat.prompt_ids(instr.instructions[iid]))
             for f in factors:
                 rows.append(GenRow(ids, w, f * args.magnitude, seed=1000 * c + input_id))
+    return rows
+
+
+def run_config(lm, steerer, rows, args, engine: str, batch_size: int | None, temperature: float,
+               max_new_tokens: int) -> tuple[float, int, list]:
+    """(seconds, generated tokens, outputs) of one configuration; ``hf`` runs with the legacy sampler."""
+    from axwarehouse.steering import generate as gen
+
+    real = gen.CounterSampler
+    if engine == "hf":
+        gen.CounterSampler = LegacyRowSampler
+    try:
+        t0 = time.perf_counter()
+        outs = generate_rows(lm, steerer, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                             batch_size=batch_size, engine=engine)
+        dt = time.perf_counter() - t0
+    finally:
+        gen.CounterSampler = real
+    return dt, sum(len(o.token_ids) for o in outs), outs
+
+
+def flop_per_token(lm) -> float:
+    """2 x the parameters every generated token multiplies: the decoder blocks and the output head."""
+    blocks = sum(p.numel() for p in decoder_layers(lm.model).parameters())
+    return 2.0 * (blocks + lm.model.get_output_embeddings().weight.numel())
+
+
+def bench_generation(args, lm, layer: int, load_seconds: float) -> list:
+    rows = build_rows(args, lm)
     steerer = Steerer(lm.model, layer)
-    print(f"rows: {args.concepts} concepts x {len(factors)} factors x {args.instructions} instructions = "
-          f"{len(rows)}; max_new_tokens {args.max_new_tokens}; temperature {args.temperature}; "
-          f"intervention via {steerer.backend}")
-    generate_rows(lm, steerer, rows[:2], max_new_tokens=4, temperature=args.temperature, batch_size=2)  # warm-up
-    t0 = time.perf_counter()
-    batched = generate_rows(lm, steerer, rows, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            batch_size=args.batch_size)
-    t_b = time.perf_counter() - t0
-    n_b, rate_b = _rate(batched, t_b)
-    base_rows = rows[: args.baseline_rows]
-    t0 = time.perf_counter()
-    single = generate_rows(lm, steerer, base_rows, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, batch_size=1)
-    t_s = time.perf_counter() - t0
-    n_s, rate_s = _rate(single, t_s)
-    same = sum(a.token_ids == b.token_ids for a, b in zip(batched, single))
-    print(f"batched sweep (batch {args.batch_size}):   {rate_b:8.1f} tok/s  ({n_b} tokens, {len(rows)} rows, "
-          f"{t_b:.1f}s)")
-    print(f"one-at-a-time loop (batch 1): {rate_s:8.1f} tok/s  ({n_s} tokens, {len(base_rows)} rows, {t_s:.1f}s)")
-    print(f"speed-up batched / one-at-a-time: {rate_b / rate_s:.2f}x")
-    print(f"identical outputs on the {len(base_rows)} shared rows: {same}/{len(base_rows)}")
-    return batched
+    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    gemm = probe(seconds=3.0, dtype=dtype, threads=None)
+    fpt = flop_per_token(lm)
+    print(f"rows: {len(rows)} ({args.concepts} concepts x {args.factors} factors x {args.instructions} "
+          f"instructions); max_new_tokens {args.max_new_tokens}; temperature {args.temperature}; dtype {dtype}; "
+          f"{fpt / 1e6:.0f} MFLOP per token; {dtype} GEMM rate {gemm:.0f} GFLOP/s on {torch.get_num_threads()} "
+          "threads")
+    run_config(lm, steerer, rows[:2], args, "hf", 2, args.temperature, 4)  # warm-up, both paths
+    run_config(lm, steerer, rows[:2], args, "continuous", None, args.temperature, 4)
+    configs = [("hf", int(b)) for b in args.old_batch_sizes.split(",")] + [("continuous", None)]
+    best: dict = {}
+    outputs = None
+    for r in range(args.rounds):
+        for engine, bs in configs:
+            dt, n, outs = run_config(lm, steerer, rows, args, engine, bs, args.temperature, args.max_new_tokens)
+            print(f"  round {r + 1} {engine:10s} batch {bs or 'default':>7}: {n / dt:7.1f} tok/s ({n} tokens, "
+                  f"{dt:.1f}s; load average {psutil.getloadavg()[0]:.1f})", flush=True)
+            if (engine, bs) not in best or dt / n < best[(engine, bs)][0] / best[(engine, bs)][1]:
+                best[(engine, bs)] = (dt, n)
+            if engine == "continuous":
+                outputs = outs
+    print("| path | batch | tok/s (best round) | of GEMM rate | end to end (load + generation) |")
+    print("|---|---|---|---|---|")
+    for (engine, bs), (dt, n) in best.items():
+        rate = n / dt
+        label = "hf generate, legacy sampler (today's loop)" if engine == "hf" else "continuous engine (new)"
+        print(f"| {label} | {bs or 'default'} | {rate:.1f} | {rate * fpt / 1e9 / gemm:.0%} | "
+              f"{load_seconds + dt:.1f} s |")
+    old = max(((e, b) for e, b in best if e == "hf"), key=lambda k: best[k][1] / best[k][0])
+    new_rate = best[("continuous", None)][1] / best[("continuous", None)][0]
+    print(f"speed-up continuous / today's loop at its best batch ({old[1]}): "
+          f"{new_rate / (best[old][1] / best[old][0]):.2f}x")
+    if args.check_rows:
+        check = rows[:: max(1, len(rows) // args.check_rows)][: args.check_rows]
+        _, _, a = run_config(lm, steerer, check, args, "hf", len(check), 0.0, args.check_tokens)
+        _, _, b = run_config(lm, steerer, check, args, "continuous", None, 0.0, args.check_tokens)
+        same_rows = sum(x.token_ids == y.token_ids for x, y in zip(a, b))
+        pos = sum(max(len(x.token_ids), len(y.token_ids)) for x, y in zip(a, b))
+        same_pos = sum(p == q for x, y in zip(a, b) for p, q in zip(x.token_ids, y.token_ids))
+        print(f"greedy, first {args.check_tokens} new tokens, hf vs continuous: {same_rows}/{len(check)} rows "
+              f"identical, {same_pos}/{pos} positions")
+    return outputs
 
 
 def bench_judge(args, outputs: list) -> None:
@@ -118,26 +186,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded:smollm2")
     ap.add_argument("--layer", type=int, default=None)
-    ap.add_argument("--concepts", type=int, default=4)
-    ap.add_argument("--factors", default="0.5,1,2,4")
-    ap.add_argument("--instructions", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--baseline-rows", type=int, default=16)
+    ap.add_argument("--concepts", type=int, default=2)
+    ap.add_argument("--factors", default="0.4,1,2")
+    ap.add_argument("--instructions", type=int, default=10)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--old-batch-sizes", default="10,32,64")
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--dtype", default="float32", help="model dtype (float32: the matched workload's; auto: the "
+                    "stages' default on this CPU)")
     ap.add_argument("--magnitude", type=float, default=8.0, help="a_c used for every concept")
+    ap.add_argument("--check-rows", type=int, default=12)
+    ap.add_argument("--check-tokens", type=int, default=32)
     ap.add_argument("--judge", default="embedded:smollm2")
-    ap.add_argument("--judge-ratings", type=int, default=24)
+    ap.add_argument("--judge-ratings", type=int, default=0)
     ap.add_argument("--judge-max-tokens", type=int, default=64)
     args = ap.parse_args()
     info = model_info(args.model)
     layer = info.check_layer(args.layer)
+    name, flags = cpu_model()
+    print(f"{name} ({flags})")
     print(f"model {info.name} layer {layer}; torch threads {torch.get_num_threads()}; cpus {psutil.cpu_count()}; "
           f"load average {psutil.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
-    lm = load(args.model)
-    print(f"model load {time.perf_counter() - t0:.1f}s")
-    outputs = bench_generation(args, lm, layer)
+    lm = load(args.model, resolve_dtype(args.dtype, "cpu"))
+    load_seconds = time.perf_counter() - t0
+    print(f"model load {load_seconds:.1f}s")
+    outputs = bench_generation(args, lm, layer, load_seconds)
     if args.judge_ratings > 0:
         bench_judge(args, outputs)
 

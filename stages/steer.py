@@ -65,7 +65,7 @@ class SteerConfig:
     max_new_tokens: int = 128
     seed: int = 42  # sampling seed
     method_seed: int = 42  # seed of the trained artifacts to steer with
-    batch_size: int = 32
+    batch_size: int | None = None  # rows decoded together (None: the engine's default)
     flush_rows: int = 256
     instructions_file: Path | None = None
     llm: str = "embedded:smollm2"  # writes the prompt baseline's steering prompts
@@ -73,6 +73,9 @@ class SteerConfig:
     overrides: tuple[str, ...] = ()  # --set METHOD.FIELD=VALUE: which trained config to steer with (as in train)
     device: str = "cpu"  # where the target model generates (not hashed, like train's --device)
     dtype: str = "auto"  # the target model's dtype (auto = bfloat16 where native | bfloat16 | float32)
+    # steering/generate.ENGINES (its DEFAULT_ENGINE); not hashed: greedy rows are token-identical across engines
+    # (tests/test_engine.py); sampled rows can differ where last-bit differences flip a draw
+    engine: str = "hf"
 
 
 @dataclass
@@ -130,7 +133,7 @@ def steer_hash(method_chash: str | None, instr: InstructionSet, cfg: SteerConfig
     """config_hash of a method's generations: what defines them (not factors or concepts, which are keys)."""
     return config_hash({"method_config_hash": method_chash, "instruction_set": instr.name, "n_inputs": cfg.n_inputs,
                         "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
-                        "edit": "addition", **(extra or {})})
+                        "edit": "addition", "sampler": "counter", **(extra or {})})
 
 
 def _factors(cfg: SteerConfig) -> tuple[float, ...]:
@@ -147,8 +150,12 @@ def _validate(cfg: SteerConfig) -> list[str]:
         raise AxwError("--temperature must be >= 0 (0 = greedy)")
     if cfg.max_new_tokens < 1:
         raise AxwError("--max-new-tokens must be at least 1")
-    if cfg.batch_size < 1:
+    if cfg.batch_size is not None and cfg.batch_size < 1:
         raise AxwError("--batch-size must be at least 1")
+    from axwarehouse.steering.generate import ENGINES
+
+    if cfg.engine not in ENGINES:
+        raise AxwError(f"unknown --engine {cfg.engine!r} (choose from {', '.join(ENGINES)})")
     if not cfg.methods:
         raise AxwError("no method given (use --method NAME)")
     explicit_names = explicit(cfg.methods)
@@ -445,9 +452,10 @@ def _generate(cat: Catalog, cfg: SteerConfig, model: str, layer: int, instr: Ins
             else:
                 plan = edits[key[0]]
                 edit = plan.method.steering_edit(lm, plan.artifacts[key[1]], ctx)
-            with edit:
+            with edit:  # a model edit may hook the padded prompt of `generate` (LoReFT): those rows use hf
                 generate_rows(lm, steerer, [rows[i] for i in group], max_new_tokens=cfg.max_new_tokens,
                               temperature=cfg.temperature, batch_size=cfg.batch_size,
-                              on_batch=lambda idx, outs, sec, g=group: on_batch([g[i] for i in idx], outs, sec))
+                              on_batch=lambda idx, outs, sec, g=group: on_batch([g[i] for i in idx], outs, sec),
+                              engine=cfg.engine if key is None else "hf")
     finally:
         result.seconds = time.perf_counter() - started

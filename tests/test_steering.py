@@ -10,7 +10,7 @@ import torch
 from axwarehouse.lm.chat import ChatFormat
 from axwarehouse.lm.loader import LoadedModel
 from axwarehouse.steering import GenRow, Steerer, generate_rows
-from axwarehouse.steering.generate import RowSeededSampler, left_pad
+from axwarehouse.steering.generate import CounterSampler, left_pad
 
 INSTRUCTIONS = ["Tell me a joke.", "What is the capital of France?", "List three colours.",
                 "Write a poem about rain.", "hello there", "Explain tides.", "Name a fruit.", "Why is the sky blue?"]
@@ -69,7 +69,8 @@ def _plain_generate(lm: LoadedModel, prompt: tuple[int, ...], seed: int, tempera
     kwargs = {"max_new_tokens": n, "do_sample": False, "pad_token_id": lm.tokenizer.pad_token_id,
               "temperature": None, "top_p": None, "top_k": None}
     if temperature > 0:
-        kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler([seed], temperature)])
+        kwargs["logits_processor"] = LogitsProcessorList([CounterSampler([seed], temperature,
+                                                                         inputs["input_ids"].shape[1])])
     with torch.inference_mode():
         out = lm.model.generate(**inputs, **kwargs)[0, inputs["input_ids"].shape[1]:].tolist()
     eos = lm.model.generation_config.eos_token_id
@@ -78,14 +79,15 @@ def _plain_generate(lm: LoadedModel, prompt: tuple[int, ...], seed: int, tempera
     return out if end is None else out[:end]
 
 
+@pytest.mark.parametrize("engine", ["continuous", "hf"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_factor_zero_is_the_unsteered_model_bit_for_bit(tiny, prompts, temperature):
+def test_factor_zero_is_the_unsteered_model_bit_for_bit(tiny, prompts, temperature, engine):
     """Factor-0 rows share a batch with strongly steered rows and still equal plain unsteered generation."""
     rng = np.random.default_rng(0)
     w = _unit(rng.standard_normal(32))
     rows = [GenRow(p, w, f, seed=100 + k) for k, p in enumerate(prompts[:4]) for f in (0.0, 30.0)]
     outs = generate_rows(tiny, Steerer(tiny.model, LAYER), rows, max_new_tokens=8, temperature=temperature,
-                         batch_size=8)
+                         batch_size=8, engine=engine)
     for row, out in zip(rows, outs):
         plain = _plain_generate(tiny, row.prompt_ids, row.seed, temperature, 8)
         if row.strength == 0.0:
@@ -123,8 +125,8 @@ def test_pyvene_intervention_equals_forward_hook(tiny, prompts):
     via_pyvene = Steerer(tiny.model, LAYER)
     via_hook = Steerer(tiny.model, LAYER, prefer="hook")
     assert via_pyvene.backend == "pyvene" and via_hook.backend == "hook"
-    a = generate_rows(tiny, via_pyvene, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
-    b = generate_rows(tiny, via_hook, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
+    a = generate_rows(tiny, via_pyvene, rows, max_new_tokens=8, temperature=1.0, batch_size=18, engine="hf")
+    b = generate_rows(tiny, via_hook, rows, max_new_tokens=8, temperature=1.0, batch_size=18, engine="hf")
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
 
 
@@ -148,10 +150,11 @@ def test_pyvene_covers_gemma3_like_the_hook(tiny, prompts):
     via_pyvene = Steerer(model, LAYER)
     via_hook = Steerer(model, LAYER, prefer="hook")
     assert via_pyvene.backend == "pyvene", via_pyvene.fallback_reason
-    a = generate_rows(lm, via_pyvene, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
-    b = generate_rows(lm, via_hook, rows, max_new_tokens=8, temperature=1.0, batch_size=18)
+    a = generate_rows(lm, via_pyvene, rows, max_new_tokens=8, temperature=1.0, batch_size=18, engine="hf")
+    b = generate_rows(lm, via_hook, rows, max_new_tokens=8, temperature=1.0, batch_size=18, engine="hf")
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
-    plain = generate_rows(lm, via_pyvene, [GenRow(r.prompt_ids, None, 0.0, r.seed) for r in rows], max_new_tokens=8)
+    plain = generate_rows(lm, via_pyvene, [GenRow(r.prompt_ids, None, 0.0, r.seed) for r in rows], max_new_tokens=8,
+                          engine="hf")
     same = [x.token_ids == y.token_ids for x, y in zip(a, plain)]
     assert all(k for k, r in zip(same, rows) if r.strength == 0.0)  # factor 0: the unsteered text
     assert not all(k for k, r in zip(same, rows) if r.strength > 0.0)  # the pyvene edit does steer

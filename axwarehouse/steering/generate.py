@@ -1,10 +1,15 @@
-"""Batched steered generation: many (prompt, direction, strength, seed) rows in one left-padded batch per step.
+"""Batched steered generation: many (prompt, direction, strength, seed) rows, each with its own steering delta.
 
-Every row carries its own steering delta (see :mod:`axwarehouse.steering.intervention`) and its own random seed:
-sampling draws each row's next token from a per-row ``torch.Generator``, so a row's text does not depend on which
-other rows share its batch, on the batch size or on a resumed run. Greedy mode (temperature 0) takes the argmax.
+Two engines generate the same rows:
 
-Rows are sorted by prompt length before batching (less padding); results come back in input order.
+* ``continuous`` (default, :mod:`axwarehouse.steering.engine`): a continuous-batching decode loop over slots with a
+  preallocated KV cache and a plain forward hook at block L.
+* ``hf``: ``model.generate`` on left-padded, length-sorted batches of ``batch_size`` rows with the pyvene
+  intervention (:mod:`axwarehouse.steering.intervention`); the reference the engine is tested against.
+
+Both sample with :func:`axwarehouse.steering.sampling.sample_tokens`: a row's draw at its t-th new token is a hash
+of (row seed, t), so a row's text does not depend on which other rows share its batch, on the batch size, on the
+engine or on a resumed run. Greedy mode (temperature 0) takes the argmax. Results come back in input order.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from axwarehouse.errors import AxwError
 from axwarehouse.steering.intervention import EDITS, Steerer
+from axwarehouse.steering.sampling import sample_tokens
+
+ENGINES = ("continuous", "hf")
+# hf stays the default until the continuous engine is measurably faster on an idle machine and a sampled row's
+# text no longer depends on which rows share its call (its attention width and prefill padding do today: a
+# resumed run can draw one token differently, tests/test_steer_stage.py)
+DEFAULT_ENGINE = "hf"
 
 
 @dataclass(frozen=True)
@@ -37,25 +50,27 @@ class GenOutput:
     finished: bool  # stopped on an end-of-turn token (False: hit max_new_tokens)
 
 
-class RowSeededSampler(LogitsProcessor):
-    """Sample each row's next token with its own generator; every other logit becomes -inf, so the greedy pick of
-    ``generate`` is the sampled token. Temperature is applied here (no top-k / top-p: AxBench samples plainly).
+class CounterSampler(LogitsProcessor):
+    """``generate``'s per-step hook for the ``hf`` engine: picks each row's token with
+    :func:`~axwarehouse.steering.sampling.sample_tokens` and makes every other logit -inf, so the greedy pick of
+    ``generate`` is the sampled token. The new-token index is the sequence length minus the padded prompt width."""
 
-    Inverse-CDF sampling: one uniform draw per row and step, looked up in the row's cumulative distribution (exact,
-    and ~100x cheaper than ``torch.multinomial`` over a 49k vocabulary)."""
-
-    def __init__(self, seeds: Sequence[int], temperature: float):
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    def __init__(self, seeds: Sequence[int], temperature: float, prompt_width: int):
+        self.seeds = torch.tensor([seed_key(s) for s in seeds], dtype=torch.long)
         self.temperature = temperature
+        self.prompt_width = prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        cdf = torch.softmax(scores.double() / self.temperature, dim=-1).cumsum(dim=-1)
-        # the draws come from CPU generators, so a row's text is the same on every device
-        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]).to(scores.device)
-        picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp_max(scores.shape[-1] - 1)
+        steps = torch.full_like(self.seeds, input_ids.shape[1] - self.prompt_width)
+        picked = sample_tokens(scores, self.seeds, steps, self.temperature).to(scores.device)
         out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, picked, 0.0)
+        out.scatter_(1, picked[:, None], 0.0)
         return out
+
+
+def seed_key(seed: int) -> int:
+    """A row seed as the non-negative int64 the sampler hashes."""
+    return int(seed) & 0x7FFFFFFFFFFFFFFF
 
 
 def eos_ids(lm) -> set[int]:
@@ -91,7 +106,8 @@ def generate_batch(lm, steerer: Steerer, rows: Sequence[GenRow], max_new_tokens:
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": tok.pad_token_id,
               "temperature": None, "top_p": None, "top_k": None}
     if temperature > 0:
-        kwargs["logits_processor"] = LogitsProcessorList([RowSeededSampler([r.seed for r in rows], temperature)])
+        kwargs["logits_processor"] = LogitsProcessorList([CounterSampler([r.seed for r in rows], temperature,
+                                                                         inputs["input_ids"].shape[1])])
     out = steerer.generate(inputs, edit, **kwargs)
     new = out[:, inputs["input_ids"].shape[1]:].tolist()
     stop = eos_ids(lm)
@@ -104,10 +120,24 @@ def generate_batch(lm, steerer: Steerer, rows: Sequence[GenRow], max_new_tokens:
 
 
 def generate_rows(lm, steerer: Steerer, rows: Sequence[GenRow], *, max_new_tokens: int = 128,
-                  temperature: float = 1.0, batch_size: int = 32, edit_kind: str = "addition",
-                  on_batch: Callable[[list[int], list[GenOutput], float], None] | None = None) -> list[GenOutput]:
-    """Generate all ``rows`` in length-sorted batches; ``on_batch(indices, outputs, seconds)`` after each batch
-    (the stage writes there, so a killed run keeps every finished batch)."""
+                  temperature: float = 1.0, batch_size: int | None = None, edit_kind: str = "addition",
+                  on_batch: Callable[[list[int], list[GenOutput], float], None] | None = None,
+                  engine: str = DEFAULT_ENGINE) -> list[GenOutput]:
+    """Generate all ``rows`` with ``steerer``'s model and layer; ``on_batch(indices, outputs, seconds)`` whenever rows
+    finish (the stage writes there, so a killed run keeps every finished row).
+
+    ``engine``: ``continuous`` (``batch_size`` = rows decoded together, default
+    :data:`~axwarehouse.steering.engine.DEFAULT_SLOTS`) or ``hf`` (length-sorted padded batches of ``batch_size``,
+    default 32). Edits other than ``addition`` always go through ``hf``, which applies any registered edit."""
+    if engine not in ENGINES:
+        raise AxwError(f"unknown generation engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if engine == "continuous" and edit_kind == "addition":
+        from axwarehouse.steering.engine import DEFAULT_SLOTS, generate_slots
+
+        outs, _stats = generate_slots(lm, rows, layer=steerer.layer, max_new_tokens=max_new_tokens,
+                                      temperature=temperature, slots=batch_size or DEFAULT_SLOTS, on_rows=on_batch)
+        return outs
+    batch_size = batch_size or 32
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].prompt_ids))
     results: list[GenOutput | None] = [None] * len(rows)
     for start in range(0, len(order), batch_size):
