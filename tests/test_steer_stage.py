@@ -73,8 +73,9 @@ def test_steer_writes_the_sweep_once(steered):
     assert [s for _, i, s in splits] == ["selection" if i < 2 else "test" for _, i, _ in splits]
     for _cid, mag, max_latent, strength_ok in mags:  # a_c = the max latent score (positive here)
         assert max_latent > 0 and mag == pytest.approx(max_latent) and strength_ok
-    for cid in range(3):  # AxBench's alpaca_eval_df.sample(n, random_state=concept_id)
-        want = np.random.RandomState(cid).choice(100, N_INPUTS, replace=False).tolist()
+    for cid in range(3):  # AxBench's alpaca_eval_df.sample(n, random_state=concept_id), over the 80 steering
+        # instructions of the pool (the other 20 are held out for the judges' calibration)
+        want = np.random.RandomState(cid).choice(80, N_INPUTS, replace=False).tolist()
         assert [iid for c, _, iid in draws if c == cid] == want
     assert sorted(prompts) == [(c, f"Always mention {concepts[c]} in your answer.") for c in range(3)]
     assert n_calls == 3
