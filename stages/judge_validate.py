@@ -1,8 +1,8 @@
 """`axw judge validate -c SET --judge J`: rate labelled texts of a concept set with judge J — through the same
-:meth:`stages.judge_rater.Judge.rate` `axw judge` rates steered outputs with — into `judge_validation`; the views
+:meth:`axwarehouse.judging.rater.Judge.rate` `axw judge` rates steered outputs with — into `judge_validation`; the views
 `judge_validity` (per concept) and `judge_validity_macro` (per judge × criterion) turn them into error rates.
 
-The labelled texts are the set's held-out data (stages/judge_heldout.py), per concept:
+The labelled texts are the set's held-out data (:mod:`axwarehouse.judging.heldout`), per concept:
 
 * concept — its positives (label 1) against its negatives and hard negatives (label 0; kinds ``negative`` and
   ``hard_negative``, reported apart);
@@ -29,11 +29,12 @@ import pyarrow as pa
 
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
+from axwarehouse.judging.config import JudgeConfig, judge_hash
+from axwarehouse.judging.heldout import heldout_rows
+from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
+from axwarehouse.judging.rater import Item, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
 from axwarehouse.steering import proxy_judge as pj
 from axwarehouse.steering.judge import CRITERIA
-from stages.judge import JudgeConfig
-from stages.judge_heldout import heldout_rows
-from stages.judge_rater import Item, Rating, check_criteria, is_proxy
 
 PROMPT_TOKENS_PER_CHAR = 0.25  # dry-run token estimate (≈ 4 characters per token, as `axw generate --dry-run`)
 
@@ -131,9 +132,6 @@ def validated_keys(cat: Catalog, judge: str, jhash: str, concept_set: str) -> se
 def judge_identity(cfg: JudgeConfig, model: str) -> tuple[str, str]:
     """(judge column, judge config hash) of ``cfg`` without loading anything."""
     from axwarehouse.lm.loader import resolve_dtype
-    from stages.judge import judge_hash
-    from stages.judge_proxy import PROXY, proxy_hash
-    from stages.judge_rater import llm_judge_name
 
     if is_proxy(cfg.judge):
         name = cfg.judge if cfg.judge != PROXY else f"{PROXY}:{model}"
@@ -198,9 +196,6 @@ def run_validate(cat: Catalog, cfg: JudgeConfig, model: str, dry_run: bool = Fal
 @contextmanager
 def open_judge(cat: Catalog, run: Run, cfg: JudgeConfig, model: str):
     """The judge object `axw judge` would rate with (proxy or LLM)."""
-    from stages.judge_proxy import PROXY, ProxyJudge, proxy_hash
-    from stages.judge_rater import open_llm_judge
-
     if is_proxy(cfg.judge):
         from axwarehouse.lm.loader import check_device, resolve_dtype
 
