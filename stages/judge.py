@@ -17,7 +17,6 @@ judge into `judge_scores`, and its perplexity under the unsteered target model i
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 
@@ -30,6 +29,7 @@ from axwarehouse.judging.perplexity import missing_perplexity, write_perplexity
 from axwarehouse.judging.rater import Item, LLMJudge, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
 from axwarehouse.judging.selection import pending_ratings
 from axwarehouse.lm.loader import check_device, resolve_dtype
+from axwarehouse.progress import Progress
 from axwarehouse.stage_runner import shardable
 from axwarehouse.steering.rubric import Rubric
 
@@ -110,18 +110,14 @@ def output_batches(todo: list[tuple], chunk: int) -> Iterator[tuple[list[Item], 
 
 def _rate_outputs(run: Run, llm: LLMJudge, cfg: JudgeConfig, todo: list[tuple], result: JudgeResult,
                   progress: bool) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc="judge", unit="rating", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
     try:
-        for items, crits in output_batches(todo, cfg.chunk):
-            ratings = llm.rate(items, crits)
-            write_scores(run, llm.name, llm.config_hash, llm.rubric, ratings, result)
-            bar.update(len(ratings))
-            bar.set_postfix_str(llm.client.stats.line())
+        with Progress(len(todo), "judge", "rating", enabled=progress) as bar:
+            for items, crits in output_batches(todo, cfg.chunk):
+                ratings = llm.rate(items, crits)
+                write_scores(run, llm.name, llm.config_hash, llm.rubric, ratings, result)
+                bar.update(len(ratings))
+                bar.set_postfix(llm.client.stats.line())
     finally:
-        bar.close()
         result.calls, result.cache_hits = llm.client.stats.calls, llm.client.stats.cache_hits
 
 

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pyarrow as pa
@@ -30,6 +29,7 @@ from axwarehouse.judging.perplexity import missing_perplexity, write_measured_pe
 from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
 from axwarehouse.judging.rater import Item, Rating
 from axwarehouse.judging.selection import output_filter
+from axwarehouse.progress import Progress
 from axwarehouse.steering import proxy_judge as pj
 
 
@@ -83,15 +83,11 @@ def run_proxy_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> Pr
 
 def _rate_model(cat: Catalog, run: Run, cfg: JudgeConfig, jhash: str, model: str, todo: list[tuple], done: set, result,
                 progress: bool) -> None:
-    from tqdm import tqdm
-
     judge = ProxyJudge(cat, run, cfg, model, jhash, progress)
     # log p(output | instruction) is the conditional perplexity `axw judge` reports: write it from this pass
     need_ppl = {r[0] for r in missing_perplexity(cat, cfg) if r[1] == model} if cfg.perplexity else set()
     measured = bool({"instruction", "fluency"} & set(cfg.criteria))
-    bar = tqdm(total=len(todo), desc="proxy judge", unit="output", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
-    try:
+    with Progress(len(todo), "proxy judge", "output", enabled=progress) as bar:
         for start in range(0, len(todo), cfg.chunk):
             chunk = todo[start:start + cfg.chunk]
             items = [Item(r[0], r[2], r[3], r[8] or "", r[6] or "", r[7] or "", r[9]) for r in chunk]
@@ -103,8 +99,6 @@ def _rate_model(cat: Catalog, run: Run, cfg: JudgeConfig, jhash: str, model: str
                                                        for r in chunk if r[0] in need_ppl])
             result.rated += len(ratings)
             bar.update(len(chunk))
-    finally:
-        bar.close()
 
 
 def _write_ratings(run: Run, judge: str, jhash: str, rows: list[Rating]) -> None:

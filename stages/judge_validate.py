@@ -20,7 +20,6 @@ judge is not rated again.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from axwarehouse.judging.config import JudgeConfig, judge_hash
 from axwarehouse.judging.heldout import heldout_rows
 from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
 from axwarehouse.judging.rater import Item, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
+from axwarehouse.progress import Progress
 from axwarehouse.steering import proxy_judge as pj
 from axwarehouse.steering.judge import CRITERIA
 
@@ -209,20 +209,14 @@ def open_judge(cat: Catalog, run: Run, cfg: JudgeConfig, model: str):
 
 def rate_labelled(judge, todo: list[Labelled], chunk: int, progress: bool) -> list[Rating]:
     """Ratings of ``todo`` in order: per criterion, batches of items through ``judge.rate``."""
-    from tqdm import tqdm
-
     got: dict[tuple[str, str], Rating] = {}
-    bar = tqdm(total=len(todo), desc="judge validate", unit="rating", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
-    try:
+    with Progress(len(todo), "judge validate", "rating", enabled=progress) as bar:
         for crit in CRITERIA:
             mine = [x for x in todo if x.criterion == crit]
             for start in range(0, len(mine), chunk):
                 for r in judge.rate([x.item for x in mine[start:start + chunk]], [crit]):
                     got[(r.item_id, r.criterion)] = r
                 bar.update(len(mine[start:start + chunk]))
-    finally:
-        bar.close()
     return [got[(x.item.item_id, x.criterion)] for x in todo]
 
 
