@@ -30,7 +30,7 @@ from axwarehouse.judging.rater import Item, LLMJudge, Rating, check_criteria, is
 from axwarehouse.judging.selection import pending_ratings
 from axwarehouse.lm.loader import check_device, resolve_dtype
 from axwarehouse.progress import Progress
-from axwarehouse.stage_runner import shardable
+from axwarehouse.stage_runner import Work, run_work, shardable
 from axwarehouse.steering.rubric import Rubric
 
 def _shard_check(cfg: JudgeConfig) -> None:
@@ -110,23 +110,28 @@ def output_batches(todo: list[tuple], chunk: int) -> Iterator[tuple[list[Item], 
 
 def _rate_outputs(run: Run, llm: LLMJudge, cfg: JudgeConfig, todo: list[tuple], result: JudgeResult,
                   progress: bool) -> None:
+    """Rate ``todo`` in batches through the stage runner: each batch's rows one atomic file, written as it ends
+    (an interrupted run keeps what it rated; its LLM answers are cached either way)."""
+
+    def rate(batch: tuple[list[Item], tuple[str, ...]], _inputs: None) -> pa.Table | None:
+        return score_rows(llm.name, llm.config_hash, llm.rubric, llm.rate(*batch), result)
+
+    work = Work("judge_scores", list(output_batches(todo, cfg.chunk)), compute=rate,
+                weight=lambda batch: len(batch[0]) * len(batch[1]), flush_rows=1, status=llm.client.stats.line)
     try:
         with Progress(len(todo), "judge", "rating", enabled=progress) as bar:
-            for items, crits in output_batches(todo, cfg.chunk):
-                ratings = llm.rate(items, crits)
-                write_scores(run, llm.name, llm.config_hash, llm.rubric, ratings, result)
-                bar.update(len(ratings))
-                bar.set_postfix(llm.client.stats.line())
+            run_work(run, work, bar)
     finally:
         result.calls, result.cache_hits = llm.client.stats.calls, llm.client.stats.cache_hits
 
 
-def write_scores(run: Run, judge: str, jhash: str, rubric: str, ratings: list[Rating], result: JudgeResult) -> None:
-    """`judge_scores` rows of the ratings that got an answer (a transport failure writes none: retried next run)."""
+def score_rows(judge: str, jhash: str, rubric: str, ratings: list[Rating], result: JudgeResult) -> pa.Table | None:
+    """`judge_scores` rows of the ratings that got an answer (a transport failure gets none: retried next run),
+    counted into ``result``."""
     keep = [r for r in ratings if not r.transport_error]
     result.transport_failures += len(ratings) - len(keep)
     if not keep:
-        return
+        return None
     for r in keep:
         if not r.parse_ok:
             result.parse_failures[r.parse_error] = result.parse_failures.get(r.parse_error, 0) + 1
@@ -134,11 +139,11 @@ def write_scores(run: Run, judge: str, jhash: str, rubric: str, ratings: list[Ra
     result.expected += sum(r.expected_score is not None for r in keep)
     result.constrained += sum(r.score_source == "constrained" for r in keep)
     result.failed += sum(r.score is None for r in keep)
-    run.write("judge_scores", pa.table({
+    return pa.table({
         "output_id": [r.item_id for r in keep], "judge": [judge] * len(keep), "criterion": [r.criterion for r in keep],
         "score": pa.array([r.score for r in keep], pa.float64()),
         "score_source": pa.array([r.score_source for r in keep], pa.string()),
         "expected_score": pa.array([r.expected_score for r in keep], pa.float64()),
         "parse_ok": [r.parse_ok for r in keep], "parse_error": pa.array([r.parse_error for r in keep], pa.string()),
         "raw": [r.raw for r in keep], "request_hash": pa.array([r.request_hash for r in keep], pa.string()),
-        "rubric": [rubric] * len(keep), "config_hash": [jhash] * len(keep)}))
+        "rubric": [rubric] * len(keep), "config_hash": [jhash] * len(keep)})
