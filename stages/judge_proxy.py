@@ -27,7 +27,7 @@ from axwarehouse.errors import AxwError
 from axwarehouse.judging.config import JudgeConfig, JudgeResult
 from axwarehouse.judging.perplexity import missing_perplexity, write_measured_perplexity, write_perplexity
 from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
-from axwarehouse.judging.rater import Item, Rating
+from axwarehouse.judging.rater import Item, Rating, check_criteria
 from axwarehouse.judging.selection import output_filter
 from axwarehouse.progress import Progress
 from axwarehouse.steering import proxy_judge as pj
@@ -37,27 +37,13 @@ def run_proxy_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> Pr
     """Rate every selected output lacking a proxy rating (per target model), then perplexities."""
     from axwarehouse.lm.loader import check_device, resolve_dtype
 
-    bad = [c for c in cfg.criteria if c not in ("concept", "instruction", "fluency")]
-    if bad:
-        raise AxwError(f"unknown judge criterion {bad[0]!r}; choose from concept, instruction, fluency")
+    check_criteria(cfg.criteria)
     check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cat.count("steering_outputs") == 0:
         raise AxwError("no steering outputs to judge (run `axw steer` first)")
     jhash = proxy_hash(cfg.seed, dtype)
-    where, params = output_filter(cfg)
-    outputs = cat.sql(f"""SELECT o.output_id, o.model, o.concept_set, o.concept_id, o.instruction_set,
-                                 o.instruction_id, o.instruction, o.generation, c.concept,
-                                 TRY_CAST(json_extract(r.config, '$.max_new_tokens') AS INTEGER) AS budget
-                          FROM steering_outputs o
-                          LEFT JOIN concepts c ON c.concept_set = o.concept_set AND c.concept_id = o.concept_id
-                          LEFT JOIN runs r ON r.run_id = o.run_id
-                          WHERE {where} ORDER BY o.model, o.output_id""", params).fetchall()
-    if cfg.judge != PROXY:  # proxy:<model>: only the outputs of that target model (as `axw status` suggests)
-        outputs = [r for r in outputs if f"{PROXY}:{r[1]}" == cfg.judge]
-        if not outputs:
-            raise AxwError(f"no steering outputs of model {cfg.judge[len(PROXY) + 1:]!r} to judge with {cfg.judge} "
-                           "(--judge proxy measures every output with its own model)")
+    outputs = _outputs(cat, cfg)
     models = sorted({r[1] for r in outputs})
     result = ProxyJudgeResult(judge=", ".join(f"{PROXY}:{m}" for m in models) or PROXY)
     done = {(oid, judge, crit) for oid, judge, crit in cat.sql(
@@ -79,6 +65,25 @@ def run_proxy_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> Pr
             result.perplexities = write_perplexity(cat, run, cfg)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _outputs(cat: Catalog, cfg: JudgeConfig) -> list[tuple]:
+    """(output_id, model, concept_set, concept_id, instruction_set, instruction_id, instruction, generation,
+    concept, token budget) of the covered outputs the judge measures, by model."""
+    where, params = output_filter(cfg)
+    outputs = cat.sql(f"""SELECT o.output_id, o.model, o.concept_set, o.concept_id, o.instruction_set,
+                                 o.instruction_id, o.instruction, o.generation, c.concept,
+                                 TRY_CAST(json_extract(r.config, '$.max_new_tokens') AS INTEGER) AS budget
+                          FROM steering_outputs o
+                          LEFT JOIN concepts c ON c.concept_set = o.concept_set AND c.concept_id = o.concept_id
+                          LEFT JOIN runs r ON r.run_id = o.run_id
+                          WHERE {where} ORDER BY o.model, o.output_id""", params).fetchall()
+    if cfg.judge != PROXY:  # proxy:<model>: only the outputs of that target model (as `axw status` suggests)
+        outputs = [r for r in outputs if f"{PROXY}:{r[1]}" == cfg.judge]
+        if not outputs:
+            raise AxwError(f"no steering outputs of model {cfg.judge[len(PROXY) + 1:]!r} to judge with {cfg.judge} "
+                           "(--judge proxy measures every output with its own model)")
+    return outputs
 
 
 def _rate_model(cat: Catalog, run: Run, cfg: JudgeConfig, jhash: str, model: str, todo: list[tuple], done: set, result,

@@ -1,6 +1,7 @@
-"""`axw judge validate -c SET --judge J`: rate labelled texts of a concept set with judge J — through the same
-:meth:`axwarehouse.judging.rater.Judge.rate` `axw judge` rates steered outputs with — into `judge_validation`; the views
-`judge_validity` (per concept) and `judge_validity_macro` (per judge × criterion) turn them into error rates.
+"""`axw judge validate -c SET --judge J`: rate labelled texts of a concept set with judge J — through
+the same :meth:`axwarehouse.judging.rater.Judge.rate` `axw judge` rates steered outputs with — into
+`judge_validation`; the views `judge_validity` (per concept) and `judge_validity_macro` (per judge × criterion) turn
+them into error rates.
 
 The labelled texts are the set's held-out data (:mod:`axwarehouse.judging.heldout`), per concept:
 

@@ -3,7 +3,8 @@ rates items on criteria, and both commands call the same :meth:`Judge.rate`, so 
 rating the steering leaderboard uses.
 
 * :class:`LLMJudge` — an LLM with the rubric (openai, openai-compatible, embedded): one cached call per (item,
-  criterion), as AxBench asks its judge; the embedded judge's rating slot is read too (:func:`axwarehouse.steering.judge.rating_slot`).
+  criterion), as AxBench asks its judge; the embedded judge's rating slot is read too
+  (:func:`axwarehouse.steering.judge.rating_slot`).
 * :class:`axwarehouse.judging.proxy.ProxyJudge` — the offline proxy judge (measured, no LLM).
 
 A rating depends only on its item (its text, instruction, concept) and the judge's configuration: never on which
