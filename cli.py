@@ -501,7 +501,9 @@ def judge_cmd(
     """Rate steered generations (concept, instruction, fluency; 0-2) into `judge_scores`, plus perplexity."""
     if ctx.invoked_subcommand:  # `axw judge compare ...`: the subcommand does the work
         return
-    from stages.judge import CRITERIA, JudgeConfig, run_judge
+    from axwarehouse.judging.config import JudgeConfig
+    from axwarehouse.steering.judge import CRITERIA
+    from stages.judge import run_judge
 
     cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,
                       methods=tuple(m.strip().lower() for m in method or ()),
@@ -558,7 +560,8 @@ def judge_validate_cmd(
     """Validate a judge on labelled held-out texts (the same rating path as `axw judge`) into `judge_validation`;
     `axw leaderboard judges` prints the error rates (views judge_validity, judge_validity_macro). --model is the
     target model whose proxy judge is validated (proxy only)."""
-    from stages.judge import CRITERIA, JudgeConfig
+    from axwarehouse.judging.config import JudgeConfig
+    from axwarehouse.steering.judge import CRITERIA
     from stages.judge_validate import run_validate
 
     cfg = JudgeConfig(judge=judge, base_url=judge_base_url, concept_set=concept_set,

@@ -298,7 +298,7 @@ TABLES.update({
     "judge_scores": JUDGE_SCORES,
     "output_perplexity": OUTPUT_PERPLEXITY,
     "judge_configs": JUDGE_CONFIGS,
-    "judge_calibration": JUDGE_CALIBRATION,  # the proxy judge's thresholds (stages/judge_proxy.py)
+    "judge_calibration": JUDGE_CALIBRATION,  # the proxy judge's thresholds (axwarehouse/judging/proxy_calibration.py)
     "judge_validation": JUDGE_VALIDATION,
 })
 PARTITIONS.update({

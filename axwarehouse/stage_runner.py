@@ -1,4 +1,4 @@
-"""One runner for the stages that compute rows unit by unit (activations, train, latent, steer).
+"""One runner for the stages that compute rows unit by unit (activations, train, latent, steer, the LLM judge).
 
 A stage declares *what* to compute and the runner does the rest:
 

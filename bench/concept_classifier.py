@@ -25,7 +25,7 @@ from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.steering import proxy_judge as pj  # noqa: E402
 from stages.demo import DEMO_DATA  # noqa: E402
 from stages.import_axbench import import_axbench  # noqa: E402
-from stages.judge_proxy import concept_training_texts  # noqa: E402
+from axwarehouse.judging.proxy_calibration import concept_training_texts  # noqa: E402
 
 
 def per_fold_vectorizer(pos: list[str], neg: list[str], seed: int = 42):

@@ -100,7 +100,7 @@ def concept_fits(n_concepts: int) -> None:
 
     from axwarehouse.catalog import Catalog
     from stages.import_axbench import import_axbench
-    from stages.judge_proxy import concept_training_texts
+    from axwarehouse.judging.proxy_calibration import concept_training_texts
 
     with tempfile.TemporaryDirectory() as tmp, Catalog(Path(tmp) / "catalog.duckdb") as cat:
         import_axbench(cat, DEMO_DATA, "concept10")

@@ -38,7 +38,7 @@ def main() -> None:
     from axwarehouse.steering.generate import GenRow, generate_rows
     from axwarehouse.steering.instructions import load_instructions
     from axwarehouse.steering.intervention import Steerer
-    from stages.judge_proxy import OTHER_POSITIVES_PER_POSITIVE
+    from axwarehouse.judging.proxy_calibration import OTHER_POSITIVES_PER_POSITIVE
 
     t0 = time.perf_counter()
     c, wh = args.concept, args.warehouse

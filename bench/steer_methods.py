@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.display import render  # noqa: E402
-from stages.judge import JudgeConfig, run_judge  # noqa: E402
+from axwarehouse.judging.config import JudgeConfig  # noqa: E402
+from stages.judge import run_judge  # noqa: E402
 from stages.latent import LatentConfig, run_latent  # noqa: E402
 from stages.leaderboard import steering_leaderboard  # noqa: E402
 from stages.steer import SteerConfig, run_steer  # noqa: E402

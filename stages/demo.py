@@ -102,7 +102,8 @@ def run_steering_demo(cat: Catalog, model: str, layer: int | None, echo: Callabl
                       concept_set: str = "concept10", judge: str = DEMO_JUDGE, progress: bool = True,
                       concepts: tuple[int, ...] = STEER_CONCEPTS) -> None:
     """steer (diffmean + prompt) → judge → steering leaderboard + win rates, printing what each step did."""
-    from stages.judge import JudgeConfig, run_judge
+    from axwarehouse.judging.config import JudgeConfig
+    from stages.judge import run_judge
     from stages.leaderboard import failures_note, steering_leaderboard, winrate_table
     from stages.steer import SteerConfig, run_steer
 

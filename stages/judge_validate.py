@@ -1,8 +1,9 @@
-"""`axw judge validate -c SET --judge J`: rate labelled texts of a concept set with judge J — through the same
-:meth:`stages.judge_rater.Judge.rate` `axw judge` rates steered outputs with — into `judge_validation`; the views
-`judge_validity` (per concept) and `judge_validity_macro` (per judge × criterion) turn them into error rates.
+"""`axw judge validate -c SET --judge J`: rate labelled texts of a concept set with judge J — through
+the same :meth:`axwarehouse.judging.rater.Judge.rate` `axw judge` rates steered outputs with — into
+`judge_validation`; the views `judge_validity` (per concept) and `judge_validity_macro` (per judge × criterion) turn
+them into error rates.
 
-The labelled texts are the set's held-out data (stages/judge_heldout.py), per concept:
+The labelled texts are the set's held-out data (:mod:`axwarehouse.judging.heldout`), per concept:
 
 * concept — its positives (label 1) against its negatives and hard negatives (label 0; kinds ``negative`` and
   ``hard_negative``, reported apart);
@@ -20,7 +21,6 @@ judge is not rated again.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,11 +29,13 @@ import pyarrow as pa
 
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
+from axwarehouse.judging.config import JudgeConfig, judge_hash
+from axwarehouse.judging.heldout import heldout_rows
+from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
+from axwarehouse.judging.rater import Item, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
+from axwarehouse.progress import Progress
 from axwarehouse.steering import proxy_judge as pj
 from axwarehouse.steering.judge import CRITERIA
-from stages.judge import JudgeConfig
-from stages.judge_heldout import heldout_rows
-from stages.judge_rater import Item, Rating, check_criteria, is_proxy
 
 PROMPT_TOKENS_PER_CHAR = 0.25  # dry-run token estimate (≈ 4 characters per token, as `axw generate --dry-run`)
 
@@ -131,9 +133,6 @@ def validated_keys(cat: Catalog, judge: str, jhash: str, concept_set: str) -> se
 def judge_identity(cfg: JudgeConfig, model: str) -> tuple[str, str]:
     """(judge column, judge config hash) of ``cfg`` without loading anything."""
     from axwarehouse.lm.loader import resolve_dtype
-    from stages.judge import judge_hash
-    from stages.judge_proxy import PROXY, proxy_hash
-    from stages.judge_rater import llm_judge_name
 
     if is_proxy(cfg.judge):
         name = cfg.judge if cfg.judge != PROXY else f"{PROXY}:{model}"
@@ -198,9 +197,6 @@ def run_validate(cat: Catalog, cfg: JudgeConfig, model: str, dry_run: bool = Fal
 @contextmanager
 def open_judge(cat: Catalog, run: Run, cfg: JudgeConfig, model: str):
     """The judge object `axw judge` would rate with (proxy or LLM)."""
-    from stages.judge_proxy import PROXY, ProxyJudge, proxy_hash
-    from stages.judge_rater import open_llm_judge
-
     if is_proxy(cfg.judge):
         from axwarehouse.lm.loader import check_device, resolve_dtype
 
@@ -214,20 +210,14 @@ def open_judge(cat: Catalog, run: Run, cfg: JudgeConfig, model: str):
 
 def rate_labelled(judge, todo: list[Labelled], chunk: int, progress: bool) -> list[Rating]:
     """Ratings of ``todo`` in order: per criterion, batches of items through ``judge.rate``."""
-    from tqdm import tqdm
-
     got: dict[tuple[str, str], Rating] = {}
-    bar = tqdm(total=len(todo), desc="judge validate", unit="rating", file=sys.stderr, disable=not progress,
-               dynamic_ncols=True)
-    try:
+    with Progress(len(todo), "judge validate", "rating", enabled=progress) as bar:
         for crit in CRITERIA:
             mine = [x for x in todo if x.criterion == crit]
             for start in range(0, len(mine), chunk):
                 for r in judge.rate([x.item for x in mine[start:start + chunk]], [crit]):
                     got[(r.item_id, r.criterion)] = r
                 bar.update(len(mine[start:start + chunk]))
-    finally:
-        bar.close()
     return [got[(x.item.item_id, x.criterion)] for x in todo]
 
 

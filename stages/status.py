@@ -203,7 +203,7 @@ def _steering_status(cat: Catalog, st: Status, concept_set: str, model: str, lay
                 notes.append(f"MISSING {unrated[(judge, method)]} ratings by {judge}")
                 st.next_steps.append(_step("judge", "-c", concept_set, "--judge", judge, "--method", method))
         if not judges:
-            from stages.judge import DEFAULT_JUDGE  # here: importing the judge stage loads torch and transformers
+            from axwarehouse.judging.config import DEFAULT_JUDGE  # here: importing the judges loads torch
 
             notes.append("not judged yet")
             st.next_steps.append(_step("judge", "-c", concept_set, "--judge", DEFAULT_JUDGE))

@@ -20,6 +20,7 @@ LAYERS = [
     ("cli.py", "the `axw` command line: options -> a config dataclass -> one stage function"),
     ("stages", "one module per command: read tables -> compute -> write tables"),
     ("axwarehouse/report", "HTML reports and charts from the views"),
+    ("axwarehouse/judging", "the judges: one rating interface, held-out texts, the proxy judge's calibration"),
     ("axwarehouse/steering", "steered generation, the intervention, judges"),
     ("axwarehouse/methods", "the registered detection and steering methods"),
     ("axwarehouse/sae", "sparse autoencoders"),

@@ -205,9 +205,9 @@ def test_proxy_rating_of_an_output_does_not_depend_on_what_is_rated_with_it(s3, 
     import shutil
 
     from axwarehouse.steering.judge import CRITERIA
-    from stages.judge import JudgeConfig
-    from stages.judge_proxy import ProxyJudge, proxy_hash
-    from stages.judge_rater import Item
+    from axwarehouse.judging.config import JudgeConfig
+    from axwarehouse.judging.proxy import ProxyJudge, proxy_hash
+    from axwarehouse.judging.rater import Item
 
     with Catalog(s3, read_only=True) as cat:
         rows = cat.sql("SELECT concept_id, input, output FROM generations WHERE concept_set = ? AND "
@@ -247,8 +247,8 @@ def test_embedded_judge_validates_through_the_same_rating_path(s3, tiny_model_di
 
 
 def test_a_set_without_latent_eval_holds_out_a_train_slice_the_proxy_never_trains_on(s3):
-    from stages.judge_heldout import heldout_rows
-    from stages.judge_proxy import concept_training_texts
+    from axwarehouse.judging.heldout import heldout_rows
+    from axwarehouse.judging.proxy_calibration import concept_training_texts
     from stages.judge_validate import labelled_items
 
     with Catalog(s3) as cat:
@@ -270,7 +270,7 @@ def test_a_set_without_latent_eval_holds_out_a_train_slice_the_proxy_never_train
 def test_proxy_judge_validates_end_to_end(s3, tiny_model_dir):
     """`axw judge validate --judge proxy` (concept criterion: the classifiers, no model pass): one row per labelled
     concept item, labelled with the judge `axw judge` writes for that model and its config hash."""
-    from stages.judge_proxy import proxy_hash
+    from axwarehouse.judging.proxy import proxy_hash
 
     code, out, err = axw("--catalog", s3, "judge", "validate", "-c", SET, "--judge", "proxy", "--model",
                          str(tiny_model_dir), "--criterion", "concept", "--dtype", "float32", "--no-progress")

@@ -113,7 +113,7 @@ def concept10(tmp_path_factory):
 @pytest.fixture(scope="module")
 def concept_classifiers(concept10):
     """Per concept (0, 1, 3, 8): the fitted classifier and 3 held-out (latent-eval) positives joined."""
-    from stages.judge_proxy import concept_training_groups
+    from axwarehouse.judging.proxy_calibration import concept_training_groups
 
     with Catalog(concept10, read_only=True) as cat:
         heldout = {c: [t for (t,) in cat.sql(
@@ -129,7 +129,7 @@ def test_concept_threshold_comes_from_own_negatives_while_neighbours_are_trained
     """Other concepts' positives are negatives of the classifier (trained on: the same model and out-of-fold
     probabilities as when they are passed among the negatives) but do not set ``low``: the CONCEPT_NEG_QUANTILE
     quantile of the concept's own negatives does."""
-    from stages.judge_proxy import concept_training_groups
+    from axwarehouse.judging.proxy_calibration import concept_training_groups
 
     with Catalog(concept10, read_only=True) as cat:
         pos, neg, near = concept_training_groups(cat, "concept10", 7, 42)
@@ -178,7 +178,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     from sklearn.pipeline import make_pipeline
 
     from axwarehouse.steering.concept_features import regression
-    from stages.judge_proxy import concept_training_texts
+    from axwarehouse.judging.proxy_calibration import concept_training_texts
 
     with Catalog(concept10, read_only=True) as cat:
         pos, neg = concept_training_texts(cat, "concept10", 0, 42)

@@ -3,8 +3,9 @@ rates items on criteria, and both commands call the same :meth:`Judge.rate`, so 
 rating the steering leaderboard uses.
 
 * :class:`LLMJudge` — an LLM with the rubric (openai, openai-compatible, embedded): one cached call per (item,
-  criterion), as AxBench asks its judge; the embedded judge's rating slot is read too (see stages/judge.py).
-* :class:`stages.judge_proxy.ProxyJudge` — the offline proxy judge (measured, no LLM).
+  criterion), as AxBench asks its judge; the embedded judge's rating slot is read too
+  (:func:`axwarehouse.steering.judge.rating_slot`).
+* :class:`axwarehouse.judging.proxy.ProxyJudge` — the offline proxy judge (measured, no LLM).
 
 A rating depends only on its item (its text, instruction, concept) and the judge's configuration: never on which
 other items are rated with it (the proxy calibrates on data fixed in advance; the LLM judge's request seed is a
@@ -21,6 +22,7 @@ from typing import Protocol
 
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
+from axwarehouse.judging.config import judge_hash
 from axwarehouse.steering.judge import CRITERIA, parse_rating, rating_slot
 
 
@@ -148,7 +150,6 @@ def open_llm_judge(cat: Catalog, run: Run, cfg, stage: str = "judge") -> Iterato
     """An :class:`LLMJudge` for ``cfg`` (a JudgeConfig) whose calls are cached in ``llm_calls`` under ``run``."""
     from axwarehouse.llm import LLMClient, ResponseCache, make_backend, parse_llm
     from axwarehouse.lm.loader import check_device, load, resolve_dtype
-    from stages.judge import judge_hash
 
     if not 0 <= cfg.temperature <= 2:
         raise AxwError("--judge-temperature must be between 0 and 2")
