@@ -177,7 +177,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
-    from axwarehouse.steering.concept_features import regression
+    from axwarehouse.steering.concept_features import CONCEPT_FEATURES, regression
     from axwarehouse.judging.proxy_calibration import concept_training_texts
 
     with Catalog(concept10, read_only=True) as cat:
@@ -186,7 +186,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
         other = [t for (t,) in cat.sql("SELECT output FROM generations WHERE concept_set = 'concept10' AND "
                                        "split = 'latent_eval' ORDER BY concept_id, example_id LIMIT 60").fetchall()]
     texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
-    reference = make_pipeline(TfidfVectorizer(**pj.CONCEPT_FEATURES), regression(42))
+    reference = make_pipeline(TfidfVectorizer(**CONCEPT_FEATURES), regression(42))
     folds = StratifiedKFold(n_splits=pj.CV_FOLDS, shuffle=True, random_state=42)
     oof = cross_val_predict(reference, texts, y, cv=folds, method="predict_proba")[:, 1]
     expected = reference.fit(texts, y).predict_proba(other)[:, 1]
