@@ -19,6 +19,7 @@ import torch
 
 from axwarehouse import lazy_imports
 from axwarehouse.lm.capture import length_batches, pad_batch
+from axwarehouse.lm.token_nll import token_nll
 
 # Continuation tokens per forward batch. On CPU small batches keep the intermediate tensors in cache (as for
 # activation capture, axwarehouse.lm.capture.CPU_BATCH_TOKENS); the prompt's cached keys add to every row.
@@ -55,21 +56,18 @@ def shared_prompt_logp(lm, prompts: Sequence[Sequence[int]], continuations: Sequ
 
 
 def _continuation_nll(model, prompt_cache, prompt_len: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, T-1]: −log p(ids[b, t+1] | prompt, ids[b, :t+1]) (padding positions hold garbage; callers slice)."""
-    import torch.nn.functional as F
-
+    """[B, T-1]: −log p(ids[b, t+1] | prompt, ids[b, :t+1]) (padding positions hold zeros; callers slice)."""
     b, t = ids.shape
+    if t == 1:
+        return torch.zeros((b, 0))
     device = model.device
     cache = copy.deepcopy(prompt_cache)  # the forward appends to it; the prompt's cache serves the next batch
     cache.batch_repeat_interleave(b)
     full_mask = torch.cat([torch.ones((b, prompt_len), dtype=mask.dtype), mask], dim=1)
     positions = torch.arange(prompt_len, prompt_len + t).expand(b, -1)
-    keep = torch.zeros((b, t), dtype=torch.bool)
-    keep[:, :-1] = mask[:, 1:].bool()  # position t predicts token t + 1
-    if t == 1:
-        return torch.zeros((b, 0))
-    logits = model(input_ids=ids.to(device), attention_mask=full_mask.to(device), position_ids=positions.to(device),
-                   past_key_values=cache, use_cache=True, logits_to_keep=keep.to(device)).logits
+    scored = mask.bool().clone()
+    scored[:, 0] = False  # token 0 of each row is predicted by the prompt's last position (the caller's first_logp)
     nll = torch.zeros((b, t - 1))
-    nll[keep[:, :-1]] = F.cross_entropy(logits.float(), ids[:, 1:][keep[:, :-1]].to(device), reduction="none").cpu()
+    nll[scored[:, 1:]] = token_nll(model, ids.to(device), full_mask.to(device), scored.to(device),
+                                   position_ids=positions.to(device), past_key_values=cache, use_cache=True).cpu()
     return nll

@@ -12,13 +12,17 @@ from __future__ import annotations
 import torch
 
 
-def token_nll(model, ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+def token_nll(model, ids: torch.Tensor, attention_mask: torch.Tensor, scored: torch.Tensor,
+              **forward: object) -> torch.Tensor:
     """−log p(ids[b, t] | ids[b, :t]) for every ``scored[b, t]`` (bool [B, T]; t ≥ 1), in row-major order, float32.
 
-    Differentiable (training takes its mean); callers choose grad or inference mode."""
+    ``forward`` goes to the model's call (e.g. a prompt's ``past_key_values`` with ``position_ids`` after it, when
+    ``ids`` continue a cached prefix). Differentiable (training takes its mean); callers choose grad or inference
+    mode."""
     import torch.nn.functional as F
 
     predicts = torch.zeros_like(scored)  # position t predicts token t + 1
     predicts[:, :-1] = scored[:, 1:]
-    logits = model(input_ids=ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=predicts).logits
+    forward.setdefault("use_cache", False)
+    logits = model(input_ids=ids, attention_mask=attention_mask, logits_to_keep=predicts, **forward).logits
     return F.cross_entropy(logits.float(), ids[scored], reduction="none")
