@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from axwarehouse.errors import AxwError
-from axwarehouse.lm.loader import _offline_env, default_layer, resolve
+from axwarehouse.lm.loader import _offline_env, default_layer, resolve, text_config
 
 
 @dataclass(frozen=True)
@@ -46,5 +46,5 @@ def model_info(spec: str) -> ModelInfo:
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AxwError(f"cannot read the config of model {spec!r} offline: {first}") from exc
-    text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    text = text_config(cfg)
     return ModelInfo(src.name, int(text.num_hidden_layers), int(text.hidden_size))

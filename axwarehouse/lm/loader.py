@@ -322,5 +322,10 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     contiguous_head_input(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = text_config(model.config)
     return LoadedModel(src.name, model, tokenizer, int(cfg.num_hidden_layers), int(cfg.hidden_size))
+
+
+def text_config(cfg):
+    """The language model's part of a config (a multimodal config nests it; a text-only config is its own)."""
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg

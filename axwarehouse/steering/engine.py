@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from axwarehouse import lazy_imports
-from axwarehouse.lm.loader import decoder_layers
+from axwarehouse.lm.loader import decoder_layers, text_config
 from axwarehouse.steering.sampling import sample_tokens
 
 DEFAULT_SLOTS = 64
@@ -93,7 +93,7 @@ class SlotCache:
 
 def _kv_layout(model) -> tuple[int, int, int]:
     """(layers, kv_heads, head_dim) from the model's config."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cfg = text_config(model.config)
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     return cfg.num_hidden_layers, getattr(cfg, "num_key_value_heads", None) or heads, head_dim
@@ -104,7 +104,7 @@ class _Masks:
     with sliding-window layers a dict per layer type (transformers' Gemma-2/3 forwards accept it)."""
 
     def __init__(self, model):
-        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        cfg = text_config(model.config)
         types = set(getattr(cfg, "layer_types", None) or [])
         self.window = getattr(cfg, "sliding_window", None) if "sliding_attention" in types else None
         self.types = types
