@@ -212,7 +212,7 @@ def _shard_concepts(cat: Catalog, cfg: Any, sharding: Sharding) -> list[int]:
 def run_on_ray(cat: Catalog, fn: Callable, cfg: Any, opts: Any) -> str:
     """Run the stage function ``fn`` with ``cfg`` over concept shards on Ray; a summary of what the shards did."""
     from axwarehouse.distributed import run_sharded, shards_of
-    from axwarehouse.lm.loader import check_device
+    from axwarehouse.model.loader import check_device
 
     sharding: Sharding | None = getattr(fn, "sharding", None)
     stage = fn.__module__.rpartition(".")[2]

@@ -16,7 +16,7 @@ _COMMIT = re.compile(r"\+(?:.*-g)?([0-9a-f]{7,40})(?:-dirty)?$")
 
 #: source files whose change alters a stage's output, beside the method's own file
 STAGE_FILES = {
-    "activations": ["stages/activations.py", "axwarehouse/lm"],
+    "activations": ["stages/activations.py", "axwarehouse/model"],
     "train": ["stages/train.py", "axwarehouse/methods/base.py", "axwarehouse/activation_store.py"],
     "latent": ["stages/latent.py", "axwarehouse/methods/base.py", "axwarehouse/activation_store.py"],
 }

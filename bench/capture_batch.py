@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.lm.capture import capture, length_batches  # noqa: E402
-from axwarehouse.lm.chat import ChatFormat  # noqa: E402
-from axwarehouse.lm.loader import load, resolve_dtype  # noqa: E402
-from stages.demo import DEMO_DATA  # noqa: E402
-from stages.import_axbench import import_axbench  # noqa: E402
+from axwarehouse.model.capture import capture, length_batches  # noqa: E402
+from axwarehouse.model.chat import ChatFormat  # noqa: E402
+from axwarehouse.model.loader import load, resolve_dtype  # noqa: E402
+from axwarehouse.stages.demo import DEMO_DATA  # noqa: E402
+from axwarehouse.stages.import_axbench import import_axbench  # noqa: E402
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.steering import proxy_judge as pj  # noqa: E402
-from stages.demo import DEMO_DATA  # noqa: E402
-from stages.import_axbench import import_axbench  # noqa: E402
+from axwarehouse.judging import proxy_measures as pj  # noqa: E402
+from axwarehouse.stages.demo import DEMO_DATA  # noqa: E402
+from axwarehouse.stages.import_axbench import import_axbench  # noqa: E402
 from axwarehouse.judging.proxy_calibration import concept_training_texts  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def per_fold_vectorizer(pos: list[str], neg: list[str], seed: int = 42):
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
-    from axwarehouse.steering.concept_features import regression
+    from axwarehouse.judging.concept_features import regression
 
     texts, y = pos + neg, np.array([1] * len(pos) + [0] * len(neg))
     model = make_pipeline(TfidfVectorizer(**pj.CONCEPT_FEATURES), regression(seed))

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from axwarehouse.lm.loader import resolve_dtype  # noqa: E402
+from axwarehouse.model.loader import resolve_dtype  # noqa: E402
 
 
 def probe(seconds: float = 3.0, n: int = 1024, dtype: str = "auto", threads: int | None = 1) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli import run  # noqa: E402
+from axwarehouse.cli import run  # noqa: E402
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.llm.fake_server import FakeChatServer  # noqa: E402
-from stages.concepts import import_concepts  # noqa: E402
-from stages.generate import GenerateConfig, run_generate  # noqa: E402
+from axwarehouse.stages.concepts import import_concepts  # noqa: E402
+from axwarehouse.stages.generate import GenerateConfig, run_generate  # noqa: E402
 
 CONCEPTS = ["references to rivers and lakes", "Python exceptions", "fractions and ratios", "legal contracts",
             "music theory terms", "weather forecasts", "SQL joins", "probability of events", "cooking techniques",
@@ -40,8 +40,8 @@ def tiny_target(root: Path) -> Path:
     import torch
     import transformers
 
-    from axwarehouse.lm.loader import resolve
-    from axwarehouse.lm.tokenizer import load_tokenizer
+    from axwarehouse.model.loader import resolve
+    from axwarehouse.model.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
     tok = load_tokenizer(src.path, src.gguf_file)
@@ -81,7 +81,7 @@ def main() -> None:
                              chunk_concepts=16)
         with Catalog(root / "catalog.duckdb") as cat:
             import_concepts(cat, lst, "bench")
-            from axwarehouse.lm.loader import load
+            from axwarehouse.model.loader import load
 
             load(str(target))  # load once outside the timings
 

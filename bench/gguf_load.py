@@ -18,7 +18,7 @@ import gguf
 import torch
 import transformers
 
-from axwarehouse.lm.loader import one_gguf_parse, quiet_loading, resolve
+from axwarehouse.model.loader import one_gguf_parse, quiet_loading, resolve
 
 
 def load_seconds(spec: str, share_name_maps: bool) -> tuple[float, int]:

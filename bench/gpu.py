@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from axwarehouse.lm.capture import capture  # noqa: E402
-from axwarehouse.lm.chat import ChatFormat  # noqa: E402
-from axwarehouse.lm.info import model_info  # noqa: E402
-from axwarehouse.lm.loader import check_device, load, resolve_dtype  # noqa: E402
+from axwarehouse.model.capture import capture  # noqa: E402
+from axwarehouse.model.chat import ChatFormat  # noqa: E402
+from axwarehouse.model.info import model_info  # noqa: E402
+from axwarehouse.model.loader import check_device, load, resolve_dtype  # noqa: E402
 from axwarehouse.steering import GenRow, Steerer, generate_rows  # noqa: E402
 from axwarehouse.steering.generate import ENGINES  # noqa: E402
 from axwarehouse.steering.instructions import load_instructions  # noqa: E402

@@ -1,5 +1,5 @@
 """Batched generation with the output head given the strided last-position slice (plain ``nn.Linear``, the
-baseline) and given a contiguous copy (`lm/loader.contiguous_head_input`, what `load` sets up), in the same run.
+baseline) and given a contiguous copy (`model/loader.contiguous_head_input`, what `load` sets up), in the same run.
 
 Not a test: it prints figures. A batch of chat prompts of different lengths (left-padded, as steering batches them)
 generates ``--tokens`` tokens greedily, both ways alternately over ``--rounds``; prints seconds per batch, the ratio,
@@ -20,8 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from axwarehouse.lm.chat import ChatFormat  # noqa: E402
-from axwarehouse.lm.loader import load, resolve_dtype  # noqa: E402
+from axwarehouse.model.chat import ChatFormat  # noqa: E402
+from axwarehouse.model.loader import load, resolve_dtype  # noqa: E402
 from axwarehouse.steering.generate import left_pad  # noqa: E402
 
 TOPICS = ["rivers", "the moon", "bread", "chess", "volcanoes", "jazz", "bees", "glaciers"]

@@ -24,7 +24,7 @@ import json, resource, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads({threads})
 from axwarehouse import heap
-from axwarehouse.lm.loader import load, resolve_dtype
+from axwarehouse.model.loader import load, resolve_dtype
 lm = load("embedded:smollm2", resolve_dtype("auto"))
 if {policy!r} == "bounded":
     assert heap.bound_heap_growth()

@@ -33,15 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.lm.capture import forward_to_layers, length_batches, pad_batch  # noqa: E402
-from axwarehouse.lm.chat import ChatFormat  # noqa: E402
-from axwarehouse.lm.info import model_info  # noqa: E402
-from axwarehouse.lm.loader import load  # noqa: E402
-from stages.activations import activation_row_hash, activation_rows, missing_examples  # noqa: E402
-from stages.demo import DEMO_DATA  # noqa: E402
-from stages.import_axbench import import_axbench  # noqa: E402
-from stages.latent import LatentConfig, run_latent  # noqa: E402
-from stages.train import TrainConfig, run_train  # noqa: E402
+from axwarehouse.model.capture import forward_to_layers, length_batches, pad_batch  # noqa: E402
+from axwarehouse.model.chat import ChatFormat  # noqa: E402
+from axwarehouse.model.info import model_info  # noqa: E402
+from axwarehouse.model.loader import load  # noqa: E402
+from axwarehouse.stages.activations import activation_row_hash, activation_rows, missing_examples  # noqa: E402
+from axwarehouse.stages.demo import DEMO_DATA  # noqa: E402
+from axwarehouse.stages.import_axbench import import_axbench  # noqa: E402
+from axwarehouse.stages.latent import LatentConfig, run_latent  # noqa: E402
+from axwarehouse.stages.train import TrainConfig, run_train  # noqa: E402
 
 CS = "concept10"
 HOLDOUT_CS = "concept10-holdout"

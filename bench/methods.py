@@ -22,12 +22,12 @@ sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.methods import method_names  # noqa: E402
-from stages.activations import ActivationsConfig, run_activations  # noqa: E402
-from stages.demo import DEMO_DATA  # noqa: E402
-from stages.import_axbench import import_axbench  # noqa: E402
-from stages.latent import LatentConfig, run_latent  # noqa: E402
-from stages.sae import SaeTrainConfig, run_sae_train  # noqa: E402
-from stages.train import TrainConfig, run_train  # noqa: E402
+from axwarehouse.stages.activations import ActivationsConfig, run_activations  # noqa: E402
+from axwarehouse.stages.demo import DEMO_DATA  # noqa: E402
+from axwarehouse.stages.import_axbench import import_axbench  # noqa: E402
+from axwarehouse.stages.latent import LatentConfig, run_latent  # noqa: E402
+from axwarehouse.stages.sae import SaeTrainConfig, run_sae_train  # noqa: E402
+from axwarehouse.stages.train import TrainConfig, run_train  # noqa: E402
 
 
 def subset_release(dst: Path, n: int) -> Path:

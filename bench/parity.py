@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.upstream_parity import gaps, ours, side_by_side, upstream  # noqa: E402
-from cli import run  # noqa: E402
+from axwarehouse.cli import run  # noqa: E402
 
 
 def check(catalog: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """The proxy judge's log-probability passes: each distinct prompt run once with its outputs batched over its cached
-keys/values (:func:`axwarehouse.lm.prefix_logp.shared_prompt_logp`, what `measure_texts` uses) against the baseline
-of every prompt + output run in full (:func:`axwarehouse.steering.perplexity.conditional_perplexity`, what it used
+keys/values (:func:`axwarehouse.model.prefix_logp.shared_prompt_logp`, what `measure_texts` uses) against the baseline
+of every prompt + output run in full (:func:`axwarehouse.judging.conditional_perplexity.conditional_perplexity`, what it used
 before), in the same run, interleaved, on the same rows.
 
 Also the concept classifiers of every Concept10 concept, fitted as `axw judge` fits them (each text's n-grams
@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from axwarehouse.steering import proxy_judge as pj  # noqa: E402
-from stages.demo import DEMO_DATA  # noqa: E402
+from axwarehouse.judging import proxy_measures as pj  # noqa: E402
+from axwarehouse.stages.demo import DEMO_DATA  # noqa: E402
 
 
 def demo_like_rows(tokenizer, n_instructions: int = 40, per_instruction: int = 7, tokens: int = 48):
@@ -58,8 +58,8 @@ def catalog_rows(path: Path):
 
 def baseline(lm, instructions, outputs) -> list[pj.TextMeasure]:
     """measure_texts as it was: every distinct (prompt, output) pair run in full, prompt included."""
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.steering.perplexity import conditional_perplexity
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.judging.conditional_perplexity import conditional_perplexity
 
     chat = ChatFormat.of(lm.tokenizer)
     gens = [tuple(lm.tokenizer.encode(o, add_special_tokens=False)) for o in outputs]
@@ -78,7 +78,7 @@ def previous_fit(pos: list[str], neg: list[str], seed: int = 42):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from axwarehouse.steering.concept_features import classifier, ngram_counts
+    from axwarehouse.judging.concept_features import classifier, ngram_counts
 
     def model():
         m = classifier(seed)
@@ -99,7 +99,7 @@ def concept_fits(n_concepts: int) -> None:
     import tempfile
 
     from axwarehouse.catalog import Catalog
-    from stages.import_axbench import import_axbench
+    from axwarehouse.stages.import_axbench import import_axbench
     from axwarehouse.judging.proxy_calibration import concept_training_texts
 
     with tempfile.TemporaryDirectory() as tmp, Catalog(Path(tmp) / "catalog.duckdb") as cat:
@@ -128,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.loader import load
 
     lm = load(args.model)
     rows = catalog_rows(args.catalog) if args.catalog else demo_like_rows(lm.tokenizer, args.instructions)

@@ -32,9 +32,9 @@ def main() -> None:
     ap.add_argument("--model", default="embedded:smollm2")
     args = ap.parse_args()
 
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.lm.loader import load
-    from axwarehouse.steering import proxy_judge as pj
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.model.loader import load
+    from axwarehouse.judging import proxy_measures as pj
     from axwarehouse.steering.generate import GenRow, generate_rows
     from axwarehouse.steering.instructions import load_instructions
     from axwarehouse.steering.intervention import Steerer

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.steering import proxy_judge as pj  # noqa: E402
-from stages.demo import DEMO_DATA  # noqa: E402
-from stages.import_axbench import import_axbench  # noqa: E402
+from axwarehouse.judging import proxy_measures as pj  # noqa: E402
+from axwarehouse.stages.demo import DEMO_DATA  # noqa: E402
+from axwarehouse.stages.import_axbench import import_axbench  # noqa: E402
 from axwarehouse.judging.proxy_calibration import concept_training_groups  # noqa: E402
 
 CALIBRATION_INSTRUCTIONS = 20  # the shipped file's last ones: steering never draws them
@@ -71,7 +71,7 @@ def concept_figures(cat: Catalog, concepts: list[int], seed: int = 42) -> list[d
 
 
 def lm_figures(cat: Catalog, concepts: list[int], n_texts: int, model: str, seed: int = 42) -> tuple[dict, dict]:
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.loader import load
     from axwarehouse.steering.instructions import load_instructions
 
     lm = load(model)

@@ -3,7 +3,7 @@
 Not a test: it prints figures. Per size N, with AxBench's example counts — 72 positives per concept and 72 shared
 negatives per genre (3 genres) for training; 36 positives, 36 negatives and 5 hard negatives per concept for latent
 eval — synthetic activations (Gaussian noise plus a concept direction on positives' response tokens) are written
-through the real activation writer (``stages.activations.activation_rows`` + ``Run.write``; no model runs), then
+through the real activation writer (``axwarehouse.stages.activations.activation_rows`` + ``Run.write``; no model runs), then
 ``train`` DiffMean/PCA/LAT/Probe and ``latent`` run as the stages do, and the AUROC views are queried.
 
 Printed per size: disk bytes per token of the activation store (vs 2·d, bfloat16's floor), peak RSS of the
@@ -84,8 +84,8 @@ def _examples(n: int) -> list[tuple[str, int, int, str, str]]:
 
 def write_phase(root: Path, n: int, d: int, tokens: int) -> dict:
     from axwarehouse.catalog import Catalog
-    from axwarehouse.lm.info import model_info
-    from stages.activations import activation_rows
+    from axwarehouse.model.info import model_info
+    from axwarehouse.stages.activations import activation_rows
 
     import torch
 
@@ -140,10 +140,10 @@ def run_phase(root: Path, n: int, d: int, methods: tuple[str, ...], overrides: t
     import duckdb  # noqa: F401  (imported before timing)
 
     from axwarehouse.catalog import Catalog
-    from stages.latent import LatentConfig, run_latent
-    from stages.train import TrainConfig, run_train
+    from axwarehouse.stages.latent import LatentConfig, run_latent
+    from axwarehouse.stages.train import TrainConfig, run_train
 
-    from axwarehouse.lm.info import model_info
+    from axwarehouse.model.info import model_info
     from axwarehouse.methods import get, method_names
 
     model = str(_model_dir(root.parent, d))

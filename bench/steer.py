@@ -41,13 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from axwarehouse.catalog import Catalog  # noqa: E402
-from axwarehouse.lm.chat import ChatFormat  # noqa: E402
-from axwarehouse.lm.info import model_info  # noqa: E402
-from axwarehouse.lm.loader import load, resolve_dtype  # noqa: E402
-from axwarehouse.lm.loader import decoder_layers  # noqa: E402
+from axwarehouse.model.chat import ChatFormat  # noqa: E402
+from axwarehouse.model.info import model_info  # noqa: E402
+from axwarehouse.model.loader import load, resolve_dtype  # noqa: E402
+from axwarehouse.model.loader import decoder_layers  # noqa: E402
 from axwarehouse.steering import GenRow, Steerer, generate_rows  # noqa: E402
 from axwarehouse.steering.instructions import load_instructions  # noqa: E402
-from axwarehouse.steering.judge import CRITERIA, judge_prompt  # noqa: E402
+from axwarehouse.judging.llm_judge import CRITERIA, judge_prompt  # noqa: E402
 from bench.cpu_probe import cpu_model, probe  # noqa: E402
 
 

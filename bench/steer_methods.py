@@ -21,13 +21,13 @@ sys.path.insert(0, str(ROOT))
 from axwarehouse.catalog import Catalog  # noqa: E402
 from axwarehouse.display import render  # noqa: E402
 from axwarehouse.judging.config import JudgeConfig  # noqa: E402
-from stages.judge import run_judge  # noqa: E402
-from stages.latent import LatentConfig, run_latent  # noqa: E402
-from stages.leaderboard import steering_leaderboard  # noqa: E402
-from stages.steer import SteerConfig, run_steer  # noqa: E402
-from stages.demo import (DEMO_FACTORS, DEMO_INSTRUCTIONS, DEMO_JUDGE_MAX_TOKENS,  # noqa: E402
+from axwarehouse.stages.judge import run_judge  # noqa: E402
+from axwarehouse.stages.latent import LatentConfig, run_latent  # noqa: E402
+from axwarehouse.stages.leaderboard import steering_leaderboard  # noqa: E402
+from axwarehouse.stages.steer import SteerConfig, run_steer  # noqa: E402
+from axwarehouse.stages.demo import (DEMO_FACTORS, DEMO_INSTRUCTIONS, DEMO_JUDGE_MAX_TOKENS,  # noqa: E402
                          DEMO_MAX_NEW_TOKENS)
-from stages.train import TrainConfig, run_train  # noqa: E402
+from axwarehouse.stages.train import TrainConfig, run_train  # noqa: E402
 
 SETTINGS = ("loreft.epochs=3", "lora.epochs=3", "sft.epochs=1")  # AxBench: 24 / 24 / 8
 METHODS = ("diffmean", "reft-r1", "ssv", "loreft", "lora", "sft", "prompt")

@@ -24,8 +24,8 @@ from axwarehouse.activation_store import STORE_DTYPES, act_columns
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
-from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
+from axwarehouse.model.info import model_info
+from axwarehouse.model.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.stage_runner import Emit, Work, in_list, missing, run_stage, shardable
 
 SPLITS = ("train", "latent_eval")
@@ -91,7 +91,7 @@ def missing_examples(cat: Catalog, concept_set: str, model: str, layer: int, spl
 def activation_row_hash(model: str, layer: int, chat, dtype: str, store_dtype: str = "float32") -> str:
     """config_hash of activation rows: what their values depend on (model, layer, rendering, compute and storage
     dtypes), not batching, device or file sizes."""
-    from axwarehouse.lm.chat import MAX_LENGTH
+    from axwarehouse.model.chat import MAX_LENGTH
 
     key = {"model": model, "layer": layer, "prefix_len": chat.prefix_len, "suffix_len": chat.suffix_len,
            "max_length": MAX_LENGTH, "dtype": dtype}
@@ -126,7 +126,7 @@ def activation_rows(info: dict, tokenizer, prefix_len: int, batch: list[tuple[st
 
 def _settings(cfg: ActivationsConfig) -> tuple[str, int]:
     """(compute dtype, padded tokens per batch) of ``cfg``; one-line errors for bad options."""
-    from axwarehouse.lm.capture import default_batch_tokens
+    from axwarehouse.model.capture import default_batch_tokens
 
     check_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
@@ -149,7 +149,7 @@ class _Example:
 
 def _capture_batches(lm, layer: int, batch_tokens: int, rows: Callable[[list], pa.Table], result: ActivationsResult):
     """The batched per-unit function: examples in, their per-token rows out, one forward batch at a time."""
-    from axwarehouse.lm.capture import capture
+    from axwarehouse.model.capture import capture
 
     def batches(units: Sequence[_Example], emit: Emit) -> None:
         for idx, acts in capture(lm.model, lm.decoder_layers(), layer, [u.ids for u in units],
@@ -165,8 +165,8 @@ def _capture_batches(lm, layer: int, batch_tokens: int, rows: Callable[[list], p
 @shardable(negatives=True)
 def run_activations(cat: Catalog, cfg: ActivationsConfig) -> ActivationsResult:
     """Compute and store the activations that are missing for ``cfg``."""
-    from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.chat import MAX_LENGTH, ChatFormat
+    from axwarehouse.model.loader import load
 
     dtype, batch_tokens = _settings(cfg)
     splits = _check_inputs(cat, cfg)

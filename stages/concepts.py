@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
-from stages.import_axbench import _sae_id, existing_source_hash, validate_concept_set_name
+from axwarehouse.stages.import_axbench import _sae_id, existing_source_hash, validate_concept_set_name
 
 
 NEURONPEDIA = "https://www.neuronpedia.org"

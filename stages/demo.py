@@ -7,7 +7,7 @@
   prompt baseline. Sized to fit, with the latent part, in < 10 minutes on 2 CPU cores: all 10 concepts, but the
   instruction and token counts are the demo's, not AxBench's (10 instructions, 128 new tokens); the factors are a
   subset spanning AxBench's list (0.2 … 5.0), wide enough to show the trade-off (concept up to factor 2–3, fluency
-  down all the way, docs/proxy-judge.md). The proxy judge (:mod:`axwarehouse.steering.proxy_judge`) measures instead
+  down all the way, docs/proxy-judge.md). The proxy judge (:mod:`axwarehouse.judging.proxy_measures`) measures instead
   of asking an LLM, so it is cheap enough for the sweep; the prompt baseline's steering prompts are still written by
   the embedded LLM. DiffMean's magnitude a_c is its max latent score, so `latent_scores` must exist.
 * **generated data** (:func:`run_generate_demo`, ``axw demo --generate``): concepts import (3 shipped concepts) →
@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from axwarehouse import DATA_DIR
 from axwarehouse.catalog import Catalog
 from axwarehouse.display import render
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.model.loader import DEFAULT_MODEL
 
-_DATA = Path(__file__).resolve().parents[1] / "axwarehouse" / "data"
+_DATA = DATA_DIR
 DEMO_DATA = _DATA / "axbench-concept10" / "prod_2b_l10_v1"
 DEMO_CONCEPT_SET = "concept10"
 DEMO_METHODS = ("diffmean", "pca", "lat", "probe")
@@ -67,14 +68,14 @@ class DemoConfig:
 
 def run_demo(cat: Catalog, cfg: DemoConfig, echo: Callable[[str], None] = print) -> None:
     """Run every latent stage on the demo data, printing what each did and the leaderboard."""
-    from stages.activations import ActivationsConfig, run_activations
-    from stages.import_axbench import import_axbench
-    from stages.latent import LatentConfig, run_latent
-    from stages.leaderboard import latent_leaderboard
-    from stages.train import TrainConfig, run_train
+    from axwarehouse.stages.activations import ActivationsConfig, run_activations
+    from axwarehouse.stages.import_axbench import import_axbench
+    from axwarehouse.stages.latent import LatentConfig, run_latent
+    from axwarehouse.stages.leaderboard import latent_leaderboard
+    from axwarehouse.stages.train import TrainConfig, run_train
 
     from axwarehouse.errors import AxwError
-    from axwarehouse.lm.loader import resolve
+    from axwarehouse.model.loader import resolve
 
     methods = cfg.methods or DEMO_METHODS
     t0 = time.perf_counter()
@@ -103,9 +104,9 @@ def run_steering_demo(cat: Catalog, model: str, layer: int | None, echo: Callabl
                       concepts: tuple[int, ...] = STEER_CONCEPTS) -> None:
     """steer (diffmean + prompt) → judge → steering leaderboard + win rates, printing what each step did."""
     from axwarehouse.judging.config import JudgeConfig
-    from stages.judge import run_judge
-    from stages.leaderboard import failures_note, steering_leaderboard, winrate_table
-    from stages.steer import SteerConfig, run_steer
+    from axwarehouse.stages.judge import run_judge
+    from axwarehouse.stages.leaderboard import failures_note, steering_leaderboard, winrate_table
+    from axwarehouse.stages.steer import SteerConfig, run_steer
 
     t0 = time.perf_counter()
     cfg = SteerConfig(concept_set=concept_set, methods=("diffmean", "prompt"), model=model, layer=layer,
@@ -130,12 +131,12 @@ def run_generate_demo(cat: Catalog, model: str = DEFAULT_MODEL, layer: int | Non
     """Generate data for the demo concepts with the embedded backend, then run the latent benchmark on it.
 
     ``overrides`` replace :data:`DEMO_GENERATE` settings or pick another LLM (``llm=``, ``llm_base_url=``)."""
-    from stages.activations import ActivationsConfig, run_activations
-    from stages.concepts import import_concepts
-    from stages.generate import GenerateConfig, run_generate
-    from stages.latent import LatentConfig, run_latent
-    from stages.leaderboard import latent_leaderboard
-    from stages.train import TrainConfig, run_train
+    from axwarehouse.stages.activations import ActivationsConfig, run_activations
+    from axwarehouse.stages.concepts import import_concepts
+    from axwarehouse.stages.generate import GenerateConfig, run_generate
+    from axwarehouse.stages.latent import LatentConfig, run_latent
+    from axwarehouse.stages.leaderboard import latent_leaderboard
+    from axwarehouse.stages.train import TrainConfig, run_train
 
     t0 = time.perf_counter()
     out = import_concepts(cat, GENERATE_CONCEPTS, DEMO_SET)

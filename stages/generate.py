@@ -37,11 +37,12 @@ from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.llm import LLMClient, LLMRequest, Outcome, ResponseCache, make_backend, parse_llm
 from axwarehouse.llm.prices import price_for
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse import DATA_DIR
+from axwarehouse.model.loader import DEFAULT_MODEL
 from axwarehouse.progress import Progress
 from axwarehouse import datagen_prompts as P
 
-SEED_POOLS = Path(__file__).resolve().parents[1] / "axwarehouse" / "data" / "seed_instructions"
+SEED_POOLS = DATA_DIR / "seed_instructions"
 STAGE = "generate"
 NEG_SHARE = 0.15  # AxBench: int(0.15 m) math and code negatives each, the rest text
 GENRE_INDEX = {g: i for i, g in enumerate(("text", "math", "code"))}  # shared-negative order in AxBench's files
@@ -493,7 +494,7 @@ def _generate_concepts(cat: Catalog, run: Run, cfg: GenerateConfig, chash: str, 
                        pools, todo: list[dict], shared_done: bool, open_fail: dict, result: GenerateResult) -> None:
     """The LLM and the target model at work: shared negatives first (when missing), then the concepts in chunks,
     each chunk committed when done."""
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.loader import load
 
     def on_progress(stats) -> None:
         bar.update(1)

@@ -7,9 +7,9 @@ judge into `judge_scores`, and its perplexity under the unsteered target model i
 * Unparseable answers keep the reason and the raw text; the table stores no score for them (NULL) and the steering
   views apply the rule: scored 0 as AxBench does (default), or left out (``--judge-failures drop``). The embedded
   judge's rating slot is decoded under constraint instead (``score_source = 'constrained'``, see
-  :mod:`axwarehouse.steering.judge`), which also gives every embedded rating an expected score Σ p(k)·k.
+  :mod:`axwarehouse.judging.llm_judge`), which also gives every embedded rating an expected score Σ p(k)·k.
 * The rubric is ours by default; ``--rubric-from PATH`` reads AxBench's own templates from a checkout
-  (:mod:`axwarehouse.steering.rubric`). Each row names its rubric; ``judge_configs`` records the settings.
+  (:mod:`axwarehouse.judging.rubric`). Each row names its rubric; ``judge_configs`` records the settings.
 * Incremental by (output_id, judge, criterion, config_hash); config_hash = the rubric's templates (and its name
   when not ours), temperature, max tokens and seed. Work is written in chunks, each one atomic file (plus the
   cache rows it paid for).
@@ -28,10 +28,10 @@ from axwarehouse.judging.config import JudgeConfig, JudgeResult, judge_hash
 from axwarehouse.judging.perplexity import missing_perplexity, write_perplexity
 from axwarehouse.judging.rater import Item, LLMJudge, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
 from axwarehouse.judging.selection import pending_ratings
-from axwarehouse.lm.loader import check_device, resolve_dtype
+from axwarehouse.model.loader import check_device, resolve_dtype
 from axwarehouse.progress import Progress
 from axwarehouse.stage_runner import Work, run_work, shardable
-from axwarehouse.steering.rubric import Rubric
+from axwarehouse.judging.rubric import Rubric
 
 def _shard_check(cfg: JudgeConfig) -> None:
     if not cfg.concept_set:
@@ -50,7 +50,7 @@ def run_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> JudgeRes
     reuse_large_buffers()  # the judge's model runs: its large temporaries reuse heap memory (axwarehouse/heap.py)
 
     if is_proxy(cfg.judge):
-        from stages.judge_proxy import run_proxy_judge
+        from axwarehouse.stages.judge_proxy import run_proxy_judge
 
         return run_proxy_judge(cat, cfg, progress)
     check_criteria(cfg.criteria)

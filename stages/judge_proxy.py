@@ -30,12 +30,12 @@ from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
 from axwarehouse.judging.rater import Item, Rating, check_criteria
 from axwarehouse.judging.selection import output_filter
 from axwarehouse.progress import Progress
-from axwarehouse.steering import proxy_judge as pj
+from axwarehouse.judging import proxy_measures as pj
 
 
 def run_proxy_judge(cat: Catalog, cfg: JudgeConfig, progress: bool = True) -> ProxyJudgeResult:
     """Rate every selected output lacking a proxy rating (per target model), then perplexities."""
-    from axwarehouse.lm.loader import check_device, resolve_dtype
+    from axwarehouse.model.loader import check_device, resolve_dtype
 
     check_criteria(cfg.criteria)
     check_device(cfg.device)

@@ -34,8 +34,8 @@ from axwarehouse.judging.heldout import heldout_rows
 from axwarehouse.judging.proxy import PROXY, ProxyJudge, proxy_hash
 from axwarehouse.judging.rater import Item, Rating, check_criteria, is_proxy, llm_judge_name, open_llm_judge
 from axwarehouse.progress import Progress
-from axwarehouse.steering import proxy_judge as pj
-from axwarehouse.steering.judge import CRITERIA
+from axwarehouse.judging import proxy_measures as pj
+from axwarehouse.judging.llm_judge import CRITERIA
 
 PROMPT_TOKENS_PER_CHAR = 0.25  # dry-run token estimate (≈ 4 characters per token, as `axw generate --dry-run`)
 
@@ -132,7 +132,7 @@ def validated_keys(cat: Catalog, judge: str, jhash: str, concept_set: str) -> se
 
 def judge_identity(cfg: JudgeConfig, model: str) -> tuple[str, str]:
     """(judge column, judge config hash) of ``cfg`` without loading anything."""
-    from axwarehouse.lm.loader import resolve_dtype
+    from axwarehouse.model.loader import resolve_dtype
 
     if is_proxy(cfg.judge):
         name = cfg.judge if cfg.judge != PROXY else f"{PROXY}:{model}"
@@ -144,7 +144,7 @@ def estimate(cfg: JudgeConfig, judge: str, todo: list[Labelled], skipped: int) -
     """Dry run: how many ratings (= LLM calls for an LLM judge) and their cost at the ledger's prices."""
     from axwarehouse.llm import parse_llm
     from axwarehouse.llm.prices import price_for
-    from axwarehouse.steering.judge import PROMPTS
+    from axwarehouse.judging.llm_judge import PROMPTS
 
     head = f"dry run: judge validate {judge}: {len(todo)} ratings to make, {skipped} already present"
     if is_proxy(cfg.judge):
@@ -198,7 +198,7 @@ def run_validate(cat: Catalog, cfg: JudgeConfig, model: str, dry_run: bool = Fal
 def open_judge(cat: Catalog, run: Run, cfg: JudgeConfig, model: str):
     """The judge object `axw judge` would rate with (proxy or LLM)."""
     if is_proxy(cfg.judge):
-        from axwarehouse.lm.loader import check_device, resolve_dtype
+        from axwarehouse.model.loader import check_device, resolve_dtype
 
         check_device(cfg.device)
         target = model if cfg.judge == PROXY else cfg.judge[len(PROXY) + 1:]

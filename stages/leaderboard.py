@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 
 from axwarehouse.catalog import Catalog
-from axwarehouse.steering.validity import validity_line
+from axwarehouse.judging.validity import validity_line
 
 
 def latent_leaderboard(cat: Catalog, concept_set: str | None = None) -> duckdb.DuckDBPyRelation:

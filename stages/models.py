@@ -1,10 +1,10 @@
-"""`axw models pull|list`: the embedded models' per-user cache (axwarehouse/lm/model_cache.py)."""
+"""`axw models pull|list`: the embedded models' per-user cache (axwarehouse/model/model_cache.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from axwarehouse.lm import model_cache
+from axwarehouse.model import model_cache
 
 
 def pull_models(names: list[str], echo: Callable[[str], None] = print) -> str:

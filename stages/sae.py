@@ -24,8 +24,8 @@ from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.heap import bounded_heap
 from axwarehouse.lineage import config_hash
-from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL
+from axwarehouse.model.info import model_info
+from axwarehouse.model.loader import DEFAULT_MODEL
 from axwarehouse.sae.layout import OURS, sae_dir
 from axwarehouse.sae.topk import NoTokens, TopKConfig, train_topk_sae
 

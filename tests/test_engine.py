@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from axwarehouse.lm.chat import ChatFormat
-from axwarehouse.lm.loader import LoadedModel
+from axwarehouse.model.chat import ChatFormat
+from axwarehouse.model.loader import LoadedModel
 from axwarehouse.steering import GenRow, Steerer, generate_rows
 from axwarehouse.steering import engine as engine_mod
 from axwarehouse.steering.engine import generate_slots

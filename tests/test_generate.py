@@ -90,7 +90,7 @@ def test_generated_data_has_axbench_shape(cat_path, server, target_dir):
     assert all("//" in oc for (oc,) in hard)  # word//meaning
     assert dup == 0 and lineage == 0 and pos_genre_ok
     assert all(g in ("text", "code", "math") for (g,) in genres)
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.loader import load
 
     tok = load(str(target_dir)).tokenizer
     assert max(len(tok(t, add_special_tokens=False)["input_ids"]) for (t,) in texts) <= OUT_LEN + 2
@@ -239,7 +239,7 @@ def test_api_key_is_written_nowhere(cat_path, server, target_dir, monkeypatch, c
 
 
 def test_generate_demo_runs_the_latent_benchmark_on_generated_data(catalog_path, server, target_dir):
-    from stages.demo import DEMO_SET, run_generate_demo
+    from axwarehouse.stages.demo import DEMO_SET, run_generate_demo
 
     catalog_path.parent.mkdir(parents=True)
     lines: list[str] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from axwarehouse.steering.judge import CRITERIA, judge_prompt, parse_rating, rating_offset
+from axwarehouse.judging.llm_judge import CRITERIA, judge_prompt, parse_rating, rating_offset
 
 
 @pytest.mark.parametrize("answer, score", [
@@ -61,8 +61,8 @@ def test_rating_slot_reads_the_judge_distribution(tiny_model_dir):
     'Rating: [[' is decoded under constraint (argmax over 0/1/2), never left as a silent 0."""
     import torch
 
-    from axwarehouse.lm.loader import load
-    from axwarehouse.steering.judge import digit_token_ids, rating_prefix, rating_slot
+    from axwarehouse.model.loader import load
+    from axwarehouse.judging.llm_judge import digit_token_ids, rating_prefix, rating_slot
 
     lm = load(str(tiny_model_dir))
     tok = lm.tokenizer

@@ -16,7 +16,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from axwarehouse.catalog import Catalog
 from axwarehouse.llm.fake_server import FakeChatServer
-from axwarehouse.steering.rubric import AXBENCH_NAMES, read_axbench_rubric
+from axwarehouse.judging.rubric import AXBENCH_NAMES, read_axbench_rubric
 from conftest import axw
 
 # A fixture in the layout of AxBench's axbench/evaluators/prompt_templates.py, with our own made-up wording. The

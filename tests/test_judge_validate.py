@@ -15,7 +15,7 @@ from axwarehouse.catalog import Catalog
 from axwarehouse.errors import AxwError
 from axwarehouse.llm.fake_server import FakeChatServer
 from axwarehouse.steering.instructions import judge_calibration_set, load_instructions
-from axwarehouse.steering.rubric import ours
+from axwarehouse.judging.rubric import ours
 from conftest import axw
 
 SET = "s3"
@@ -84,7 +84,7 @@ def s3(catalog_path, small_release):
 
 def _oracle(catalog_path):
     """A responder that answers each rubric prompt with 2 × the item's label (it knows the labelled set)."""
-    from stages.judge_validate import labelled_items
+    from axwarehouse.stages.judge_validate import labelled_items
 
     with Catalog(catalog_path, read_only=True) as cat:
         items = labelled_items(cat, SET)
@@ -204,7 +204,7 @@ def test_proxy_rating_of_an_output_does_not_depend_on_what_is_rated_with_it(s3, 
     import json
     import shutil
 
-    from axwarehouse.steering.judge import CRITERIA
+    from axwarehouse.judging.llm_judge import CRITERIA
     from axwarehouse.judging.config import JudgeConfig
     from axwarehouse.judging.proxy import ProxyJudge, proxy_hash
     from axwarehouse.judging.rater import Item
@@ -249,7 +249,7 @@ def test_embedded_judge_validates_through_the_same_rating_path(s3, tiny_model_di
 def test_a_set_without_latent_eval_holds_out_a_train_slice_the_proxy_never_trains_on(s3):
     from axwarehouse.judging.heldout import heldout_rows
     from axwarehouse.judging.proxy_calibration import concept_training_texts
-    from stages.judge_validate import labelled_items
+    from axwarehouse.stages.judge_validate import labelled_items
 
     with Catalog(s3) as cat:
         cat.delete_where("generations", "split = 'latent_eval'")

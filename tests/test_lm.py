@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from axwarehouse.errors import AxwError
-from axwarehouse.lm.capture import length_batches
-from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
-from axwarehouse.lm.info import model_info
-from axwarehouse.lm.loader import default_layer, resolve
+from axwarehouse.model.capture import length_batches
+from axwarehouse.model.chat import MAX_LENGTH, ChatFormat
+from axwarehouse.model.info import model_info
+from axwarehouse.model.loader import default_layer, resolve
 
 
 def test_resolve_specs(tmp_path, tiny_model_dir):
@@ -40,7 +40,7 @@ def test_default_layers(tiny_model_dir):
 
 
 def test_chat_renderings_follow_axbench(tiny_model_dir):
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.loader import load
 
     tok = load(str(tiny_model_dir)).tokenizer
     chat = ChatFormat.of(tok)
@@ -69,7 +69,7 @@ def test_model_load_shows_no_progress_bars(tiny_model_dir, capfd):
     """transformers' "Loading weights" bar and the GGUF de-quantisation bar stay off the terminal on a load."""
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    from axwarehouse.lm.loader import load, quiet_loading
+    from axwarehouse.model.loader import load, quiet_loading
 
     capfd.readouterr()
     lm = load.__wrapped__(str(tiny_model_dir))  # past the per-process cache: a real load

@@ -128,7 +128,7 @@ def test_prompt_baseline_is_a_registered_steering_method_named_not_swept():
     """`prompt` steers by prompt (a registered method's steering kind): `steer --method all` leaves the baseline out,
     naming it runs it, and a detection-only method still cannot steer."""
     from axwarehouse.errors import AxwError
-    from stages.steer import SteerConfig, _validate
+    from axwarehouse.stages.steer import SteerConfig, _validate
 
     assert get("prompt").steering == "prompt" and "steering" in get("prompt").evaluations
     swept = _validate(SteerConfig("s", methods=("all",)))

@@ -120,7 +120,7 @@ def test_ssv_vector_lowers_the_positive_loss(ctx):
 
 
 def _head_and_batch(ctx):
-    from axwarehouse.lm.capture import pad_batch
+    from axwarehouse.model.capture import pad_batch
     from axwarehouse.methods.attribution import make_head
 
     torch.manual_seed(0)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from axwarehouse.lm import model_cache
-from axwarehouse.lm.model_cache import EmbeddedModel, Wheel
+from axwarehouse.model import model_cache
+from axwarehouse.model.model_cache import EmbeddedModel, Wheel
 from conftest import axw
 
 
@@ -136,8 +136,8 @@ def test_an_embedded_model_is_converted_once_and_its_copy_loads_the_same_weights
     get bit-identical tensors (float32, and bfloat16 as a bfloat16 read of the GGUF gives them)."""
     import torch
 
-    from axwarehouse.lm import converted
-    from axwarehouse.lm.loader import load, resolve
+    from axwarehouse.model import converted
+    from axwarehouse.model.loader import load, resolve
 
     model = model_cache.MODELS["embedded:smollm2"]
     session_gguf = Path(resolve(model.spec).path) / model.gguf_file  # the session's cache (conftest; fetched)
@@ -212,8 +212,8 @@ def test_a_process_waits_for_a_conversion_under_way_and_uses_its_copy(monkeypatc
     import shutil
     import threading
 
-    from axwarehouse.lm import converted
-    from axwarehouse.lm.loader import load, resolve
+    from axwarehouse.model import converted
+    from axwarehouse.model.loader import load, resolve
 
     model = model_cache.MODELS["embedded:smollm2"]
     session = resolve(model.spec)

@@ -18,8 +18,8 @@ def warehouse(tiny_warehouse, tiny_model_dir):
 
 
 def _expected_tokens(catalog_path, model_dir) -> int:
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.model.loader import load
 
     lm = load(model_dir)
     chat = ChatFormat.of(lm.tokenizer)
@@ -54,8 +54,8 @@ def test_captured_vectors_equal_a_plain_forward(warehouse):
     import numpy as np
     import torch
 
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.model.loader import load
 
     catalog_path, model = warehouse
     lm = load(model)
@@ -81,7 +81,7 @@ def test_activations_beyond_float16_range_are_stored_exactly(tmp_path, tiny_mode
     import torch
     import transformers
 
-    from axwarehouse.lm.chat import ChatFormat
+    from axwarehouse.model.chat import ChatFormat
 
     big = tmp_path / "big-model"
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -184,7 +184,7 @@ def test_killed_activation_run_resumes_without_duplicates(catalog_path, small_re
         return real_append(self, table, data, run)
 
     monkeypatch.setattr(catalog_mod.Catalog, "append", dying_append)
-    from stages.activations import ActivationsConfig, run_activations
+    from axwarehouse.stages.activations import ActivationsConfig, run_activations
 
     cfg = ActivationsConfig("s3", str(tiny_model_dir), 2, file_tokens=2000)
     with Catalog(catalog_path) as cat, pytest.raises(KeyboardInterrupt):

@@ -15,7 +15,7 @@ import random
 import pytest
 
 from axwarehouse.catalog import Catalog
-from axwarehouse.steering import proxy_judge as pj
+from axwarehouse.judging import proxy_measures as pj
 from conftest import CONCEPT10, axw
 
 UNRELATED = ("To bake a simple loaf of bread, mix flour, water, salt and yeast, knead the dough for ten minutes, "
@@ -54,8 +54,8 @@ def test_measure_texts_scores_each_distinct_pair_once(tiny_model_dir, monkeypatc
     """Calibration measures every answer without instruction once per instruction it is paired with, and a text
     under the empty instruction is the same pair twice: each distinct (prompt, output) goes through the model once,
     and the measures equal those of each text measured alone."""
-    from axwarehouse.lm import prefix_logp
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model import prefix_logp
+    from axwarehouse.model.loader import load
 
     lm = load(str(tiny_model_dir), "float32")
     rows = []
@@ -83,8 +83,8 @@ def test_shared_prompt_logp_equals_each_row_run_alone(tiny_model_dir):
     padding would change them."""
     import torch
 
-    from axwarehouse.lm.loader import load
-    from axwarehouse.lm.prefix_logp import shared_prompt_logp
+    from axwarehouse.model.loader import load
+    from axwarehouse.model.prefix_logp import shared_prompt_logp
 
     lm = load(str(tiny_model_dir), "float32")
     gen = torch.Generator().manual_seed(0)
@@ -177,7 +177,7 @@ def test_concept_classifier_equals_a_tfidf_vectorizer_fitted_per_fold(concept10)
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
 
-    from axwarehouse.steering.concept_features import CONCEPT_FEATURES, regression
+    from axwarehouse.judging.concept_features import CONCEPT_FEATURES, regression
     from axwarehouse.judging.proxy_calibration import concept_training_texts
 
     with Catalog(concept10, read_only=True) as cat:
@@ -224,7 +224,7 @@ ANSWERS = {
 
 @pytest.fixture(scope="module")
 def smollm2_calibration():
-    from axwarehouse.lm.loader import load, resolve_dtype
+    from axwarehouse.model.loader import load, resolve_dtype
 
     lm = load("embedded:smollm2", resolve_dtype("auto"))  # as `axw judge` loads it (bfloat16 where native)
     answers = pj.reference_answers(lm, INSTRUCTIONS, max_new_tokens=48, temperature=1.0, seed=42)

@@ -162,7 +162,8 @@ def test_ray_is_imported_only_when_asked():
     import subprocess
     import sys
 
-    code = ("import sys, cli, stages.activations, stages.train, stages.latent, stages.steer, stages.judge; "
+    code = ("import sys, axwarehouse.cli, axwarehouse.stages.activations, axwarehouse.stages.train, "
+            "axwarehouse.stages.latent, axwarehouse.stages.steer, axwarehouse.stages.judge; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -277,8 +277,8 @@ def test_activations_killed_between_the_partition_files_of_one_write(tmp_path, t
     from axwarehouse import catalog as catalog_mod
     from axwarehouse import table_writes as writes_mod  # where a table's part files are written
     from conftest import write_release
-    from stages.activations import ActivationsConfig, run_activations
-    from stages.import_axbench import import_axbench
+    from axwarehouse.stages.activations import ActivationsConfig, run_activations
+    from axwarehouse.stages.import_axbench import import_axbench
 
     release = write_release(tmp_path / "release")
     # one write for every example concept 0 owns: a partition file per split

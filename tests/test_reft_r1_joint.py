@@ -161,7 +161,7 @@ def test_axw_train_joint_one_row_per_concept_incremental_latent_and_leaderboard(
 
     # the dictionary spans the whole set: a concept subset (TrainConfig.concepts) is an error when named explicitly
     from axwarehouse.errors import AxwError
-    from stages.train import TrainConfig, run_train
+    from axwarehouse.stages.train import TrainConfig, run_train
 
     with Catalog(catalog_path) as cat, pytest.raises(AxwError, match="every concept of the set"):
         run_train(cat, TrainConfig("s3", common[3], 2, ("reft-r1-joint",), concepts=(0,),

@@ -184,7 +184,7 @@ def test_judge_views_and_leaderboard_reproduce_from_raw_rows(steered):
 
 def test_killed_steer_resumes_to_the_same_outputs(steered, monkeypatch):
     from axwarehouse import catalog as catalog_mod
-    from stages.steer import SteerConfig, run_steer
+    from axwarehouse.stages.steer import SteerConfig, run_steer
 
     catalog_path, *_ = steered
     cfg = SteerConfig("s3", ("diffmean",), model=str(steered[2][3]), layer=2, factors=(4.0,), n_inputs=N_INPUTS,

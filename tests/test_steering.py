@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from axwarehouse.lm.chat import ChatFormat
-from axwarehouse.lm.loader import LoadedModel
+from axwarehouse.model.chat import ChatFormat
+from axwarehouse.model.loader import LoadedModel
 from axwarehouse.steering import GenRow, Steerer, generate_rows
 from axwarehouse.steering.generate import CounterSampler, left_pad
 
@@ -165,7 +165,7 @@ def test_conditional_perplexity_equals_one_row_at_a_time_over_the_full_logits(ti
     model's full logits; rows of different prompt and generation lengths, one empty generation."""
     import math
 
-    from axwarehouse.steering.perplexity import conditional_perplexity
+    from axwarehouse.judging.conditional_perplexity import conditional_perplexity
 
     rng = np.random.default_rng(0)
     gens = [rng.integers(5, 120, size=n).tolist() for n in (7, 1, 0, 19, 4, 11, 3, 8)]
@@ -187,9 +187,9 @@ def test_conditional_perplexity_equals_one_row_at_a_time_over_the_full_logits(ti
 
 def test_the_head_gets_a_contiguous_input_in_steered_generation(tiny_model_dir, monkeypatch):
     """Generation's first step applies the head to the last position sliced out of the hidden states; on that
-    strided slice torch copies the head's weight once per row (lm/loader.contiguous_head_input). The loaded model's
+    strided slice torch copies the head's weight once per row (model/loader.contiguous_head_input). The loaded model's
     head must see contiguous rows on every step, also under pyvene (which removes hooks), and give the same logits."""
-    from axwarehouse.lm.loader import load
+    from axwarehouse.model.loader import load
     from axwarehouse.steering.intervention import AdditionEdit
 
     lm = load(str(tiny_model_dir), "float32")

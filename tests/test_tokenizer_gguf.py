@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from axwarehouse.lm.chat import ChatFormat
-from axwarehouse.lm.converted import usable_copy
-from axwarehouse.lm.loader import load, resolve
-from axwarehouse.lm.tokenizer import load_tokenizer
+from axwarehouse.model.chat import ChatFormat
+from axwarehouse.model.converted import usable_copy
+from axwarehouse.model.loader import load, resolve
+from axwarehouse.model.tokenizer import load_tokenizer
 from tokenizer_reference import REFERENCE, demo_texts, fingerprint
 
 
@@ -23,7 +23,7 @@ def reference():
 @functools.lru_cache(maxsize=None)
 def tokenizer_of(spec: str, via: str = "gguf"):
     """The tokenizer built from the GGUF file, or (``via="copy"``) the one saved in its converted copy, which
-    every load after the first reads (axwarehouse/lm/converted.py). Built once per spec and route in this file's
+    every load after the first reads (axwarehouse/model/converted.py). Built once per spec and route in this file's
     process (the tests only read it): transformers parses the whole GGUF vocabulary to build it."""
     src = resolve(spec)
     if via == "copy":
@@ -71,7 +71,7 @@ def test_tokenizer_kind_reads_the_header_as_gguf_reader_does(tmp_path, first):
     import gguf
     import numpy as np
 
-    from axwarehouse.lm.tokenizer import gguf_tokenizer_kind
+    from axwarehouse.model.tokenizer import gguf_tokenizer_kind
 
     path = tmp_path / f"{first}.gguf"
     w = gguf.GGUFWriter(str(path), "llama")

@@ -61,9 +61,9 @@ def discriminating_concepts(embedded_concept10, tmp_path_factory):
     activations at the parity layer; the shared negatives' are the demo's)."""
     import shutil
 
-    from stages.activations import ActivationsConfig, run_activations
-    from stages.latent import LatentConfig, run_latent
-    from stages.train import TrainConfig, run_train
+    from axwarehouse.stages.activations import ActivationsConfig, run_activations
+    from axwarehouse.stages.latent import LatentConfig, run_latent
+    from axwarehouse.stages.train import TrainConfig, run_train
 
     ref = upstream()
     folder = tmp_path_factory.mktemp("parity-discriminating") / "wh"

@@ -16,7 +16,7 @@ REFERENCE = Path(__file__).resolve().parent / "data" / "gguf_token_ids.json"
 
 
 def demo_texts(tokenizer) -> list[tuple[str, bool]]:
-    """Every demo example (train split, then latent_eval, file order) as the string `lm/chat.py` tokenizes and
+    """Every demo example (train split, then latent_eval, file order) as the string `model/chat.py` tokenizes and
     whether the tokenizer adds BOS to it: rendered with the model's chat template (train with the generation
     prompt, latent_eval without; the template writes its own BOS), or for a model without a template the plain
     concatenation of instruction and response with BOS added."""

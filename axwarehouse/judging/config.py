@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from axwarehouse.lineage import config_hash
-from axwarehouse.steering.judge import CRITERIA
-from axwarehouse.steering.rubric import Rubric, ours, read_axbench_rubric
+from axwarehouse.judging.llm_judge import CRITERIA
+from axwarehouse.judging.rubric import Rubric, ours, read_axbench_rubric
 
 DEFAULT_JUDGE = "proxy"  # offline, measured (stages/judge_proxy.py); embedded:smollm2 is the offline LLM judge
 AXBENCH_JUDGE = "openai:gpt-4o-mini"

@@ -26,9 +26,9 @@ def missing_perplexity(cat: Catalog, cfg: JudgeConfig) -> list[tuple]:
 
 def write_perplexity(cat: Catalog, run: Run, cfg: JudgeConfig) -> int:
     """Compute and write the missing perplexities, one target model at a time; the rows written."""
-    from axwarehouse.lm.chat import ChatFormat
-    from axwarehouse.lm.loader import load, resolve_dtype
-    from axwarehouse.steering.perplexity import conditional_perplexity
+    from axwarehouse.model.chat import ChatFormat
+    from axwarehouse.model.loader import load, resolve_dtype
+    from axwarehouse.judging.conditional_perplexity import conditional_perplexity
 
     rows = missing_perplexity(cat, cfg)
     written = 0

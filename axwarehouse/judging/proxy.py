@@ -12,7 +12,7 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.judging.proxy_calibration import OTHER_POSITIVES_PER_POSITIVE, concept_calibration, lm_calibration
 from axwarehouse.judging.rater import Item, Rating, check_criteria
 from axwarehouse.lineage import config_hash
-from axwarehouse.steering import proxy_judge as pj
+from axwarehouse.judging import proxy_measures as pj
 
 PROXY = "proxy"
 CALIBRATION_MAX_NEW_TOKENS = 128  # token budget of calibration answers when an item's own is unknown (steer's default)
@@ -38,7 +38,7 @@ class ProxyJudge:
     fitted on first use and written to ``judge_calibration`` under ``run``; none depends on the items rated."""
 
     def __init__(self, cat: Catalog, run: Run, cfg, model: str, jhash: str, progress: bool = False):
-        from axwarehouse.lm.loader import load, resolve_dtype
+        from axwarehouse.model.loader import load, resolve_dtype
 
         self.cat, self.run, self.cfg, self.progress = cat, run, cfg, progress
         self.name, self.config_hash, self.rubric = f"{PROXY}:{model}", jhash, pj.RUBRIC

@@ -14,7 +14,7 @@ from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.judging.heldout import has_latent_eval, in_train_holdout
 from axwarehouse.lineage import config_hash
-from axwarehouse.steering import proxy_judge as pj
+from axwarehouse.judging import proxy_measures as pj
 from axwarehouse.steering.instructions import judge_calibration_set
 
 OTHER_POSITIVES_PER_POSITIVE = 4  # cap on other concepts' positives used as concept negatives

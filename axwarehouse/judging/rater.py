@@ -4,7 +4,7 @@ rating the steering leaderboard uses.
 
 * :class:`LLMJudge` — an LLM with the rubric (openai, openai-compatible, embedded): one cached call per (item,
   criterion), as AxBench asks its judge; the embedded judge's rating slot is read too
-  (:func:`axwarehouse.steering.judge.rating_slot`).
+  (:func:`axwarehouse.judging.llm_judge.rating_slot`).
 * :class:`axwarehouse.judging.proxy.ProxyJudge` — the offline proxy judge (measured, no LLM).
 
 A rating depends only on its item (its text, instruction, concept) and the judge's configuration: never on which
@@ -23,7 +23,7 @@ from typing import Protocol
 from axwarehouse.catalog import Catalog, Run
 from axwarehouse.errors import AxwError
 from axwarehouse.judging.config import judge_hash
-from axwarehouse.steering.judge import CRITERIA, parse_rating, rating_slot
+from axwarehouse.judging.llm_judge import CRITERIA, parse_rating, rating_slot
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class LLMJudge:
 
     def _constrain(self, ratings: list[Rating], prompts: list[str]) -> None:
         """The embedded judge's rating slot: expected score for all, the constrained digit where parsing failed."""
-        from axwarehouse.lm.loader import load
+        from axwarehouse.model.loader import load
 
         if not ratings:
             return
@@ -149,7 +149,7 @@ def llm_judge_name(cfg) -> str:
 def open_llm_judge(cat: Catalog, run: Run, cfg, stage: str = "judge") -> Iterator[LLMJudge]:
     """An :class:`LLMJudge` for ``cfg`` (a JudgeConfig) whose calls are cached in ``llm_calls`` under ``run``."""
     from axwarehouse.llm import LLMClient, ResponseCache, make_backend, parse_llm
-    from axwarehouse.lm.loader import check_device, load, resolve_dtype
+    from axwarehouse.model.loader import check_device, load, resolve_dtype
 
     if not 0 <= cfg.temperature <= 2:
         raise AxwError("--judge-temperature must be between 0 and 2")

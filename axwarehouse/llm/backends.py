@@ -38,7 +38,7 @@ def parse_llm(spec: str) -> LLMSpec:
 def make_backend(spec: str | LLMSpec, *, base_url: str | None = None, timeout: float = 60.0,
                  concurrency: int = 8, batch_size: int = 8):
     """Build the backend for ``spec``. Validates everything it can without making a call."""
-    from axwarehouse.lm.loader import EMBEDDED
+    from axwarehouse.model.loader import EMBEDDED
 
     s = parse_llm(spec) if isinstance(spec, str) else spec
     if s.backend == "embedded":

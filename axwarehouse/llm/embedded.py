@@ -20,13 +20,13 @@ DEFAULT_MAX_NEW_TOKENS = 256
 
 
 class EmbeddedBackend:
-    """Answer chat requests with a model loaded by :func:`axwarehouse.lm.loader.load`."""
+    """Answer chat requests with a model loaded by :func:`axwarehouse.model.loader.load`."""
 
     batched = True
     endpoint = None
 
     def __init__(self, model: str = "embedded:smollm2", batch_size: int = 8):
-        from axwarehouse.lm.loader import resolve, resolve_dtype
+        from axwarehouse.model.loader import resolve, resolve_dtype
 
         self.name = "embedded"
         self.model = resolve(model).name  # validates the spec now (AxwError), loads weights on first use
@@ -36,7 +36,7 @@ class EmbeddedBackend:
         self.dtype = resolve_dtype("auto")
 
     def _lm(self):
-        from axwarehouse.lm.loader import load
+        from axwarehouse.model.loader import load
 
         return load(self._spec, self.dtype)
 

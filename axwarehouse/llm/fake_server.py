@@ -33,7 +33,7 @@ def _h(text: str) -> int:
 
 
 def rule_responder(body: dict) -> str:
-    """Deterministic answers to the generation prompts of :mod:`stages.generate` (keyed on their wording)."""
+    """Deterministic answers to the generation prompts of :mod:`axwarehouse.stages.generate` (keyed on their wording)."""
     prompt = body["messages"][-1]["content"]
     if "GENRE:" in prompt:
         return ["Text", "Code", "Math"][_h(prompt) % 3]

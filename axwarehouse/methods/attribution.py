@@ -16,7 +16,7 @@ import torch
 
 from axwarehouse import lazy_imports
 
-from axwarehouse.lm.capture import length_batches, pad_batch
+from axwarehouse.model.capture import length_batches, pad_batch
 from axwarehouse.methods.lm_objective import edit_block_output
 
 # final hidden states of training texts, shared by IG and IxG (and across concepts: the negatives repeat)
@@ -99,7 +99,7 @@ def p_positive(lm, head, layer: int, ids: torch.Tensor, mask: torch.Tensor, laye
 
 def layer_output(lm, layer: int, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Block ``layer``'s output hidden state [B, T, d] (float32, no graph; a normal tensor that can require grad)."""
-    from axwarehouse.lm.capture import forward_to_layer
+    from axwarehouse.model.capture import forward_to_layer
 
     return forward_to_layer(lm.model, lm.decoder_layers(), layer, ids, mask).float().clone()
 

@@ -70,7 +70,7 @@ class Context:
     def lm(self):
         """The loaded target model (transformers, eval mode, frozen) on ``device``."""
         if self._lm is None:
-            from axwarehouse.lm.loader import load
+            from axwarehouse.model.loader import load
 
             lm = load(self.model, self.dtype)
             lm.model.to(self.device)
@@ -79,7 +79,7 @@ class Context:
 
     @property
     def chat(self):
-        from axwarehouse.lm.chat import ChatFormat
+        from axwarehouse.model.chat import ChatFormat
 
         if self._chat is None:
             self._chat = ChatFormat.of(self.lm.tokenizer)

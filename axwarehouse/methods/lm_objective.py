@@ -20,8 +20,8 @@ import torch
 
 from axwarehouse.errors import AxwError
 
-from axwarehouse.lm.chat import MAX_LENGTH, ChatFormat
-from axwarehouse.lm.token_nll import token_nll
+from axwarehouse.model.chat import MAX_LENGTH, ChatFormat
+from axwarehouse.model.token_nll import token_nll
 
 
 @dataclass
@@ -82,7 +82,7 @@ def collate(batch: list[LMExample], pad_id: int, prefix_len: int, device: str = 
 
 def output_token_loss(model, batch: LMBatch) -> torch.Tensor:
     """Mean cross-entropy of the response tokens: what the model's own ``labels=`` loss gives, with the output head
-    run only where a response token is predicted (:func:`axwarehouse.lm.token_nll.token_nll`; prompts are 29 % of
+    run only where a response token is predicted (:func:`axwarehouse.model.token_nll.token_nll`; prompts are 29 % of
     the tokens of the Concept10 training examples with SmolLM2's chat template, plus padding)."""
     return token_nll(model, batch.ids, batch.attention_mask, batch.labels != -100).mean()
 
@@ -206,7 +206,7 @@ class LayerListMethod:
         return keep, None
 
     def unavailable(self, ctx) -> str | None:
-        from axwarehouse.lm.info import model_info
+        from axwarehouse.model.info import model_info
 
         return self.layers_or_reason(model_info(ctx.model).n_layers)[1]
 

@@ -159,8 +159,8 @@ def add_steering_leaderboard(page: Page, cat: Catalog) -> list[tuple[str, dict]]
 
 
 def _validity_lines(cat: Catalog, rows: pd.DataFrame) -> list[str]:
-    """The judge-validity line (stages.leaderboard.validity_line) of each judge config × concept set shown."""
-    from axwarehouse.steering.validity import validity_line
+    """The judge-validity line (axwarehouse.stages.leaderboard.validity_line) of each judge config × concept set shown."""
+    from axwarehouse.judging.validity import validity_line
 
     if not {"judge", "judge_config_hash", "concept_set"} <= set(rows.columns):
         return []

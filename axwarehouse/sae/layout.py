@@ -153,7 +153,7 @@ def sae_dir(warehouse: Path, model: str, layer: int, name: str = OURS) -> Path:
 def resolve_sae_path(spec: str, warehouse: Path | None, model: str, layer: int) -> Path:
     """``"ours"`` → the default warehouse-trained SAE of (model, layer); anything else is a directory path."""
     if spec == "ours":
-        from axwarehouse.lm.info import model_info
+        from axwarehouse.model.info import model_info
 
         return sae_dir(Path(warehouse or "."), model_info(model).name, layer)
     return Path(spec).expanduser().resolve()

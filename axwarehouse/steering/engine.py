@@ -1,4 +1,5 @@
-"""The default engine of `axw steer`: a continuous-batching decode loop over slots with a preallocated KV cache.
+"""The ``continuous`` engine of `axw steer` (opt-in: ``--engine continuous``): a continuous-batching decode loop
+over slots with a preallocated KV cache.
 
 Why not ``model.generate`` on padded batches (the ``hf`` engine, kept as the reference): a padded batch computes
 every row until its longest row ends, its ``DynamicCache`` concatenates the whole cache on every step, and a
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from axwarehouse import lazy_imports
-from axwarehouse.lm.loader import decoder_layers, text_config
+from axwarehouse.model.loader import decoder_layers, text_config
 from axwarehouse.steering.sampling import sample_tokens
 
 DEFAULT_SLOTS = 64

@@ -2,10 +2,10 @@
 
 Two engines generate the same rows:
 
-* ``continuous`` (default, :mod:`axwarehouse.steering.engine`): a continuous-batching decode loop over slots with a
-  preallocated KV cache and a plain forward hook at block L.
-* ``hf``: ``model.generate`` on left-padded, length-sorted batches of ``batch_size`` rows with the pyvene
+* ``hf`` (default): ``model.generate`` on left-padded, length-sorted batches of ``batch_size`` rows with the pyvene
   intervention (:mod:`axwarehouse.steering.intervention`); the reference the engine is tested against.
+* ``continuous`` (opt-in, :mod:`axwarehouse.steering.engine`): a continuous-batching decode loop over slots with a
+  preallocated KV cache and a plain forward hook at block L.
 
 Both sample with :func:`axwarehouse.steering.sampling.sample_tokens`: a row's draw at its t-th new token is a hash
 of (row seed, t), so a row's text does not depend on which other rows share its batch, on the batch size, on the

@@ -27,7 +27,7 @@ import torch
 
 from axwarehouse import lazy_imports
 
-from axwarehouse.lm.loader import decoder_layers
+from axwarehouse.model.loader import decoder_layers
 
 
 class SteeringEdit:

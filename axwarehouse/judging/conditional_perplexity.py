@@ -15,15 +15,15 @@ import torch
 
 from axwarehouse import lazy_imports
 
-from axwarehouse.lm.capture import length_batches
-from axwarehouse.lm.token_nll import token_nll
+from axwarehouse.model.capture import length_batches
+from axwarehouse.model.token_nll import token_nll
 
 
 @lazy_imports.inference_mode
 def conditional_perplexity(lm, prompts: Sequence[Sequence[int]], generations: Sequence[Sequence[int]],
                            batch_tokens: int = 8192) -> list[float | None]:
     """Per row: exp(mean CE of ``generations[i]`` after ``prompts[i]``); None for an empty generation. The output
-    head runs only at the positions that predict a generation token (:func:`axwarehouse.lm.token_nll.token_nll`)."""
+    head runs only at the positions that predict a generation token (:func:`axwarehouse.model.token_nll.token_nll`)."""
     if any(not len(p) for p in prompts):
         raise ValueError("conditional perplexity needs a non-empty prompt before every generation")
     seqs = [list(p) + list(g) for p, g in zip(prompts, generations)]

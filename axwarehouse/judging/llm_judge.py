@@ -6,7 +6,7 @@ Parsing follows AxBench (text after the **last** ``Rating:``, first line, bracke
 and ``*`` stripped, parsed as a number). A failure is stored as NULL with the reason (``empty``, ``no_rating``,
 ``not_a_number``, ``out_of_range``) and the raw answer, so it is counted and never mistaken for a verdict; the
 steering views then score it 0 as AxBench does (``judge_failures = 'zero'``, the default) or leave it out
-(``'drop'``). These prompts are our wording; :mod:`axwarehouse.steering.rubric` reads AxBench's own on request.
+(``'drop'``). These prompts are our wording; :mod:`axwarehouse.judging.rubric` reads AxBench's own on request.
 
 Where the backend exposes the judge's token distribution (the embedded backend: we re-run the judge model over
 its own answer), the *rating slot* is read too (:func:`rating_slot`): E = Σ_k p(k)·k over k ∈ {0, 1, 2}, with p
@@ -151,7 +151,7 @@ def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch
     position (the vocabulary-sized logits of every other position were most of the memory and a fifth of the
     work).
     """
-    from axwarehouse.lm.capture import length_batches, pad_batch
+    from axwarehouse.model.capture import length_batches, pad_batch
 
     tok = lm.tokenizer
     digits = digit_token_ids(tok)

@@ -153,7 +153,7 @@ class ConceptClassifier:
         like what the judge rates decide how many absent texts may reach 1 (docs/proxy-judge.md)."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        from axwarehouse.steering.concept_features import SharedNgramCounts, classifier
+        from axwarehouse.judging.concept_features import SharedNgramCounts, classifier
 
         if len(positives) < CV_FOLDS or len(negatives) < CV_FOLDS:
             raise ValueError(f"a concept classifier needs at least {CV_FOLDS} positive and {CV_FOLDS} negative "
@@ -210,9 +210,9 @@ def _mean_logp(lm, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> list
     """Mean log p(generation | prompt) per (prompt ids, generation ids) pair; each distinct pair is scored once
     (calibration scores every answer without instruction once per instruction pairing, and a text scored under
     the empty instruction is the same pair twice), and each distinct prompt is run through the model once
-    (:func:`axwarehouse.lm.prefix_logp.shared_prompt_logp`: every row shares the empty instruction's prompt, and
+    (:func:`axwarehouse.model.prefix_logp.shared_prompt_logp`: every row shares the empty instruction's prompt, and
     the outputs of one instruction share its prompt)."""
-    from axwarehouse.lm.prefix_logp import shared_prompt_logp
+    from axwarehouse.model.prefix_logp import shared_prompt_logp
 
     unique = list(dict.fromkeys(pairs))
     values = shared_prompt_logp(lm, [p for p, _ in unique], [g for _, g in unique])
@@ -223,7 +223,7 @@ def _mean_logp(lm, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> list
 def measure_texts(lm, instructions: Sequence[str], outputs: Sequence[str]) -> list[TextMeasure]:
     """Per (instruction, output): mean log p(output | instruction) and mean log p(output | empty instruction)
     under ``lm`` (teacher-forced forward passes, batched; each distinct prompt–output pair is scored once)."""
-    from axwarehouse.lm.chat import ChatFormat
+    from axwarehouse.model.chat import ChatFormat
 
     chat = ChatFormat.of(lm.tokenizer)
     gens = [tuple(lm.tokenizer.encode(o or "", add_special_tokens=False)) for o in outputs]
@@ -317,7 +317,7 @@ def reference_answers(lm, instructions: Sequence[str], max_new_tokens: int, temp
     """Unsteered answers of ``lm`` to ``instructions`` (per-instruction seeds, batched like steering)."""
     import hashlib
 
-    from axwarehouse.lm.chat import ChatFormat
+    from axwarehouse.model.chat import ChatFormat
     from axwarehouse.steering.generate import GenRow, generate_rows
     from axwarehouse.steering.intervention import Steerer
 

@@ -7,7 +7,7 @@ import functools
 from dataclasses import dataclass
 
 from axwarehouse.errors import AxwError
-from axwarehouse.lm.loader import _offline_env, default_layer, resolve, text_config
+from axwarehouse.model.loader import _offline_env, default_layer, resolve, text_config
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def model_info(spec: str) -> ModelInfo:
 
     transformers.logging.set_verbosity_error()
     _offline_env()
-    from axwarehouse.lm.converted import usable_copy
+    from axwarehouse.model.converted import usable_copy
 
     src = resolve(spec)
     copy = usable_copy(src)  # an embedded GGUF's converted copy has a plain config.json (no GGUF parsing)

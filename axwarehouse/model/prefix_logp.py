@@ -18,11 +18,11 @@ from collections.abc import Sequence
 import torch
 
 from axwarehouse import lazy_imports
-from axwarehouse.lm.capture import length_batches, pad_batch
-from axwarehouse.lm.token_nll import token_nll
+from axwarehouse.model.capture import length_batches, pad_batch
+from axwarehouse.model.token_nll import token_nll
 
 # Continuation tokens per forward batch. On CPU small batches keep the intermediate tensors in cache (as for
-# activation capture, axwarehouse.lm.capture.CPU_BATCH_TOKENS); the prompt's cached keys add to every row.
+# activation capture, axwarehouse.model.capture.CPU_BATCH_TOKENS); the prompt's cached keys add to every row.
 BATCH_TOKENS = 2048
 
 

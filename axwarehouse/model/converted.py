@@ -3,7 +3,7 @@
 Why: transformers reads a GGUF in pure Python — every vocabulary entry through numpy memmap indexing, then every
 tensor de-quantised — which is slow (bench/gguf_load.py in BENCHMARKS.md), and every `axw` command that runs a
 model, every Ray worker and every test worker would pay it again. The copy (``config.json``, ``model.safetensors``
-in float32, the tokenizer files with the model's own pre-tokenizer, see :mod:`axwarehouse.lm.tokenizer`) loads as
+in float32, the tokenizer files with the model's own pre-tokenizer, see :mod:`axwarehouse.model.tokenizer`) loads as
 fast as any Hugging Face checkpoint. It holds exactly the de-quantised float32 tensors the GGUF
 load produces (a bfloat16 load casts them the same way), and its tokenizer gives the same ids: tested in
 ``tests/test_model_cache.py``.
@@ -23,14 +23,14 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-FORMAT = 1  # bump when what the copy holds changes (e.g. the tokenizer fix-ups of axwarehouse.lm.tokenizer)
+FORMAT = 1  # bump when what the copy holds changes (e.g. the tokenizer fix-ups of axwarehouse.model.tokenizer)
 
 
 def copy_dir(src) -> Path | None:
-    """Where the copy of ``src`` (a :class:`axwarehouse.lm.loader.ModelSource`) lives; None when it gets none."""
+    """Where the copy of ``src`` (a :class:`axwarehouse.model.loader.ModelSource`) lives; None when it gets none."""
     import transformers
 
-    from axwarehouse.lm.model_cache import MODELS  # the embedded GGUFs (not loader: it imports this module)
+    from axwarehouse.model.model_cache import MODELS  # the embedded GGUFs (not loader: it imports this module)
 
     if src.name not in MODELS or not src.gguf_file:
         return None
