@@ -35,7 +35,7 @@ def main() -> None:
     from axwarehouse.model.chat import ChatFormat
     from axwarehouse.model.loader import load
     from axwarehouse.judging import proxy_measures as pj
-    from axwarehouse.steering.generate import GenRow, generate_rows
+    from axwarehouse.steering import GenRow, generate_rows
     from axwarehouse.steering.instructions import load_instructions
     from axwarehouse.steering.intervention import Steerer
     from axwarehouse.judging.proxy_calibration import OTHER_POSITIVES_PER_POSITIVE

@@ -318,7 +318,7 @@ def reference_answers(lm, instructions: Sequence[str], max_new_tokens: int, temp
     import hashlib
 
     from axwarehouse.model.chat import ChatFormat
-    from axwarehouse.steering.generate import GenRow, generate_rows
+    from axwarehouse.steering import GenRow, generate_rows
     from axwarehouse.steering.intervention import Steerer
 
     chat = ChatFormat.of(lm.tokenizer)

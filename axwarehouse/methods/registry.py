@@ -51,9 +51,7 @@ def discover() -> dict[str, type[Method]]:
     ``$AXW_METHOD_FILES`` (os.pathsep-separated): a new method needs only its file."""
     global _DISCOVERED
     if not _DISCOVERED:
-        import axwarehouse.methods as pkg
-
-        for mod in pkgutil.iter_modules(pkg.__path__):
+        for mod in pkgutil.iter_modules([str(Path(__file__).resolve().parent)]):
             if mod.name not in ("base", "registry"):
                 importlib.import_module(f"axwarehouse.methods.{mod.name}")
         for item in filter(None, os.environ.get(METHOD_FILES_ENV, "").split(os.pathsep)):

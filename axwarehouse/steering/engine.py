@@ -36,7 +36,8 @@ import torch
 
 from axwarehouse import lazy_imports
 from axwarehouse.model.loader import decoder_layers, text_config
-from axwarehouse.steering.sampling import sample_tokens
+from axwarehouse.steering.rows import GenOutput, eos_ids
+from axwarehouse.steering.sampling import sample_tokens, seed_key
 
 DEFAULT_SLOTS = 64
 
@@ -148,12 +149,11 @@ class _SteeringHook:
 def generate_slots(lm, rows: Sequence, *, layer: int, max_new_tokens: int, temperature: float,
                    slots: int = DEFAULT_SLOTS, refill: int | None = None,
                    on_rows: Callable[[list[int], list, float], None] | None = None) -> tuple[list, EngineStats]:
-    """Generate ``rows`` (:class:`~axwarehouse.steering.generate.GenRow`) with each row's steering delta added at
+    """Generate ``rows`` (:class:`~axwarehouse.steering.rows.GenRow`) with each row's steering delta added at
     the output of decoder block ``layer``; returns the outputs in input order and what the loop did.
 
     ``slots``: rows decoded together (the batch); ``refill``: free slots that trigger a prefill wave (default an
     eighth of ``slots``)."""
-    from axwarehouse.steering.generate import GenOutput, eos_ids, seed_key
 
     model, tok = lm.model, lm.tokenizer
     device = next(model.parameters()).device

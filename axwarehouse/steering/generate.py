@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,30 +23,14 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from axwarehouse.errors import AxwError
 from axwarehouse.steering.intervention import EDITS, Steerer
-from axwarehouse.steering.sampling import sample_tokens
+from axwarehouse.steering.rows import GenOutput, GenRow, eos_ids
+from axwarehouse.steering.sampling import sample_tokens, seed_key
 
 ENGINES = ("continuous", "hf")
 # hf stays the default until the continuous engine is measurably faster on an idle machine and a sampled row's
 # text no longer depends on which rows share its call (its attention width and prefill padding do today: a
 # resumed run can draw one token differently, tests/test_steer_stage.py)
 DEFAULT_ENGINE = "hf"
-
-
-@dataclass(frozen=True)
-class GenRow:
-    """One generation: prompt token ids, the steering parameters of its row, its seed."""
-
-    prompt_ids: tuple[int, ...]
-    direction: np.ndarray | None = None  # [d]; None = unsteered
-    strength: float = 0.0  # factor × magnitude a_c
-    seed: int = 0
-
-
-@dataclass
-class GenOutput:
-    token_ids: list[int]  # new tokens up to (not including) the first end-of-turn token
-    text: str
-    finished: bool  # stopped on an end-of-turn token (False: hit max_new_tokens)
 
 
 class CounterSampler(LogitsProcessor):
@@ -66,19 +49,6 @@ class CounterSampler(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, picked[:, None], 0.0)
         return out
-
-
-def seed_key(seed: int) -> int:
-    """A row seed as the non-negative int64 the sampler hashes."""
-    return int(seed) & 0x7FFFFFFFFFFFFFFF
-
-
-def eos_ids(lm) -> set[int]:
-    """End-of-turn ids: the generation config's and the tokenizer's."""
-    cfg = lm.model.generation_config.eos_token_id
-    ids = set(cfg if isinstance(cfg, list) else [cfg]) | {lm.tokenizer.eos_token_id}
-    ids.discard(None)
-    return ids
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:

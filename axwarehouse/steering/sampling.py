@@ -45,3 +45,8 @@ def sample_tokens(logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor
     u = uniforms(seeds, steps).to(cdf.device)
     picked = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None])
     return picked[:, 0].clamp_max(logits.shape[-1] - 1)
+
+
+def seed_key(seed: int) -> int:
+    """A row seed as the non-negative int64 the sampler hashes."""
+    return int(seed) & 0x7FFFFFFFFFFFFFFF
