@@ -7,16 +7,19 @@ calibration instructions with their words shuffled.
 
 Measurements of a text's tokens x_1..x_n after the empty instruction's chat prompt, under the unsteered model:
 
-* ``logp``: mean log p(x_t | prompt, x_<t) — what proxy-v3 thresholds (−log perplexity);
+* ``logp``: mean log p(x_t | prompt, x_<t) — what the proxy judge thresholds (−log perplexity);
 * ``gain_over_unigram``: ``logp`` minus the mean log p_uni(x_t), p_uni being the model's own next-token
   distribution averaged over every position of the calibration answers — how much the text's order tells the model
   beyond its words (a shuffled text keeps its words and loses its order; a text from an unusual domain has rare
   words but keeps its order);
 * ``gain_over_own_shuffle``: ``logp`` minus ``logp`` of the same text with its words shuffled (seeded by the text).
 
-Printed per concept and macro: the share of texts as written rated fluent (TPR), of their word-shuffled and
-half-looped versions rated fluent (FPR; the looped ones after the judge's repetition veto), and the AUROC of
-written vs shuffled. Runs on any machine; the figures do not depend on its speed.
+Printed per concept and macro, for each measurement alone (no repetition veto): the share of texts as written
+rated fluent (TPR), of their word-shuffled versions rated fluent (FPR) and the AUROC of written vs shuffled. Then the
+repetition veto's two candidate measurements, the share of distinct tokens (what the judge uses) and of distinct
+token bigrams, each thresholded at the 90 % quantile of the half-looped calibration answers: the share of texts as
+written that pass the veto and of their half-looped versions that pass it. Runs on any machine; the figures do not
+depend on its speed.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ def token_logps(lm, prompt: list[int], gens: list[list[int]], marginal: np.ndarr
     return out, marginal
 
 
+def distinct_bigram_share(ids) -> float | None:
+    """Distinct token bigrams / bigrams (1 - seq-rep-2); 1.0 for one token, None when empty."""
+    pairs = list(zip(ids, ids[1:]))
+    return None if not len(ids) else len(set(pairs)) / len(pairs) if pairs else 1.0
+
+
 def shuffled(text: str) -> str:
     return pj.shuffle_words(text, random.Random(int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)))
 
@@ -95,7 +104,7 @@ def main() -> None:
     cal_shuffled = [pj.shuffle_words(a, rng) for a in answers]
     cal_looped = [pj.half_loop(a, rng) for a in answers]
     marginal = np.zeros(lm.model.get_output_embeddings().weight.shape[0])
-    ans_lp, marginal = token_logps(lm, prompt, [enc(a) for a in answers], marginal)
+    _, marginal = token_logps(lm, prompt, [enc(a) for a in answers], marginal)
     log_uni = np.log(marginal / marginal.sum())
 
     def measures(texts: list[str]) -> dict[str, np.ndarray]:
@@ -105,38 +114,45 @@ def main() -> None:
         logp = np.array([v.mean() if len(v) else np.nan for v in lp])
         uni = np.array([log_uni[i].mean() if i else np.nan for i in ids])
         own = np.array([v.mean() if len(v) else np.nan for v in re_lp])
-        distinct = np.array([pj.distinct_share(i) or 0.0 for i in ids])
-        return {"logp": logp, "gain_over_unigram": logp - uni, "gain_over_own_shuffle": logp - own,
-                "distinct": distinct}
+        return {"logp": logp, "gain_over_unigram": logp - uni, "gain_over_own_shuffle": logp - own}
 
     cal_neg = measures(cal_shuffled)
-    veto = pj.calibrate_veto([pj.distinct_share(enc(x)) for x in cal_looped]).low
-    lows = {k: float(np.nanquantile(v, pj.NEG_QUANTILE)) for k, v in cal_neg.items() if k != "distinct"}
+    lows = {k: float(np.nanquantile(v, pj.NEG_QUANTILE)) for k, v in cal_neg.items()}
 
     table = pq.read_table(DATA_DIR / "axbench-concept10" / "prod_2b_l10_v1" / "generate" / "train_data.parquet")
     rows = table.to_pylist()
     from sklearn.metrics import roc_auc_score
 
-    print(f"{'concept':>7} " + " ".join(f"{k[:22]:>22}" for k in lows) + "   (TPR / FPR shuffled / FPR looped / AUROC)")
+    print(f"{'concept':>7} " + " ".join(f"{k[:22]:>22}" for k in lows) + "   (TPR / FPR shuffled / AUROC)")
     macro = {k: [] for k in lows}
+    vetoes = {"distinct tokens": pj.distinct_share, "distinct bigrams": distinct_bigram_share}
+    veto_lows = {name: pj.calibrate_veto([f(enc(x)) for x in cal_looped]).low for name, f in vetoes.items()}
+    veto_rates = {name: [] for name in vetoes}
     for c in range(10):
         texts = [r["output"] for r in rows if r["concept_id"] == c][:args.per_concept]
         own = measures(texts)
         mix = random.Random(c)
         shuf = measures([pj.shuffle_words(x, mix) for x in texts])
-        looped = measures([pj.half_loop(x, mix) for x in texts])
+        looped = [pj.half_loop(x, mix) for x in texts]
         cells = []
         for k, low in lows.items():
-            tpr = float(np.mean((own[k] >= low) & (own["distinct"] >= veto)))
-            fpr_s = float(np.mean((shuf[k] >= low) & (shuf["distinct"] >= veto)))
-            fpr_l = float(np.mean((looped[k] >= low) & (looped["distinct"] >= veto)))
+            tpr, fpr = float(np.mean(own[k] >= low)), float(np.mean(shuf[k] >= low))
             auc = roc_auc_score([1] * len(texts) + [0] * len(texts), np.r_[own[k], shuf[k]])
-            macro[k].append((tpr, fpr_s, fpr_l, auc))
-            cells.append(f"{tpr:.2f}/{fpr_s:.2f}/{fpr_l:.2f}/{auc:.2f}")
+            macro[k].append((tpr, fpr, auc))
+            cells.append(f"{tpr:.2f}/{fpr:.2f}/{auc:.2f}")
+        for name, f in vetoes.items():
+            kept = np.mean([(f(enc(x)) or 0.0) >= veto_lows[name] for x in texts])
+            passed = np.mean([(f(enc(x)) or 0.0) >= veto_lows[name] for x in looped])
+            veto_rates[name].append((kept, passed))
         print(f"{c:>7} " + " ".join(f"{x:>22}" for x in cells), flush=True)
     print(f"{'macro':>7} " + " ".join(f"{'/'.join(f'{m:.3f}' for m in np.mean(v, axis=0)):>22}"
                                      for v in macro.values()))
-    print(f"thresholds: {lows}, repetition veto {veto:.3f}; {time.perf_counter() - t0:.0f} s")
+    for name, rates in veto_rates.items():
+        kept, passed = np.array(rates).T
+        print(f"repetition veto by {name} (threshold {veto_lows[name]:.3f}): texts as written kept "
+              f"{kept.mean():.3f} (lowest concept {kept.min():.2f}), half-looped texts passing {passed.mean():.3f} "
+              f"(highest concept {passed.max():.2f})")
+    print(f"thresholds: {lows}; {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
