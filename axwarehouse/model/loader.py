@@ -326,6 +326,14 @@ def load(spec: str, dtype: str = "float32") -> LoadedModel:
     return LoadedModel(src.name, model, tokenizer, int(cfg.num_hidden_layers), int(cfg.hidden_size))
 
 
+def cache_kwarg(model) -> str:
+    """The name of the forward's KV-cache argument: ``cache`` from transformers 5.x on (``past_key_values`` is then
+    deprecated), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def text_config(cfg):
     """The language model's part of a config (a multimodal config nests it; a text-only config is its own)."""
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg

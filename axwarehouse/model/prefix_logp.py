@@ -19,6 +19,7 @@ import torch
 
 from axwarehouse import lazy_imports
 from axwarehouse.model.capture import length_batches, pad_batch
+from axwarehouse.model.loader import cache_kwarg
 from axwarehouse.model.token_nll import token_nll
 
 # Continuation tokens per forward batch. On CPU small batches keep the intermediate tensors in cache (as for
@@ -69,5 +70,5 @@ def _continuation_nll(model, prompt_cache, prompt_len: int, ids: torch.Tensor, m
     scored[:, 0] = False  # token 0 of each row is predicted by the prompt's last position (the caller's first_logp)
     nll = torch.zeros((b, t - 1))
     nll[scored[:, 1:]] = token_nll(model, ids.to(device), full_mask.to(device), scored.to(device),
-                                   position_ids=positions.to(device), past_key_values=cache, use_cache=True).cpu()
+                                   position_ids=positions.to(device), use_cache=True, **{cache_kwarg(model): cache}).cpu()
     return nll

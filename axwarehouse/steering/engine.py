@@ -27,7 +27,6 @@ writes them while the sweep goes on.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from axwarehouse import lazy_imports
-from axwarehouse.model.loader import decoder_layers, text_config
+from axwarehouse.model.loader import cache_kwarg, decoder_layers, text_config
 from axwarehouse.steering.rows import GenOutput, eos_ids
 from axwarehouse.steering.sampling import sample_tokens, seed_key
 
@@ -125,11 +124,6 @@ class _Masks:
         return out
 
 
-def _cache_kwarg(model) -> str:
-    """transformers >= 5.x names the forward's cache argument ``cache``; older versions ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 class _SteeringHook:
     """Adds ``delta`` [rows, d] (the slots of the current forward) to decoder block L's output at every position."""
 
@@ -170,7 +164,7 @@ def generate_slots(lm, rows: Sequence, *, layer: int, max_new_tokens: int, tempe
     max_len = max_prompt + max_new_tokens
     cache = SlotCache(n_layers, slots, kv_heads, max_len, head_dim, dtype, device)
     masks = _Masks(model)
-    cache_arg = _cache_kwarg(model)
+    cache_arg = cache_kwarg(model)
     stop = torch.tensor(sorted(eos_ids(lm)), dtype=torch.long, device=device)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(stop[0])
 
