@@ -136,3 +136,25 @@ def test_prompt_baseline_is_a_registered_steering_method_named_not_swept():
     assert _validate(SteerConfig("s", methods=("diffmean", "prompt"))) == ["diffmean", "prompt"]
     with pytest.raises(AxwError, match="detection-only"):
         _validate(SteerConfig("s", methods=("bow",)))
+
+
+def test_the_documented_method_finds_the_planted_direction(tmp_path):
+    """docs/adding-a-method.md's worked example, saved as the page says, registers and recovers a planted concept
+    (its centred variant too); end to end through train/latent/leaderboard: test_all_methods_pipeline.py."""
+    import re
+    from pathlib import Path
+
+    from axwarehouse.methods import registry
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "adding-a-method.md").read_text()
+    path = tmp_path / "posmean.py"
+    path.write_text(re.search(r"```python\n(.*?)```", doc, re.S).group(1))
+    registry.load_method_file(path)
+    try:
+        data, u = planted(n_ex=144, strength=6.0, spread=0.5)
+        for center in (False, True):
+            method = get("posmean")({"center": center}, seed=0)
+            w = np.asarray(method.fit(data).direction)
+            assert abs(np.linalg.norm(w) - 1) < 1e-5 and float(w @ u) > 0.95, (center, float(w @ u))
+    finally:
+        registry.REGISTRY.pop("posmean", None)

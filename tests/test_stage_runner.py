@@ -47,6 +47,32 @@ def test_the_documented_stage_runs_incrementally(tiny_warehouse, tmp_path):
     assert lineage == (2, len(got))  # two runs wrote rows, every row traces to its run
 
 
+def test_the_documented_view_reads_the_new_table(tiny_warehouse, tmp_path, monkeypatch):
+    """The doc's view, saved beside the shipped views as the doc says, is created by the next catalog opened and
+    gives the stage's rows per concept."""
+    from axwarehouse import table_views
+
+    catalog, _ = tiny_warehouse
+    stage = _documented_stage(tmp_path)
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    for f in table_views.sql_files():
+        (sql_dir / f.name).write_text(f.read_text())
+    (sql_dir / "output_length_means.sql").write_text(re.search(r"```sql\n(.*?)```", DOC.read_text(), re.S).group(1))
+    monkeypatch.setattr(table_views, "SQL_DIR", sql_dir)
+    monkeypatch.setattr(table_views, "_SHARED", None)  # this process's views database, built again with the new file
+    with Catalog(catalog) as cat:
+        stage.run_output_lengths(cat, stage.LengthsConfig("s3"))
+    with Catalog(catalog, read_only=True) as cat:
+        got = cat.sql("SELECT concept_id, mean_chars, n_outputs FROM output_length_means "
+                      "WHERE concept_set = 's3' ORDER BY 1").fetchall()
+        want = cat.sql("SELECT concept_id, avg(length(coalesce(output, ''))), count(*) FROM generations "
+                       "WHERE concept_set = 's3' AND concept_id >= 0 GROUP BY 1 ORDER BY 1").fetchall()
+    assert [(c, n) for c, _, n in got] == [(c, n) for c, _, n in want] and len(got) > 1
+    assert [m for _, m, _ in got] == pytest.approx([m for _, m, _ in want])
+    monkeypatch.setattr(table_views, "_SHARED", None)  # later tests build the shipped views again
+
+
 def test_missing_binds_every_value(tiny_warehouse):
     """A concept id list and a quote in a value go in as parameters: nothing is pasted into the SQL."""
     catalog, _ = tiny_warehouse
