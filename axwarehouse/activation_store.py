@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from axwarehouse.catalog import hidden_prefixes, partition_slug
+from axwarehouse.warehouse_files import hidden_prefixes, partition_slug
 from axwarehouse.errors import AxwError
 
 STORE_DTYPES = ("bfloat16", "float32")

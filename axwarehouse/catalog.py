@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -36,12 +34,10 @@ import pyarrow as pa
 from axwarehouse import run_ledger, schemas, sql_sandbox
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import new_run_id
-from axwarehouse.table_views import SQL_DIR, WarehouseReader, run_sql_files, sql_files, views_database  # noqa: F401
+from axwarehouse.table_views import WarehouseReader, run_sql_files, sql_files
 from axwarehouse.table_writes import Run, TableWrites
-from axwarehouse.warehouse_files import (  # noqa: F401  (re-exported: the names every writer of files uses)
-    COMMITTING, ONE_FOOTER_TABLES, QUARANTINE, SCHEMA_FILE, STAGING, TRANSIENT, atomic_write_parquet, atomic_write_text, columns_tag,
-    conform_table, corrupt_file_message, data_file_name, duckdb_error_line, duckdb_type, empty_select, fsync_dir,
-    hidden_prefixes, partition_groups, partition_slug, sql_str, table_schemas)
+from axwarehouse.warehouse_files import (SCHEMA_FILE, STAGING, TRANSIENT, atomic_write_parquet, atomic_write_text,
+                                         duckdb_error_line, fsync_dir, sql_str, table_schemas)
 from axwarehouse.writer_lock import WriterLock, held_here, is_held
 
 _sql_str, _fsync_dir, _table_schemas, _TRANSIENT = sql_str, fsync_dir, table_schemas, TRANSIENT

@@ -765,7 +765,7 @@ def run(argv: list[str] | None = None) -> int:
             raise
         duckdb = sys.modules.get("duckdb")
         if duckdb is not None and isinstance(exc, duckdb.Error):  # e.g. a table file damaged since the catalog opened
-            from axwarehouse.catalog import duckdb_error_line
+            from axwarehouse.warehouse_files import duckdb_error_line
 
             typer.echo(f"error: {duckdb_error_line(exc)}", err=True)
             return 2

@@ -14,7 +14,7 @@ states, each entered by one atomic rename of its folder::
 The driver commits a complete unit (:func:`commit_shard`): rename to ``.commit``, move each file to the same
 relative path under the table folders (each an atomic rename, so a table keeps its partition layout), rename to
 ``.done``, delete. The files of a ``.commit`` unit carry its name (``part-<unit>-…``), and every reader the
-warehouse knows — the catalog's views (:func:`~axwarehouse.catalog.hidden_prefixes`) and the activation reader —
+warehouse knows — the catalog's views (:func:`~axwarehouse.warehouse_files.hidden_prefixes`) and the activation reader —
 leaves them out while the ``.commit`` folder exists: the unit's rows appear, in every table at once, when it
 becomes ``.done``. A writer that opens the catalog settles what a dead process left (:func:`settle_staging`, called
 from :class:`~axwarehouse.catalog.Catalog` before any stage computes what is missing): ``.commit`` units roll

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from axwarehouse.catalog import partition_slug
+from axwarehouse.warehouse_files import partition_slug
 from axwarehouse.errors import AxwError
 
 ROOT = "method_weights"

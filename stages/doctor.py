@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from axwarehouse import run_ledger, schemas
-from axwarehouse.catalog import QUARANTINE, SCHEMA_FILE, Catalog
+from axwarehouse.catalog import Catalog
+from axwarehouse.warehouse_files import QUARANTINE, SCHEMA_FILE
 
 _RUN_IN_NAME = re.compile(r"^part-([0-9a-f]{16})-")
 # commands that re-create a table's rows when the run that wrote them is unknown

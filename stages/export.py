@@ -15,7 +15,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from axwarehouse.catalog import Catalog, duckdb_error_line
+from axwarehouse.catalog import Catalog
+from axwarehouse.warehouse_files import duckdb_error_line
 from axwarehouse.errors import AxwError
 
 FORMATS = ("parquet", "csv")

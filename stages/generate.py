@@ -32,7 +32,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from axwarehouse.catalog import Catalog, Run, atomic_write_parquet
+from axwarehouse.catalog import Catalog, Run
+from axwarehouse.warehouse_files import atomic_write_parquet
 from axwarehouse.errors import AxwError
 from axwarehouse.lineage import config_hash
 from axwarehouse.llm import LLMClient, LLMRequest, Outcome, ResponseCache, make_backend, parse_llm

@@ -73,7 +73,7 @@ def _export_images(specs: list[tuple[str, dict]], folder: Path) -> list[Path]:
 
 
 def concept_href(concept_set: str, concept_id: int) -> str:
-    from axwarehouse.catalog import partition_slug
+    from axwarehouse.warehouse_files import partition_slug
 
     return f"concepts/{partition_slug(concept_set)}/{int(concept_id)}.html"
 

@@ -126,7 +126,8 @@ def test_non_finite_cached_activations(tiny_warehouse):
     """Activations with inf (what an overflowing float16 cache held) stop training with a one-line error."""
     import pyarrow.parquet as pq
 
-    from axwarehouse.catalog import Catalog, atomic_write_parquet
+    from axwarehouse.catalog import Catalog
+    from axwarehouse.warehouse_files import atomic_write_parquet
 
     catalog_path, common = tiny_warehouse
     with Catalog(catalog_path) as cat:

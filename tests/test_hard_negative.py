@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_curve
 
-from axwarehouse.catalog import SQL_DIR, Catalog
+from axwarehouse.catalog import Catalog
+from axwarehouse.table_views import SQL_DIR
 from conftest import axw
 
 KEY = ["method", "model", "layer", "concept_set", "config_hash", "concept_id"]

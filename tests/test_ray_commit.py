@@ -251,7 +251,7 @@ def test_activation_reader_leaves_out_a_pending_commit(tmp_path):
     import pyarrow as pa
 
     from axwarehouse.activation_store import ActivationReader, partition_dir
-    from axwarehouse.catalog import atomic_write_parquet
+    from axwarehouse.warehouse_files import atomic_write_parquet
 
     warehouse = tmp_path / "warehouse"
     folder = partition_dir(warehouse, "m", 1, "s", "train", 5)

@@ -145,7 +145,7 @@ def auroc_columns(scores: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
 
 def sae_dir(warehouse: Path, model: str, layer: int, name: str = OURS) -> Path:
     """Folder of a warehouse-trained SAE (SAELens layout)."""
-    from axwarehouse.catalog import partition_slug
+    from axwarehouse.warehouse_files import partition_slug
 
     return Path(warehouse) / "saes" / f"model={partition_slug(model)}" / f"layer={layer}" / name
 

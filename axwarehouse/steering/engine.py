@@ -194,7 +194,7 @@ def generate_slots(lm, rows: Sequence, *, layer: int, max_new_tokens: int, tempe
 
     def advance(lo: int, hi: int, logits: torch.Tensor) -> None:
         """Sample the next token of slots [lo, hi), record it, and retire the slots that finished."""
-        nonlocal n, produced, stamp
+        nonlocal produced, stamp
         picked = sample_tokens(logits, seed[lo:hi], step[lo:hi], temperature)
         idx = torch.arange(lo, hi, device=device)
         out[idx, step[lo:hi]] = picked
