@@ -4,8 +4,11 @@ top-level stages/ folder as ``axwarehouse.stages``) and the ``axw`` script is ``
 from __future__ import annotations
 
 import importlib.metadata
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; on 3.10 the packaging checks are skipped
 
 ROOT = Path(__file__).resolve().parents[1]
 
