@@ -6,7 +6,7 @@ Equal to ``TfidfVectorizer(**CONCEPT_FEATURES)`` + logistic regression fitted pe
 the vocabulary, and the columns kept stay in the vectorizer's sorted vocabulary order, so each fold sees the same
 matrix. Counting once is the point: tokenising every text into character n-grams (pure Python in scikit-learn) was
 ~90 % of a classifier's fit when each of the 5 folds and the final fit re-did it. scikit-learn has no selector by
-document frequency, hence :class:`MinDocumentFrequency`. Kept apart from proxy_judge.py so that importing the judge
+document frequency, hence :class:`MinDocumentFrequency`. Kept apart from proxy_measures.py so that importing the judge
 does not import scikit-learn.
 """
 
