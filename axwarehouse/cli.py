@@ -73,6 +73,17 @@ def _on_ray(ctx: typer.Context, stage, cfg, workers: int, ray_address: str | Non
     return True
 
 
+def _run_stage(ctx: typer.Context, stage, cfg, workers: int, ray_address: str | None, retries: int,
+               **local) -> None:
+    """Run the stage function ``stage`` on Ray when --workers/--ray-address ask for it, else here (``local``: the
+    arguments only an in-process run takes, e.g. ``progress``), and print what it did."""
+    if _on_ray(ctx, stage, cfg, workers, ray_address, retries):
+        return
+    with _catalog(ctx) as cat:
+        out = stage(cat, cfg, **local)
+    typer.echo(out.summary())
+
+
 def _echo_table(rel, fmt: OutputFormat = OutputFormat.table) -> None:
     from axwarehouse.display import render
 
@@ -150,11 +161,7 @@ def activations_cmd(
 
     cfg = ActivationsConfig(concept_set=concept_set, model=model, layer=layer, splits=tuple(split or ()),
                             batch_tokens=batch_tokens, device=device, dtype=dtype, store_dtype=store_dtype)
-    if _on_ray(ctx, run_activations, cfg, workers, ray_address, ray_retries):
-        return
-    with _catalog(ctx) as cat:
-        out = run_activations(cat, cfg)
-    typer.echo(out.summary())
+    _run_stage(ctx, run_activations, cfg, workers, ray_address, ray_retries)
 
 
 @app.command("train")
@@ -180,11 +187,7 @@ def train_cmd(
     cfg = TrainConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
                       device=device, overrides=tuple(settings or ()), replace=replace, concepts=_int_list(concepts),
                       dtype=dtype)
-    if _on_ray(ctx, run_train, cfg, workers, ray_address, ray_retries):
-        return
-    with _catalog(ctx) as cat:
-        out = run_train(cat, cfg)
-    typer.echo(out.summary())
+    _run_stage(ctx, run_train, cfg, workers, ray_address, ray_retries)
 
 
 @app.command("latent")
@@ -207,11 +210,7 @@ def latent_cmd(
 
     cfg = LatentConfig(concept_set=concept_set, model=model, layer=layer, methods=tuple(method), seed=seed,
                        device=device, overrides=tuple(settings or ()), dtype=dtype)
-    if _on_ray(ctx, run_latent, cfg, workers, ray_address, ray_retries):
-        return
-    with _catalog(ctx) as cat:
-        out = run_latent(cat, cfg)
-    typer.echo(out.summary())
+    _run_stage(ctx, run_latent, cfg, workers, ray_address, ray_retries)
 
 
 @leaderboard_app.command("latent")
@@ -454,11 +453,7 @@ def steer_cmd(
                       method_seed=method_seed, batch_size=batch_size, instructions_file=instructions_file, llm=llm,
                       llm_base_url=llm_base_url, overrides=tuple(settings or ()), device=device, dtype=dtype,
                       engine=engine)
-    if _on_ray(ctx, run_steer, cfg, workers, ray_address, ray_retries):
-        return
-    with _catalog(ctx) as cat:
-        out = run_steer(cat, cfg, progress=progress)
-    typer.echo(out.summary())
+    _run_stage(ctx, run_steer, cfg, workers, ray_address, ray_retries, progress=progress)
 
 
 class JudgeFailures(str, Enum):
@@ -510,11 +505,7 @@ def judge_cmd(
                       criteria=tuple(criterion or CRITERIA), temperature=temperature, max_tokens=max_tokens,
                       seed=seed, concurrency=concurrency, perplexity=perplexity, device=device, dtype=dtype,
                       rubric_from=str(rubric_from) if rubric_from else None)
-    if _on_ray(ctx, run_judge, cfg, workers, ray_address, ray_retries):
-        return
-    with _catalog(ctx) as cat:
-        out = run_judge(cat, cfg, progress=progress)
-    typer.echo(out.summary())
+    _run_stage(ctx, run_judge, cfg, workers, ray_address, ray_retries, progress=progress)
 
 
 @judge_app.command("compare")
