@@ -18,6 +18,7 @@ from axwarehouse.catalog import Catalog
 from axwarehouse.llm.fake_server import FakeChatServer
 from axwarehouse.judging.rubric import AXBENCH_NAMES, read_axbench_rubric
 from conftest import axw
+from steered_rows import steered_outputs
 
 # A fixture in the layout of AxBench's axbench/evaluators/prompt_templates.py, with our own made-up wording. The
 # line that writes a file proves the module is never executed; the non-literal assignment is simply not read.
@@ -39,12 +40,7 @@ def write_checkout(root, templates=TEMPLATES, extra: str = "") -> None:
 
 def _outputs(cat_path, n: int = 4) -> list[str]:
     """n steered outputs of concept 0 of set s (selection and test), written straight into the base tables."""
-    outs = [{"output_id": f"o{i}", "method": "diffmean", "model": "tiny", "layer": 2, "concept_set": "s",
-             "concept_id": 0, "factor": 1.0, "input_id": i, "split": "selection" if i < n // 2 else "test",
-             "instruction_set": "t", "instruction_id": i, "instruction": f"Say thing {i}.", "steering_prompt": None,
-             "magnitude": 1.0, "magnitude_source": "test", "strength": 1.0, "seed": i,
-             "generation": f"generated text {i}", "n_tokens": 3, "finished": True, "method_config_hash": None,
-             "config_hash": "st"} for i in range(n)]
+    outs = steered_outputs("s", n)
     with Catalog(cat_path) as cat, cat.run("test-steering", {}) as run:
         run.write("concepts", pa.Table.from_pylist([{
             "concept_set": "s", "concept_id": 0, "concept": "ocean waves", "genre": "text", "genres": ["text"],

@@ -17,6 +17,7 @@ from axwarehouse.llm.fake_server import FakeChatServer
 from axwarehouse.steering.instructions import judge_calibration_set, load_instructions
 from axwarehouse.judging.rubric import ours
 from conftest import axw
+from steered_rows import steered_outputs
 
 SET = "s3"
 
@@ -131,12 +132,7 @@ def test_openai_judge_validates_against_a_local_server(s3, monkeypatch):
 
 
 def _steering_outputs(catalog_path, n: int = 4) -> None:
-    outs = [{"output_id": f"o{i}", "method": "diffmean", "model": "tiny", "layer": 2, "concept_set": SET,
-             "concept_id": 0, "factor": 1.0, "input_id": i, "split": "selection" if i < n // 2 else "test",
-             "instruction_set": "t", "instruction_id": i, "instruction": f"Say thing {i}.", "steering_prompt": None,
-             "magnitude": 1.0, "magnitude_source": "test", "strength": 1.0, "seed": i,
-             "generation": f"generated text {i}", "n_tokens": 3, "finished": True, "method_config_hash": None,
-             "config_hash": "st"} for i in range(n)]
+    outs = steered_outputs(SET, n)
     with Catalog(catalog_path) as cat, cat.run("test-steering", {}) as run:
         run.write("steering_outputs", pa.Table.from_pylist(outs))
 
