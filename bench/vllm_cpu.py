@@ -26,23 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cpu_probe import cpu_model  # noqa: E402
+
 from axwarehouse.model import converted  # noqa: E402
 from axwarehouse.model.chat import ChatFormat  # noqa: E402
 from axwarehouse.model.loader import load, resolve  # noqa: E402
 from axwarehouse.steering import GenRow, Steerer, generate_rows  # noqa: E402
 from axwarehouse.steering.instructions import load_instructions  # noqa: E402
-
-
-def cpu_line() -> str:
-    flags = set()
-    name = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and name == "unknown CPU":
-            name = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
-    shown = sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
-    return f"{name} ({' '.join(shown)}); {os.cpu_count()} cpus; torch threads {torch.get_num_threads()}"
 
 
 def main() -> None:
@@ -52,7 +42,8 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="float32")
     args = ap.parse_args()
-    print(cpu_line())
+    name, flags = cpu_model()
+    print(f"{name} ({flags}); {os.cpu_count()} cpus; torch threads {torch.get_num_threads()}")
 
     lm = load(args.model, args.dtype)
     chat = ChatFormat.of(lm.tokenizer)
