@@ -23,7 +23,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-FORMAT = 1  # bump when what the copy holds changes (e.g. the tokenizer fix-ups of axwarehouse.model.tokenizer)
+# bump when what the copy holds changes (e.g. the tokenizer fix-ups of axwarehouse.model.tokenizer); 2: a tied
+# output head is stored under the input embedding's name, the one loaders that tie it themselves (vLLM) read
+FORMAT = 2
 
 
 def copy_dir(src) -> Path | None:
@@ -59,7 +61,6 @@ def write_copy(src, model, tokenizer) -> Path | None:
     """Save ``model`` (float32, as de-quantised from ``src``'s GGUF) and ``tokenizer`` as ``src``'s copy; returns
     its folder, or None when it could not be written (the caller goes on with the model it has)."""
     import torch
-    from safetensors.torch import save_model
 
     folder = copy_dir(src)
     if folder is None or next(model.parameters()).dtype != torch.float32:
@@ -72,7 +73,7 @@ def write_copy(src, model, tokenizer) -> Path | None:
         cfg = json.loads((tmp / "config.json").read_text())
         cfg.pop("quantization_config", None)  # the tensors are plain float32 now
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        save_model(model, str(tmp / "model.safetensors"))  # handles the tied embedding / LM head
+        _save_weights(model, tmp / "model.safetensors")
         tokenizer.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps(_source(src)))
         if usable_copy(src) is not None:  # another process finished first: keep theirs (it may be in use)
@@ -85,6 +86,21 @@ def write_copy(src, model, tokenizer) -> Path | None:
         return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _save_weights(model, path: Path) -> None:
+    """The model's tensors as safetensors, each shared tensor once under its first name in ``state_dict`` order (a
+    tied LM head is saved as ``model.embed_tokens.weight``: transformers re-ties it, vLLM skips ``lm_head``)."""
+    from safetensors.torch import save_file
+
+    seen: set[int] = set()
+    tensors = {}
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        tensors[name] = t.detach().contiguous()
+    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 @contextlib.contextmanager
