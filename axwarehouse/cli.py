@@ -430,9 +430,10 @@ def steer_cmd(
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
     method_seed: Annotated[int, typer.Option(help="Seed of the trained artifacts.")] = 42,
     batch_size: Annotated[Optional[int], typer.Option(help="Generations decoded together (default: the engine's, "
-                                                      "64 for continuous, 32 for hf).")] = None,
+                                                      "64 for continuous, 32 for hf, 256 for vllm).")] = None,
     engine: Annotated[str, typer.Option(help="Generation engine: continuous (slots refilled as rows finish, "
-                                        "preallocated KV cache) or hf (model.generate on padded batches, the "
+                                        "preallocated KV cache), vllm (vLLM's engine with per-request steering; "
+                                        "needs the vllm extra) or hf (model.generate on padded batches, the "
                                         "reference and the default).")] = "hf",
     llm: Annotated[str, typer.Option("--llm", help="BACKEND:MODEL writing the prompt baseline's prompts.")] = "embedded:smollm2",
     llm_base_url: Annotated[Optional[str], typer.Option("--llm-base-url", envvar="AXW_LLM_BASE_URL")] = None,

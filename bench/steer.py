@@ -11,9 +11,13 @@ Not a test: it prints figures. Every ratio is against a baseline measured in the
   Configurations are interleaved over ``--rounds`` rounds and each one's best round is kept (the machine may be
   shared). Tokens/s counts generated tokens up to end-of-turn, from the first prefill to the last row; the fraction
   of the GEMM rate uses 2 x (decoder + head parameters) FLOP per token against a matmul probe in the model's dtype
-  on every thread, measured in the same run. End to end = model load + generation of all rows.
-* greedy equality on the embedded model: ``--check-rows`` rows, greedy, ``--check-tokens`` new tokens through both
-  engines: identical rows and positions.
+  on every thread, measured in the same run. End to end = model load + generation of all rows. ``--engines`` adds
+  the ``vllm`` engine when vLLM is installed (run the script from vLLM's environment, see
+  :mod:`axwarehouse.steering.vllm_engine`); its start-up (load, compile, warm-up) is timed apart and counted in its
+  end-to-end figure.
+* greedy equality on the embedded model: ``--check-rows`` rows, greedy, ``--check-tokens`` new tokens through
+  ``hf`` and each new engine: identical rows and positions; exit status 1 when a new engine matches fewer than
+  95 % of positions.
 * judge: ``--judge-ratings`` ratings by the embedded judge through the cached client, cold then warm.
 
 Directions are random unit vectors scaled like a DiffMean direction (magnitude ``--magnitude``): throughput does
@@ -22,6 +26,7 @@ not depend on what the direction means, and it keeps the benchmark free of the l
     python bench/steer.py [--model embedded:smollm2] [--layer L] [--concepts 2] [--factors 0.4,1,2]
                           [--instructions 10] [--max-new-tokens 128] [--old-batch-sizes 10,32,64] [--rounds 1]
                           [--check-rows 12] [--check-tokens 32] [--dtype float32] [--judge-ratings 0]
+                          [--engines continuous,vllm]
 """
 
 from __future__ import annotations
@@ -94,8 +99,15 @@ def run_config(lm, steerer, rows, args, engine: str, batch_size: int | None, tem
         gen.CounterSampler = LegacyRowSampler
     try:
         t0 = time.perf_counter()
-        outs = generate_rows(lm, steerer, rows, max_new_tokens=max_new_tokens, temperature=temperature,
-                             batch_size=batch_size, engine=engine)
+        if engine == "vllm":
+            from axwarehouse.steering.vllm_engine import generate_vllm
+
+            outs = generate_vllm(lm, args.model, rows, layer=steerer.layer, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, max_rows=batch_size,
+                                 dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."))
+        else:
+            outs = generate_rows(lm, steerer, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                                 batch_size=batch_size, engine=engine)
         dt = time.perf_counter() - t0
     finally:
         gen.CounterSampler = real
@@ -108,7 +120,8 @@ def flop_per_token(lm) -> float:
     return 2.0 * (blocks + lm.model.get_output_embeddings().weight.numel())
 
 
-def bench_generation(args, lm, layer: int, load_seconds: float) -> list:
+def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, bool]:
+    """Every configuration's tokens/s and the greedy check; returns (sampled outputs, greedy check passed)."""
     rows = build_rows(args, lm)
     steerer = Steerer(lm.model, layer)
     dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
@@ -118,9 +131,13 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> list:
           f"instructions); max_new_tokens {args.max_new_tokens}; temperature {args.temperature}; dtype {dtype}; "
           f"{fpt / 1e6:.0f} MFLOP per token; {dtype} GEMM rate {gemm:.0f} GFLOP/s on {torch.get_num_threads()} "
           "threads")
-    run_config(lm, steerer, rows[:2], args, "hf", 2, args.temperature, 4)  # warm-up, both paths
-    run_config(lm, steerer, rows[:2], args, "continuous", None, args.temperature, 4)
-    configs = [("hf", int(b)) for b in args.old_batch_sizes.split(",")] + [("continuous", None)]
+    engines = [e for e in args.engines.split(",") if e]
+    startup = {}
+    for engine, bs in [("hf", 2)] + [(e, None) for e in engines]:  # warm-up (vLLM: start-up and compile)
+        startup[engine] = run_config(lm, steerer, rows[:2], args, engine, bs, args.temperature, 4)[0]
+    if "vllm" in engines:
+        print(f"vllm engine start-up (load, compile, warm-up): {startup['vllm']:.1f} s")
+    configs = [("hf", int(b)) for b in args.old_batch_sizes.split(",")] + [(e, None) for e in engines]
     best: dict = {}
     outputs = None
     for r in range(args.rounds):
@@ -130,29 +147,34 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> list:
                   f"{dt:.1f}s; load average {psutil.getloadavg()[0]:.1f})", flush=True)
             if (engine, bs) not in best or dt / n < best[(engine, bs)][0] / best[(engine, bs)][1]:
                 best[(engine, bs)] = (dt, n)
-            if engine == "continuous":
+            if engine != "hf":
                 outputs = outs
     print("| path | batch | tok/s (best round) | of GEMM rate | end to end (load + generation) |")
     print("|---|---|---|---|---|")
     for (engine, bs), (dt, n) in best.items():
         rate = n / dt
-        label = "hf generate, legacy sampler (today's loop)" if engine == "hf" else "continuous engine (new)"
+        label = "hf generate, legacy sampler (today's loop)" if engine == "hf" else f"{engine} engine (new)"
+        extra = startup.get(engine, 0.0) if engine == "vllm" else 0.0
         print(f"| {label} | {bs or 'default'} | {rate:.1f} | {rate * fpt / 1e9 / gemm:.0%} | "
-              f"{load_seconds + dt:.1f} s |")
+              f"{load_seconds + extra + dt:.1f} s |")
     old = max(((e, b) for e, b in best if e == "hf"), key=lambda k: best[k][1] / best[k][0])
-    new_rate = best[("continuous", None)][1] / best[("continuous", None)][0]
-    print(f"speed-up continuous / today's loop at its best batch ({old[1]}): "
-          f"{new_rate / (best[old][1] / best[old][0]):.2f}x")
+    for engine in engines:
+        new_rate = best[(engine, None)][1] / best[(engine, None)][0]
+        print(f"speed-up {engine} / today's loop at its best batch ({old[1]}): "
+              f"{new_rate / (best[old][1] / best[old][0]):.2f}x")
+    passed = True
     if args.check_rows:
         check = rows[:: max(1, len(rows) // args.check_rows)][: args.check_rows]
         _, _, a = run_config(lm, steerer, check, args, "hf", len(check), 0.0, args.check_tokens)
-        _, _, b = run_config(lm, steerer, check, args, "continuous", None, 0.0, args.check_tokens)
-        same_rows = sum(x.token_ids == y.token_ids for x, y in zip(a, b))
-        pos = sum(max(len(x.token_ids), len(y.token_ids)) for x, y in zip(a, b))
-        same_pos = sum(p == q for x, y in zip(a, b) for p, q in zip(x.token_ids, y.token_ids))
-        print(f"greedy, first {args.check_tokens} new tokens, hf vs continuous: {same_rows}/{len(check)} rows "
-              f"identical, {same_pos}/{pos} positions")
-    return outputs
+        for engine in engines:
+            _, _, b = run_config(lm, steerer, check, args, engine, None, 0.0, args.check_tokens)
+            same_rows = sum(x.token_ids == y.token_ids for x, y in zip(a, b))
+            pos = sum(max(len(x.token_ids), len(y.token_ids)) for x, y in zip(a, b))
+            same_pos = sum(p == q for x, y in zip(a, b) for p, q in zip(x.token_ids, y.token_ids))
+            print(f"greedy, first {args.check_tokens} new tokens, hf vs {engine}: {same_rows}/{len(check)} rows "
+                  f"identical, {same_pos}/{pos} positions")
+            passed &= same_pos >= 0.95 * pos
+    return outputs, passed
 
 
 def bench_judge(args, outputs: list) -> None:
@@ -201,7 +223,13 @@ def main() -> None:
     ap.add_argument("--judge", default="embedded:smollm2")
     ap.add_argument("--judge-ratings", type=int, default=0)
     ap.add_argument("--judge-max-tokens", type=int, default=64)
+    ap.add_argument("--engines", default=None, help="new engines to measure against hf (default: continuous, and "
+                    "vllm when it is installed)")
     args = ap.parse_args()
+    if args.engines is None:
+        import importlib.util
+
+        args.engines = "continuous" + (",vllm" if importlib.util.find_spec("vllm") else "")
     info = model_info(args.model)
     layer = info.check_layer(args.layer)
     name, flags = cpu_model()
@@ -212,9 +240,11 @@ def main() -> None:
     lm = load(args.model, resolve_dtype(args.dtype, "cpu"))
     load_seconds = time.perf_counter() - t0
     print(f"model load {load_seconds:.1f}s")
-    outputs = bench_generation(args, lm, layer, load_seconds)
+    outputs, passed = bench_generation(args, lm, layer, load_seconds)
     if args.judge_ratings > 0:
         bench_judge(args, outputs)
+    if not passed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

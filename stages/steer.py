@@ -433,6 +433,8 @@ def _generate(cat: Catalog, cfg: SteerConfig, model: str, layer: int, instr: Ins
     steerer = Steerer(lm.model, layer)
     result.backend = steerer.backend + (f" (pyvene unavailable: {steerer.fallback_reason})"
                                         if steerer.fallback_reason else "")
+    if cfg.engine == "vllm":  # addition rows steer inside vLLM's worker; model-editing methods still use hf
+        result.backend = f"a forward hook in vLLM's worker ({result.backend} for model edits)"
     rows = [GenRow(tuple(chat.prompt_ids(p.user_text)), p.direction, p.factor * (p.magnitude or 0.0), p.seed)
             for p in pending]
 

@@ -6,8 +6,10 @@ Two engines generate the same rows:
   intervention (:mod:`axwarehouse.steering.intervention`); the reference the engine is tested against.
 * ``continuous`` (opt-in, :mod:`axwarehouse.steering.engine`): a continuous-batching decode loop over slots with a
   preallocated KV cache and a plain forward hook at block L.
+* ``vllm`` (opt-in, needs vLLM installed, :mod:`axwarehouse.steering.vllm_engine`): vLLM's engine, each request
+  steered inside its dynamic batch.
 
-Both sample with :func:`axwarehouse.steering.sampling.sample_tokens`: a row's draw at its t-th new token is a hash
+All three sample with :func:`axwarehouse.steering.sampling.sample_tokens`: a row's draw at its t-th new token is a hash
 of (row seed, t), so a row's text does not depend on which other rows share its batch, on the batch size, on the
 engine or on a resumed run. Greedy mode (temperature 0) takes the argmax. Results come back in input order.
 """
@@ -25,7 +27,7 @@ from axwarehouse.steering.intervention import EDITS, Steerer
 from axwarehouse.steering.rows import GenOutput, GenRow, eos_ids
 from axwarehouse.steering.sampling import sample_tokens, seed_key
 
-ENGINES = ("continuous", "hf")
+ENGINES = ("continuous", "hf", "vllm")
 # hf stays the default until the continuous engine is measurably faster on an idle machine and a sampled row's
 # text no longer depends on which rows share its call (its attention width and prefill padding do today: a
 # resumed run can draw one token differently, tests/test_steer_stage.py)
@@ -96,10 +98,18 @@ def generate_rows(lm, steerer: Steerer, rows: Sequence[GenRow], *, max_new_token
     finish (the stage writes there, so a killed run keeps every finished row).
 
     ``engine``: ``continuous`` (``batch_size`` = rows decoded together, default
-    :data:`~axwarehouse.steering.engine.DEFAULT_SLOTS`) or ``hf`` (length-sorted padded batches of ``batch_size``,
-    default 32). Edits other than ``addition`` always go through ``hf``, which applies any registered edit."""
+    :data:`~axwarehouse.steering.engine.DEFAULT_SLOTS`), ``vllm`` (``batch_size`` = vLLM's ``max_num_seqs``,
+    default :data:`~axwarehouse.steering.vllm_engine.DEFAULT_MAX_ROWS`) or ``hf`` (length-sorted padded batches of
+    ``batch_size``, default 32). Edits other than ``addition`` always go through ``hf``, which applies any
+    registered edit."""
     if engine not in ENGINES:
         raise AxwError(f"unknown generation engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if engine == "vllm" and edit_kind == "addition":
+        from axwarehouse.steering.vllm_engine import generate_vllm
+
+        dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+        return generate_vllm(lm, lm.name, rows, layer=steerer.layer, max_new_tokens=max_new_tokens,
+                             temperature=temperature, dtype=dtype, max_rows=batch_size, on_rows=on_batch)
     if engine == "continuous" and edit_kind == "addition":
         from axwarehouse.steering.engine import DEFAULT_SLOTS, generate_slots
 

@@ -1,4 +1,4 @@
-"""What steered generation takes and gives, shared by both engines: a row to generate (:class:`GenRow`), its
+"""What steered generation takes and gives, shared by the engines: a row to generate (:class:`GenRow`), its
 result (:class:`GenOutput`), and the end-of-turn ids that stop it."""
 
 from __future__ import annotations

@@ -49,10 +49,12 @@ def model_path(spec: str) -> str:
 
 def engine(spec: str, dtype: str, layer: int, *, max_rows: int = DEFAULT_MAX_ROWS, max_len: int = 4096,
            eager: bool = False):
-    """A vLLM ``LLM`` for ``spec`` steering at block ``layer``, built once per process and settings."""
+    """A vLLM ``LLM`` for ``spec`` steering at block ``layer``, kept for the next call with the same settings (one
+    engine at a time: another's KV cache would not fit beside it)."""
     key = (spec, dtype, layer, max_rows, max_len, eager)
     if key in _ENGINES:
         return _ENGINES[key]
+    close_engines()
     try:
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -74,6 +76,17 @@ def engine(spec: str, dtype: str, layer: int, *, max_rows: int = DEFAULT_MAX_ROW
               gpu_memory_utilization=0.2 if cpu else 0.6)
     _ENGINES[key] = llm
     return llm
+
+
+def close_engines() -> None:
+    """Shut down the kept engine (its processes and memory)."""
+    import gc
+
+    while _ENGINES:
+        _key, llm = _ENGINES.popitem()
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+    gc.collect()
 
 
 def _direction_table(rows: Sequence[GenRow]) -> tuple[np.ndarray | None, list[int]]:
