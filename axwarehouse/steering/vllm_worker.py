@@ -11,7 +11,8 @@ pieces, each on one of vLLM's documented extension points rather than a fork or 
   which then takes the one token left finite.
 * A forward hook on decoder block L that adds a per-token delta to the block's output: AxBench's intervention
   (``factor · magnitude · w`` at every position, prompt included). vLLM's blocks hand the residual stream on as
-  ``(hidden, residual)`` and the next block (or the final norm) adds the two, so the delta goes into ``residual``.
+  ``(hidden, residual)`` and the next block (or the final norm) adds the two; the hook hands on the summed stream
+  plus the delta as ``residual`` and zeros as ``hidden``.
 * A worker subclass (``LLM(worker_cls=...)``) that installs the hook right after the model loads (before vLLM
   compiles it, so the hook is part of the traced graph) and wraps the model runner's ``_model_forward`` (vLLM's
   stated override point) to fill the delta buffer for the step: each scheduled token gets its request's row of the
@@ -152,8 +153,12 @@ class _Steering:
 
     def _add(self, _module, _inputs, output):
         if isinstance(output, tuple) and len(output) == 2 and output[1] is not None:
+            # sum the stream first, as transformers' block does, then add the delta: the same roundings as the
+            # other engines in bfloat16 (adding it to the residual alone rounds differently); the next block adds
+            # the zero hidden part back exactly
             hidden, residual = output
-            return hidden, residual + self.delta[: residual.shape[0]]
+            stream = hidden + residual
+            return torch.zeros_like(hidden), stream + self.delta[: stream.shape[0]]
         return output + self.delta[: output.shape[0]]
 
 
