@@ -4,8 +4,8 @@ greedy equality checked on the device; exits 1 on any mismatch.
 For each model (the embedded one, plus every ``--model``): load it in ``--dtype`` on ``--device``; capture layer L
 activations of the chat prompts of ``--rows`` shipped instructions (tokens/s); steer ``--rows`` rows (random unit
 directions x ``--magnitude`` x factors 0.4/1/2, temperature 1, ``--max-new-tokens``) through each engine
-(generated tokens/s); then greedy-decode ``--check-rows`` rows for ``--check-tokens`` new tokens through both
-engines and compare. Equal tokens on every position pass; kernels of another device may round differently, so
+(generated tokens/s; ``vllm`` when vLLM is installed); then greedy-decode ``--check-rows`` rows for
+``--check-tokens`` new tokens through ``hf`` and each other engine and compare. Equal tokens on every position pass; kernels of another device may round differently, so
 ``--min-same`` (default 0.95) of the positions equal still passes, with the count printed; less fails.
 
     python bench/gpu.py [--device cuda] [--dtype bfloat16] [--model SPEC ...] [--rows 60] [--max-new-tokens 128]
@@ -15,6 +15,7 @@ engines and compare. Equal tokens on every position pass; kernels of another dev
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,8 @@ def check_model(spec: str, args) -> bool:
     dt = time.perf_counter() - t0
     print(f"capture: {sum(map(len, seqs)) / dt:,.0f} tokens/s ({len(seqs)} prompts)")
     steerer = Steerer(lm.model, layer)
-    for engine in ENGINES:
+    engines = [e for e in ENGINES if e != "vllm" or importlib.util.find_spec("vllm")]
+    for engine in engines:
         generate_rows(lm, steerer, rows[:2], max_new_tokens=2, temperature=1.0, engine=engine)  # warm-up
         _sync(args.device)
         t0 = time.perf_counter()
@@ -78,14 +80,17 @@ def check_model(spec: str, args) -> bool:
         print(f"steer {engine:10s}: {n / dt:,.1f} generated tokens/s ({n} tokens, {len(rows)} rows, {dt:.1f}s)")
     check = rows[: args.check_rows]
     ref = generate_rows(lm, steerer, check, max_new_tokens=args.check_tokens, temperature=0.0, engine="hf")
-    new = generate_rows(lm, steerer, check, max_new_tokens=args.check_tokens, temperature=0.0, engine="continuous")
-    rows_same = sum(a.token_ids == b.token_ids for a, b in zip(ref, new))
-    positions = sum(max(len(a.token_ids), len(b.token_ids)) for a, b in zip(ref, new))
-    same = sum(x == y for a, b in zip(ref, new) for x, y in zip(a.token_ids, b.token_ids))
-    share = same / max(positions, 1)
-    ok = share >= args.min_same
-    print(f"greedy hf vs continuous, first {args.check_tokens} new tokens: {rows_same}/{len(check)} rows identical, "
-          f"{same}/{positions} positions ({share:.1%}) -> {'OK' if ok else 'MISMATCH'}")
+    ok = True
+    for engine in [e for e in engines if e != "hf"]:
+        new = generate_rows(lm, steerer, check, max_new_tokens=args.check_tokens, temperature=0.0, engine=engine)
+        rows_same = sum(a.token_ids == b.token_ids for a, b in zip(ref, new))
+        positions = sum(max(len(a.token_ids), len(b.token_ids)) for a, b in zip(ref, new))
+        same = sum(x == y for a, b in zip(ref, new) for x, y in zip(a.token_ids, b.token_ids))
+        share = same / max(positions, 1)
+        ok &= share >= args.min_same
+        print(f"greedy hf vs {engine}, first {args.check_tokens} new tokens: {rows_same}/{len(check)} rows "
+              f"identical, {same}/{positions} positions ({share:.1%}) -> "
+              f"{'OK' if share >= args.min_same else 'MISMATCH'}")
     return ok
 
 

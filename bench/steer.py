@@ -26,7 +26,7 @@ not depend on what the direction means, and it keeps the benchmark free of the l
     python bench/steer.py [--model embedded:smollm2] [--layer L] [--concepts 2] [--factors 0.4,1,2]
                           [--instructions 10] [--max-new-tokens 128] [--old-batch-sizes 10,32,64] [--rounds 1]
                           [--check-rows 12] [--check-tokens 32] [--dtype float32] [--judge-ratings 0]
-                          [--engines continuous,vllm]
+                          [--engines continuous,vllm] [--new-batch-sizes 10]
 """
 
 from __future__ import annotations
@@ -132,12 +132,13 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
           f"{fpt / 1e6:.0f} MFLOP per token; {dtype} GEMM rate {gemm:.0f} GFLOP/s on {torch.get_num_threads()} "
           "threads")
     engines = [e for e in args.engines.split(",") if e]
+    new_sizes = [int(b) for b in args.new_batch_sizes.split(",") if b] or [None]  # one size: vLLM starts once
     startup = {}
-    for engine, bs in [("hf", 2)] + [(e, None) for e in engines]:  # warm-up (vLLM: start-up and compile)
+    for engine, bs in [("hf", 2)] + [(e, new_sizes[0]) for e in engines]:  # warm-up (vLLM: start-up and compile)
         startup[engine] = run_config(lm, steerer, rows[:2], args, engine, bs, args.temperature, 4)[0]
     if "vllm" in engines:
         print(f"vllm engine start-up (load, compile, warm-up): {startup['vllm']:.1f} s")
-    configs = [("hf", int(b)) for b in args.old_batch_sizes.split(",")] + [(e, None) for e in engines]
+    configs = [("hf", int(b)) for b in args.old_batch_sizes.split(",")] + [(e, b) for e in engines for b in new_sizes]
     best: dict = {}
     outputs = None
     for r in range(args.rounds):
@@ -158,10 +159,11 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
         print(f"| {label} | {bs or 'default'} | {rate:.1f} | {rate * fpt / 1e9 / gemm:.0%} | "
               f"{load_seconds + extra + dt:.1f} s |")
     old = max(((e, b) for e, b in best if e == "hf"), key=lambda k: best[k][1] / best[k][0])
-    for engine in engines:
-        new_rate = best[(engine, None)][1] / best[(engine, None)][0]
-        print(f"speed-up {engine} / today's loop at its best batch ({old[1]}): "
-              f"{new_rate / (best[old][1] / best[old][0]):.2f}x")
+    for engine, bs in configs:
+        if engine != "hf":
+            new_rate = best[(engine, bs)][1] / best[(engine, bs)][0]
+            print(f"speed-up {engine} (batch {bs or 'default'}) / today's loop at its best batch ({old[1]}): "
+                  f"{new_rate / (best[old][1] / best[old][0]):.2f}x")
     passed = True
     if args.check_rows:
         check = rows[:: max(1, len(rows) // args.check_rows)][: args.check_rows]
@@ -223,6 +225,8 @@ def main() -> None:
     ap.add_argument("--judge", default="embedded:smollm2")
     ap.add_argument("--judge-ratings", type=int, default=0)
     ap.add_argument("--judge-max-tokens", type=int, default=64)
+    ap.add_argument("--new-batch-sizes", default="", help="run the new engines at these batch sizes instead of their "
+                    "defaults (e.g. 10: the peer comparison's equal batch)")
     ap.add_argument("--engines", default=None, help="new engines to measure against hf (default: continuous, and "
                     "vllm when it is installed)")
     args = ap.parse_args()
