@@ -158,6 +158,17 @@ def test_unusable_device(imported, tiny_model_dir, command, device, needle):
                                      "--method", "diffmean", "--device", device], needle)
 
 
+def test_vllm_engine_without_vllm(imported, tiny_model_dir):
+    """``--engine vllm`` where vLLM is not installed (as in the project's own environment) is refused before any
+    work, in one line."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    _assert_clean_failure(imported, ["steer", "-c", "s3", "--model", tiny_model_dir, "--layer", "2", "--method",
+                                     "diffmean", "--engine", "vllm"], "--engine vllm needs vLLM")
+
+
 @pytest.mark.parametrize("option, needle", [(["--device", "cuda"], "CUDA is not available"),
                                             (["--dtype", "float8"], "unknown --dtype 'float8'"),
                                             (["--store-dtype", "float16"], "unknown --store-dtype 'float16'"),
