@@ -72,9 +72,9 @@ def _hf(lm, rows, temperature=0.0):
                                                temperature=temperature, batch_size=len(rows), engine="hf")]
 
 
-def _vllm(lm, rows, layer=LAYER, temperature=0.0):
+def _vllm(lm, rows, layer=LAYER, temperature=0.0, max_rows=None):
     return [o.token_ids for o in vllm_engine.generate_vllm(lm, lm.name, rows, layer=layer, max_new_tokens=NEW,
-                                                           temperature=temperature, eager=True)]
+                                                           temperature=temperature, eager=True, max_rows=max_rows)]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,14 @@ def test_sampled_tokens_equal_the_hf_reference(tiny):
     same = sum(p == q for a, b in zip(got, ref) for p, q in zip(a, b))
     assert same >= 0.95 * sum(len(b) for b in ref)
     assert sum(a != b for a, b in zip(ref, _hf(tiny, rows))) >= len(rows) // 2  # it did sample
+
+
+def test_sampled_rows_do_not_depend_on_batch_composition(tiny):
+    """Temperature 1: each row's tokens are the same in one batch of all 36 rows and, in reverse order, 4 rows at a
+    time (rows joining as others finish)."""
+    rows = _rows(tiny)
+    together = _vllm(tiny, rows, temperature=1.0)
+    assert _vllm(tiny, rows[::-1], temperature=1.0, max_rows=4)[::-1] == together
 
 
 def test_the_comparison_sees_a_wrong_layer(tiny, reference):
