@@ -433,7 +433,8 @@ def _generate(cat: Catalog, cfg: SteerConfig, model: str, layer: int, instr: Ins
 
     started = time.perf_counter()
     lm = load(cfg.model, resolve_dtype(cfg.dtype, cfg.device))
-    lm.model.to(cfg.device)
+    if cfg.engine != "vllm" or edits:  # vLLM puts its own copy of the weights on the device
+        lm.model.to(cfg.device)
     chat = ChatFormat.of(lm.tokenizer)
     steerer = Steerer(lm.model, layer)
     result.backend = steerer.backend + (f" (pyvene unavailable: {steerer.fallback_reason})"

@@ -66,14 +66,17 @@ def engine(spec: str, dtype: str, layer: int, *, max_rows: int = DEFAULT_MAX_ROW
     if cpu:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{os.cpu_count() - 1}")
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        share = 0.2  # of RAM, for the KV cache
+    else:  # of the GPU's memory (weights, activations, KV cache): most of what is free, since the stage may hold
+        import torch  # its own copy of the model there for model-editing methods
+
+        free, total = torch.cuda.mem_get_info()
+        share = round(0.9 * free / total, 3)
     worker = "CPUSteeringWorker" if cpu else "GPUSteeringWorker"
     llm = LLM(model=model_path(spec), dtype=dtype, seed=0, max_model_len=max_len, max_num_seqs=max_rows,
               enable_prefix_caching=False, enforce_eager=eager,
               worker_cls=f"axwarehouse.steering.vllm_worker.{worker}", logits_processors=[RowSampler],
-              additional_config={LAYER_KEY: int(layer)},
-              # CPU: the share of RAM for the KV cache; GPU: of its memory (the stage's own copy of the model
-              # sits there too)
-              gpu_memory_utilization=0.2 if cpu else 0.6)
+              additional_config={LAYER_KEY: int(layer)}, gpu_memory_utilization=share)
     _ENGINES[key] = llm
     return llm
 
