@@ -95,15 +95,19 @@ def close_engines() -> None:
 def _direction_table(rows: Sequence[GenRow]) -> tuple[np.ndarray | None, list[int]]:
     """Distinct directions (by content) as a [k, d] table, and each row's table index (-1: unsteered)."""
     index: dict[bytes, int] = {}
+    seen: dict[int, int] = {}  # id of a row's array -> its index: a sweep's rows share a few arrays
     table, which = [], []
     for r in rows:
         if r.direction is None or r.strength == 0.0:
             which.append(-1)
             continue
-        vec = np.ascontiguousarray(r.direction, dtype=np.float32)
-        k = index.setdefault(vec.tobytes(), len(table))
-        if k == len(table):
-            table.append(vec)
+        k = seen.get(id(r.direction))
+        if k is None:
+            vec = np.ascontiguousarray(r.direction, dtype=np.float32)
+            k = index.setdefault(vec.tobytes(), len(table))
+            if k == len(table):
+                table.append(vec)
+            seen[id(r.direction)] = k
         which.append(k)
     return (np.stack(table) if table else None), which
 
