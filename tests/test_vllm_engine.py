@@ -129,3 +129,34 @@ def test_the_comparison_sees_the_prompt_left_unsteered(tiny, reference, monkeypa
     got = _vllm(tiny, rows)
     assert _steered_differ(rows, got, reference) >= len(rows) // 6  # a quarter of the 24 steered rows
     assert all(got[k] == reference[k] for k, r in enumerate(rows) if r.strength == 0)
+
+
+def test_the_stage_writes_the_same_rows_through_either_engine(tiny, small_release, tmp_path):
+    """`axw steer --engine vllm` and `--engine hf` on copies of one warehouse (DiffMean trained and scored on the
+    tiny model, greedy, float32): the same rows with the same texts, and the summary names vLLM's hook."""
+    import shutil
+
+    from axwarehouse.catalog import Catalog
+    from conftest import axw
+
+    first = tmp_path / "hf" / "catalog.duckdb"
+    first.parent.mkdir(parents=True)
+    common = ["-c", "s3", "--model", tiny.name, "--layer", str(LAYER), "--dtype", "float32"]
+    assert axw("--catalog", first, "import-axbench", small_release, "-c", "s3")[0] == 0
+    assert axw("--catalog", first, "activations", *common)[0] == 0
+    for stage in ("train", "latent"):
+        assert axw("--catalog", first, stage, *common, "--method", "diffmean")[0] == 0
+    shutil.copytree(first.parent, tmp_path / "vllm")
+    texts = {}
+    for engine in ("hf", "vllm"):
+        catalog = tmp_path / engine / "catalog.duckdb"
+        code, out, err = axw("--catalog", catalog, "steer", *common, "--method", "diffmean", "--factors", "0,2,8",
+                             "--instructions", "4", "--max-new-tokens", "12", "--temperature", "0",
+                             "--engine", engine, "--no-progress")
+        assert code == 0, err
+        with Catalog(catalog, read_only=True) as cat:
+            texts[engine] = cat.sql("SELECT concept_id, factor, input_id, generation FROM steering_outputs "
+                                    "ORDER BY ALL").fetchall()
+    assert "forward hook in vLLM's worker" in out
+    assert len(texts["hf"]) == 36 and len({t[3] for t in texts["hf"]}) >= 12
+    assert texts["vllm"] == texts["hf"]
