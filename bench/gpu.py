@@ -32,6 +32,7 @@ from axwarehouse.model.loader import check_device, load, resolve_dtype  # noqa: 
 from axwarehouse.steering import GenRow, Steerer, generate_rows  # noqa: E402
 from axwarehouse.steering.generate import ENGINES  # noqa: E402
 from axwarehouse.steering.instructions import load_instructions  # noqa: E402
+from bench.steer import greedy_agreement  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -83,9 +84,7 @@ def check_model(spec: str, args) -> bool:
     ok = True
     for engine in [e for e in engines if e != "hf"]:
         new = generate_rows(lm, steerer, check, max_new_tokens=args.check_tokens, temperature=0.0, engine=engine)
-        rows_same = sum(a.token_ids == b.token_ids for a, b in zip(ref, new))
-        positions = sum(max(len(a.token_ids), len(b.token_ids)) for a, b in zip(ref, new))
-        same = sum(x == y for a, b in zip(ref, new) for x, y in zip(a.token_ids, b.token_ids))
+        rows_same, same, positions = greedy_agreement(ref, new)
         share = same / max(positions, 1)
         ok &= share >= args.min_same
         print(f"greedy hf vs {engine}, first {args.check_tokens} new tokens: {rows_same}/{len(check)} rows "

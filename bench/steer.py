@@ -99,19 +99,19 @@ def run_config(lm, steerer, rows, args, engine: str, batch_size: int | None, tem
         gen.CounterSampler = LegacyRowSampler
     try:
         t0 = time.perf_counter()
-        if engine == "vllm":
-            from axwarehouse.steering.vllm_engine import generate_vllm
-
-            outs = generate_vllm(lm, args.model, rows, layer=steerer.layer, max_new_tokens=max_new_tokens,
-                                 temperature=temperature, max_rows=batch_size,
-                                 dtype=str(next(lm.model.parameters()).dtype).removeprefix("torch."))
-        else:
-            outs = generate_rows(lm, steerer, rows, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 batch_size=batch_size, engine=engine)
+        outs = generate_rows(lm, steerer, rows, max_new_tokens=max_new_tokens, temperature=temperature,
+                             batch_size=batch_size, engine=engine)
         dt = time.perf_counter() - t0
     finally:
         gen.CounterSampler = real
     return dt, sum(len(o.token_ids) for o in outs), outs
+
+
+def greedy_agreement(ref: list, new: list) -> tuple[int, int, int]:
+    """(identical rows, equal token positions, positions) of two engines' outputs for the same rows."""
+    rows = sum(x.token_ids == y.token_ids for x, y in zip(ref, new))
+    same = sum(p == q for x, y in zip(ref, new) for p, q in zip(x.token_ids, y.token_ids))
+    return rows, same, sum(max(len(x.token_ids), len(y.token_ids)) for x, y in zip(ref, new))
 
 
 def flop_per_token(lm) -> float:
@@ -133,9 +133,8 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
           "threads")
     engines = [e for e in args.engines.split(",") if e]
     new_sizes = [int(b) for b in args.new_batch_sizes.split(",") if b] or [None]  # one size: vLLM starts once
-    startup = {}
-    for engine, bs in [("hf", 2)] + [(e, new_sizes[0]) for e in engines]:  # warm-up (vLLM: start-up and compile)
-        startup[engine] = run_config(lm, steerer, rows[:2], args, engine, bs, args.temperature, 4)[0]
+    startup = {engine: run_config(lm, steerer, rows[:2], args, engine, bs, args.temperature, 4)[0]
+               for engine, bs in [("hf", 2)] + [(e, new_sizes[0]) for e in engines]}  # warm-up (vLLM: start, compile)
     if "vllm" in engines:
         print(f"vllm engine start-up (load, compile, warm-up): {startup['vllm']:.1f} s")
     configs = [("hf", int(b)) for b in args.old_batch_sizes.split(",")] + [(e, b) for e in engines for b in new_sizes]
@@ -155,7 +154,7 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
     for (engine, bs), (dt, n) in best.items():
         rate = n / dt
         label = "hf generate, legacy sampler (today's loop)" if engine == "hf" else f"{engine} engine (new)"
-        extra = startup.get(engine, 0.0) if engine == "vllm" else 0.0
+        extra = startup[engine] if engine == "vllm" else 0.0
         print(f"| {label} | {bs or 'default'} | {rate:.1f} | {rate * fpt / 1e9 / gemm:.0%} | "
               f"{load_seconds + extra + dt:.1f} s |")
     old = max(((e, b) for e, b in best if e == "hf"), key=lambda k: best[k][1] / best[k][0])
@@ -168,11 +167,9 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
     if args.check_rows:
         check = rows[:: max(1, len(rows) // args.check_rows)][: args.check_rows]
         _, _, a = run_config(lm, steerer, check, args, "hf", len(check), 0.0, args.check_tokens)
-        for engine in engines:
-            _, _, b = run_config(lm, steerer, check, args, engine, None, 0.0, args.check_tokens)
-            same_rows = sum(x.token_ids == y.token_ids for x, y in zip(a, b))
-            pos = sum(max(len(x.token_ids), len(y.token_ids)) for x, y in zip(a, b))
-            same_pos = sum(p == q for x, y in zip(a, b) for p, q in zip(x.token_ids, y.token_ids))
+        for engine in engines:  # at the batch size measured above: vLLM's engine is not started again
+            _, _, b = run_config(lm, steerer, check, args, engine, new_sizes[0], 0.0, args.check_tokens)
+            same_rows, same_pos, pos = greedy_agreement(a, b)
             print(f"greedy, first {args.check_tokens} new tokens, hf vs {engine}: {same_rows}/{len(check)} rows "
                   f"identical, {same_pos}/{pos} positions")
             passed &= same_pos >= 0.95 * pos

@@ -24,7 +24,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from axwarehouse.errors import AxwError
 from axwarehouse.steering.intervention import EDITS, Steerer
-from axwarehouse.steering.rows import GenOutput, GenRow, eos_ids
+from axwarehouse.steering.rows import GenOutput, GenRow, cut_at_stop, eos_ids
 from axwarehouse.steering.sampling import sample_tokens, seed_key
 
 ENGINES = ("continuous", "hf", "vllm")
@@ -82,12 +82,7 @@ def generate_batch(lm, steerer: Steerer, rows: Sequence[GenRow], max_new_tokens:
     out = steerer.generate(inputs, edit, **kwargs)
     new = out[:, inputs["input_ids"].shape[1]:].tolist()
     stop = eos_ids(lm)
-    results = []
-    for row in new:
-        end = next((k for k, t in enumerate(row) if t in stop), None)
-        body = row if end is None else row[:end]
-        results.append(GenOutput(body, tok.decode(body, skip_special_tokens=True), end is not None))
-    return results
+    return [cut_at_stop(tok, row, stop) for row in new]
 
 
 def generate_rows(lm, steerer: Steerer, rows: Sequence[GenRow], *, max_new_tokens: int = 128,

@@ -25,6 +25,13 @@ class GenOutput:
     finished: bool  # stopped on an end-of-turn token (False: hit max_new_tokens)
 
 
+def cut_at_stop(tokenizer, ids: list[int], stop: set[int]) -> GenOutput:
+    """A generated sequence as a result: its tokens up to the first end-of-turn id, their text, whether one came."""
+    end = next((k for k, t in enumerate(ids) if t in stop), None)
+    body = ids if end is None else ids[:end]
+    return GenOutput(body, tokenizer.decode(body, skip_special_tokens=True), end is not None)
+
+
 def eos_ids(lm) -> set[int]:
     """End-of-turn ids: the generation config's and the tokenizer's."""
     cfg = lm.model.generation_config.eos_token_id

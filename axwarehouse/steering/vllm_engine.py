@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from axwarehouse.errors import AxwError
-from axwarehouse.steering.rows import GenOutput, GenRow, eos_ids
+from axwarehouse.steering.rows import GenOutput, GenRow, cut_at_stop, eos_ids
 from axwarehouse.steering.sampling import seed_key
 
 DEFAULT_MAX_ROWS = 256  # vLLM's max_num_seqs: rows decoded together
@@ -145,10 +145,7 @@ def generate_vllm(lm, spec: str, rows: Sequence[GenRow], *, layer: int, max_new_
             if not out.finished:
                 continue
             i = int(out.request_id.rsplit("-", 1)[1])
-            ids = list(out.outputs[0].token_ids)
-            end = next((k for k, t in enumerate(ids) if t in stop), None)
-            body = ids if end is None else ids[:end]
-            results[i] = GenOutput(body, lm.tokenizer.decode(body, skip_special_tokens=True), end is not None)
+            results[i] = cut_at_stop(lm.tokenizer, list(out.outputs[0].token_ids), stop)
             done_idx.append(i)
         if on_rows and (len(done_idx) >= _FLUSH_ROWS or (done_idx and not core.has_unfinished_requests())):
             on_rows(done_idx, [results[i] for i in done_idx], time.perf_counter() - t0)
