@@ -188,7 +188,8 @@ def test_conditional_perplexity_equals_one_row_at_a_time_over_the_full_logits(ti
 def test_the_head_gets_a_contiguous_input_in_steered_generation(tiny_model_dir, monkeypatch):
     """Generation's first step applies the head to the last position sliced out of the hidden states; on that
     strided slice torch copies the head's weight once per row (model/loader.contiguous_head_input). The loaded model's
-    head must see contiguous rows on every step, also under pyvene (which removes hooks), and give the same logits."""
+    head must see contiguous rows as one matrix on every step, also under pyvene (which removes hooks), and give the
+    same logits."""
     from axwarehouse.model.loader import load
     from axwarehouse.steering.intervention import AdditionEdit
 
@@ -210,8 +211,15 @@ def test_the_head_gets_a_contiguous_input_in_steered_generation(tiny_model_dir, 
     steerer = Steerer(lm.model, LAYER)
     assert steerer.backend == "pyvene"
     steerer.generate(batch, edit, max_new_tokens=3, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-    assert [shape for shape, _ in seen] == [(3, 1, lm.hidden_size)] * 3  # the prompt's last position, then 2 steps
+    # the prompt's last position, then 2 steps: each as one [rows, d] matrix
+    assert [shape for shape, _ in seen] == [(3, lm.hidden_size)] * 3
     assert all(contiguous for _, contiguous in seen), seen
+    # one row: the [1, 1, d] slice keeps its parent's strides on the size-1 dims (torch calls it contiguous and
+    # still expands the weight into a batched product); the head must see a [1, d] matrix there too
+    seen.clear()
+    with torch.no_grad():
+        lm.model(input_ids=batch["input_ids"][:1], logits_to_keep=1)
+    assert seen == [((1, lm.hidden_size), True)]
 
     monkeypatch.setattr(torch.nn.functional, "linear", real_linear)
     with torch.no_grad():

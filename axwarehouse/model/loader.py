@@ -257,7 +257,10 @@ def _contiguous_input_linear() -> type:
         """``nn.Linear`` that makes its input contiguous first (see :func:`contiguous_head_input`)."""
 
         def forward(self, input: torch.Tensor) -> torch.Tensor:
-            return super().forward(input.contiguous())
+            # as a matrix: a [1, 1, d] slice is "contiguous" with its parent's strides kept on the size-1 dims, and
+            # torch's matmul then still expands the weight into a batched product (~15× the time of a bfloat16 mm)
+            flat = input.contiguous().reshape(-1, input.shape[-1])
+            return super().forward(flat).view(*input.shape[:-1], -1)
 
     return ContiguousInputLinear
 
@@ -269,7 +272,7 @@ def contiguous_head_input(model) -> None:
     out of the [batch, seq, d] hidden states. On that strided slice torch's ``linear`` does not fold the batch into
     one matrix product: it expands the vocabulary × d weight to one copy per row and runs a batched product, which
     for SmolLM2's 49k-word head costs a large share of a steering batch's whole generation (bench/head_input.py in
-    BENCHMARKS.md). Copying the slice costs only a [batch, 1, d] tensor.
+    BENCHMARKS.md). Copying the slice costs only a [batch, 1, d] tensor; the head then sees it as one [rows, d] matrix.
 
     The head's class is swapped for a subclass (same parameters, same state-dict keys, still an ``nn.Linear``)
     rather than given a forward pre-hook: pyvene removes every hook of the model at the start of its ``generate``
