@@ -8,11 +8,15 @@ counted once per process, liblinear's dual problem) against the previous fit (n-
 concept, liblinear's primal problem), same run, with the largest probability difference on the latent-eval texts.
 
 Not a test: it prints seconds, the ratio and the largest difference of the measurements (and whether any rating
-changes under one calibration). Rows: the steered outputs of a warehouse (``--catalog``), or by default a workload
+changes under one calibration), and the floor of these passes on this machine: the scored tokens (each output
+twice) at the model's own forward rate on full batches (16 rows x 128 tokens, every position's logits) and at the
+matmul probe's rate (2 x parameters FLOP per token) — no implementation of this judge's two passes per output can
+beat the second. Rows: the steered outputs of a warehouse (``--catalog``), or by default a workload
 shaped like `axw demo`'s: 40 instructions of the shipped set × 7 outputs each (Concept10 latent-eval texts cut to 48
 tokens), each output measured under its instruction and under the empty one, as `axw judge --judge proxy` does.
 
-    python bench/proxy_judge_speed.py [--catalog PATH] [--rounds 2] [--model embedded:smollm2] [--concepts 10] [--instructions 40]
+    python bench/proxy_judge_speed.py [--catalog PATH] [--rounds 2] [--model embedded:smollm2] [--dtype auto]
+                                      [--concepts 10] [--instructions 40]
 """
 
 from __future__ import annotations
@@ -118,25 +122,58 @@ def concept_fits(n_concepts: int) -> None:
           f"({old_s / new_s:.2f}x); largest probability difference on {len(evals)} latent-eval texts {diff:.1e}")
 
 
+def forward_rate(lm, rows: int = 16, tokens: int = 128, rounds: int = 3) -> float:
+    """Tokens/s of the model's forward on full batches of random tokens, every position's logits computed: the rate
+    of a teacher-forced pass without prompts, padding or caches (best of ``rounds``)."""
+    import torch
+
+    ids = torch.randint(100, lm.model.config.vocab_size, (rows, tokens))
+    best = math.inf
+    with torch.inference_mode():
+        lm.model(input_ids=ids, use_cache=False)
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            lm.model(input_ids=ids, use_cache=False)
+            best = min(best, time.perf_counter() - t0)
+    return rows * tokens / best
+
+
+def print_floor(lm, dtype: str, scored_tokens: int, measured: float) -> None:
+    from bench.cpu_probe import probe
+
+    params = sum(p.numel() for n, p in lm.model.named_parameters() if "embed_tokens" not in n)
+    params += lm.model.get_output_embeddings().weight.numel()
+    gemm, rate = probe(seconds=3.0, dtype=dtype, threads=None), forward_rate(lm)
+    at_peak = scored_tokens * 2.0 * params / (gemm * 1e9)
+    print(f"  floor of {scored_tokens} scored tokens ({dtype}): at the model's full-batch forward rate "
+          f"({rate:.0f} tok/s) {scored_tokens / rate:.1f} s; at the {gemm:.0f} GFLOP/s matmul probe "
+          f"({2 * params / 1e6:.0f} MFLOP per token) {at_peak:.1f} s; measured {measured:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", type=Path)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default="embedded:smollm2")
+    ap.add_argument("--dtype", default="auto", help="the judge's dtype (auto: bfloat16 where the CPU has it natively)")
     ap.add_argument("--concepts", type=int, default=10, help="concept classifiers to fit (0: skip)")
     ap.add_argument("--instructions", type=int, default=40, help="instructions of the demo-like workload (x 7)")
     args = ap.parse_args()
     import torch
 
-    from axwarehouse.model.loader import load
+    from axwarehouse.model.loader import load, resolve_dtype
 
-    lm = load(args.model)
+    dtype = resolve_dtype(args.dtype, "cpu")
+    lm = load(args.model, dtype)
     rows = catalog_rows(args.catalog) if args.catalog else demo_like_rows(lm.tokenizer, args.instructions)
     instructions, outputs = [i for i, _ in rows], [g for _, g in rows]
     n_tok = sum(len(lm.tokenizer.encode(o, add_special_tokens=False)) for o in outputs)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    print(f"{cpu}; torch threads {torch.get_num_threads()}; {len(rows)} outputs ({len(set(instructions))} "
+    from bench.cpu_probe import cpu_model
+
+    print(f"{cpu} ({cpu_model()[1]}); {dtype}; torch threads {torch.get_num_threads()}; {len(rows)} outputs "
+          f"({len(set(instructions))} "
           f"instructions), {n_tok} output tokens, each measured with and without its instruction")
     old_s, new_s = [], []
     for _ in range(args.rounds):  # interleaved: the machine's load hits both alike
@@ -157,6 +194,7 @@ def main() -> None:
           f"{min(old_s) / min(new_s):.2f}x the baseline's speed")
     print(f"  largest difference of a mean log p per token: {diff:.2e}; instruction ratings changed under "
           f"thresholds at the PMI's 30/70 % quantiles: {changed} of {len(rows)}")
+    print_floor(lm, dtype, 2 * n_tok, min(new_s))
     if args.concepts:
         concept_fits(args.concepts)
 

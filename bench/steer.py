@@ -11,7 +11,9 @@ Not a test: it prints figures. Every ratio is against a baseline measured in the
   Configurations are interleaved over ``--rounds`` rounds and each one's best round is kept (the machine may be
   shared). Tokens/s counts generated tokens up to end-of-turn, from the first prefill to the last row; the fraction
   of the GEMM rate uses 2 x (decoder + head parameters) FLOP per token against a matmul probe in the model's dtype
-  on every thread, measured in the same run. End to end = model load + generation of all rows. ``--engines`` adds
+  on every thread, measured in the same run; the fraction of the ceiling divides by the rate of the model's own
+  matrix products at the workload's row count (:func:`decode_matmul_rate`: what a decode step of all rows at
+  once could at best reach). End to end = model load + generation of all rows. ``--engines`` adds
   the ``vllm`` engine when vLLM is installed (run the script from vLLM's environment, see
   :mod:`axwarehouse.steering.vllm_engine`); its start-up (load, compile, warm-up) is timed apart and counted in its
   end-to-end figure.
@@ -120,17 +122,38 @@ def flop_per_token(lm) -> float:
     return 2.0 * (blocks + lm.model.get_output_embeddings().weight.numel())
 
 
+def decode_matmul_rate(lm, rows: int, seconds: float = 2.0) -> float:
+    """GFLOP/s of one decode step's matrix products alone at ``rows`` rows: every linear layer of the decoder blocks
+    and the head applied to a [rows, in] input, repeated for ``seconds``. A decode step of ``rows`` live rows cannot
+    beat it (attention, norms and sampling come on top), so it is the ceiling at the workload's shape, where a large
+    square product's rate is not: a product with few rows runs below the machine's peak."""
+    linears = [m for m in decoder_layers(lm.model).modules() if isinstance(m, torch.nn.Linear)]
+    linears.append(lm.model.get_output_embeddings())
+    flop = sum(2.0 * rows * m.weight.numel() for m in linears)
+    with torch.inference_mode():
+        inputs = {m.in_features: torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in linears}
+        step = lambda: [torch.nn.functional.linear(inputs[m.in_features], m.weight) for m in linears]  # noqa: E731
+        step()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            count += 1
+    return flop * count / (time.perf_counter() - start) / 1e9
+
+
 def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, bool]:
     """Every configuration's tokens/s and the greedy check; returns (sampled outputs, greedy check passed)."""
     rows = build_rows(args, lm)
     steerer = Steerer(lm.model, layer)
     dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
     gemm = probe(seconds=3.0, dtype=dtype, threads=None)
+    shaped = decode_matmul_rate(lm, len(rows))
     fpt = flop_per_token(lm)
     print(f"rows: {len(rows)} ({args.concepts} concepts x {args.factors} factors x {args.instructions} "
           f"instructions); max_new_tokens {args.max_new_tokens}; temperature {args.temperature}; dtype {dtype}; "
           f"{fpt / 1e6:.0f} MFLOP per token; {dtype} GEMM rate {gemm:.0f} GFLOP/s on {torch.get_num_threads()} "
-          "threads")
+          f"threads; the model's matrix products at {len(rows)} rows {shaped:.0f} GFLOP/s "
+          f"(ceiling {shaped * 1e9 / fpt:.0f} tok/s)")
     engines = [e for e in args.engines.split(",") if e]
     new_sizes = [int(b) for b in args.new_batch_sizes.split(",") if b] or [None]  # one size: vLLM starts once
     startup = {engine: run_config(lm, steerer, rows[:2], args, engine, bs, args.temperature, 4)[0]
@@ -149,14 +172,15 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
                 best[(engine, bs)] = (dt, n)
             if engine != "hf":
                 outputs = outs
-    print("| path | batch | tok/s (best round) | of GEMM rate | end to end (load + generation) |")
-    print("|---|---|---|---|---|")
+    print(f"| path | batch | tok/s (best round) | of GEMM rate | of the {len(rows)}-row ceiling | end to end "
+          "(load + generation) |")
+    print("|---|---|---|---|---|---|")
     for (engine, bs), (dt, n) in best.items():
         rate = n / dt
         label = "hf generate, legacy sampler (today's loop)" if engine == "hf" else f"{engine} engine (new)"
         extra = startup[engine] if engine == "vllm" else 0.0
         print(f"| {label} | {bs or 'default'} | {rate:.1f} | {rate * fpt / 1e9 / gemm:.0%} | "
-              f"{load_seconds + extra + dt:.1f} s |")
+              f"{rate * fpt / 1e9 / shaped:.0%} | {load_seconds + extra + dt:.1f} s |")
     old = max(((e, b) for e, b in best if e == "hf"), key=lambda k: best[k][1] / best[k][0])
     for engine, bs in configs:
         if engine != "hf":
