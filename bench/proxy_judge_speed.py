@@ -1,7 +1,8 @@
-"""The proxy judge's log-probability passes: each distinct prompt run once with its outputs batched over its cached
-keys/values (:func:`axwarehouse.model.prefix_logp.shared_prompt_logp`, what `measure_texts` uses) against the baseline
-of every prompt + output run in full (:func:`axwarehouse.judging.conditional_perplexity.conditional_perplexity`, what it used
-before), in the same run, interleaved, on the same rows.
+"""The proxy judge's log-probability passes: the distinct prompts run once and the outputs batched across prompts,
+each over its own prompt's cached keys/values (:func:`axwarehouse.model.prefix_logp.shared_prompt_logp`, what
+`measure_texts` uses) against the baseline of every prompt + output run in full
+(:func:`axwarehouse.judging.conditional_perplexity.conditional_perplexity`, what it used before), in the same run,
+interleaved, on the same rows.
 
 Also the concept classifiers of every Concept10 concept, fitted as `axw judge` fits them (each text's n-grams
 counted once per process, liblinear's dual problem) against the previous fit (n-grams counted again for every

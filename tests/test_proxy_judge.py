@@ -76,11 +76,13 @@ def test_measure_texts_scores_each_distinct_pair_once(tiny_model_dir, monkeypatc
     assert together[3].logp_given_instruction == together[3].logp_without_instruction
 
 
-def test_shared_prompt_logp_equals_each_row_run_alone(tiny_model_dir):
-    """Prompts run once and their continuations batched over the cached prompt (right-padded, length-sorted) give
-    each row's mean log-probability as a full forward of that prompt + continuation alone (no padding, no cache).
-    Rows of different lengths share a batch, so a pad token leaking into attention or a position id off by the
-    padding would change them."""
+@pytest.mark.parametrize("prompt_cache_tokens", [8192, 24])
+def test_shared_prompt_logp_equals_each_row_run_alone(tiny_model_dir, prompt_cache_tokens):
+    """Prompts run once, together (left-padded), and continuations batched across prompts over their cached prompts
+    (right-padded, length-sorted) give each row's mean log-probability as a full forward of that prompt +
+    continuation alone (no padding, no cache). Prompts of three lengths and continuations of different lengths share
+    batches, so a pad token leaking into attention, a position id off by the padding or a row continuing another
+    row's prompt would change them; a prompt-cache budget of 24 positions runs the prompts in several chunks."""
     import torch
 
     from axwarehouse.model.loader import load
@@ -89,9 +91,10 @@ def test_shared_prompt_logp_equals_each_row_run_alone(tiny_model_dir):
     lm = load(str(tiny_model_dir), "float32")
     gen = torch.Generator().manual_seed(0)
     draw = lambda n: torch.randint(5, lm.model.config.vocab_size, (n,), generator=gen).tolist()  # noqa: E731
-    prompts = [draw(7), draw(3)]
-    rows = [(prompts[k % 2], draw(n)) for k, n in enumerate([1, 9, 4, 17, 2, 12, 0, 6])]
-    got = shared_prompt_logp(lm, [p for p, _ in rows], [c for _, c in rows], batch_tokens=40)
+    prompts = [draw(7), draw(3), draw(12)]
+    rows = [(prompts[k % 3], draw(n)) for k, n in enumerate([1, 9, 4, 17, 2, 12, 0, 6, 5, 3, 8])]
+    got = shared_prompt_logp(lm, [p for p, _ in rows], [c for _, c in rows], batch_tokens=40,
+                             prompt_cache_tokens=prompt_cache_tokens)
     for (p, c), value in zip(rows, got):
         if not c:
             assert value is None
