@@ -8,14 +8,15 @@ the continuations are run in length-sorted, right-padded batches on top of those
 prompt's: the first continuation token is predicted by the prompt's last position, the others by the
 continuation's own positions.
 
-Batches mix prompts. A judge's rows share few prompts each (an instruction has one output per factor), so batching
-only the rows of one prompt gave matrix products of a few hundred tokens, well below this CPU's rate, and paid
-every layer's per-call overhead per prompt (bench/proxy_judge_speed.py). A row's attention sees its prompt's real
-positions and its own continuation: the padding before a shorter prompt and after a shorter continuation is
-masked, and explicit position ids count each row's real tokens only, so every row equals the same prompt +
-continuation run alone, up to floating-point summation order (in bfloat16 that order moves a mean log-probability
-by up to ~0.06 nats per token: BENCHMARKS.md, ``bench/proxy_judge_speed.py``). Prompts are cut into chunks whose caches together hold at most
-``prompt_cache_tokens`` positions, so memory stays bounded however many prompts a call brings.
+Batches mix prompts. Few rows share a prompt (an instruction has one output per method and factor, and the judge
+measures 96 outputs at a time), so batches of one prompt's rows would be matrix products of a few hundred tokens,
+well below a CPU's rate, each paying every layer's per-call overhead (bench/proxy_judge_parts.py). A row's
+attention sees its prompt's real positions and its own continuation: the padding before a shorter prompt and after
+a shorter continuation is masked, and explicit position ids count each row's real tokens only, so every row equals
+the same prompt + continuation run alone, up to floating-point summation order (in bfloat16 that order moves a mean
+log-probability by up to ~0.06 nats per token: bench/proxy_judge_speed.py). Prompts are cut into chunks whose
+caches together hold at most ``prompt_cache_tokens`` positions, so memory stays bounded however many prompts a call
+brings. A batch's cache is its rows' prompts selected out of the chunk's per-layer caches (transformers ≥ 4.56).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from axwarehouse.model.token_nll import token_nll
 # activation capture, axwarehouse.model.capture.CPU_BATCH_TOKENS); the prompts' cached keys add to every row.
 BATCH_TOKENS = 2048
 # Cached prompt positions (distinct prompts × their longest) held at once: a chunk of prompts is run together and
-# serves its rows before the next is run.
+# serves its rows before the next is run. At most PROMPTS_PER_CHUNK prompts, each keeping its first-token
+# log-probabilities over the vocabulary (256k floats on Gemma).
 PROMPT_CACHE_TOKENS = 8192
+PROMPTS_PER_CHUNK = 64
 
 
 @dataclass
@@ -89,10 +92,11 @@ def shared_prompt_logp(lm, prompts: Sequence[Sequence[int]], continuations: Sequ
 
 
 def _prompt_chunks(prompts: list[tuple[int, ...]], budget: int) -> list[list[tuple[int, ...]]]:
-    """Length-sorted prompts cut so that each chunk's count × longest ≤ ``budget`` (at least one prompt each)."""
+    """Length-sorted prompts cut so that each chunk's count × longest ≤ ``budget`` and count ≤
+    :data:`PROMPTS_PER_CHUNK` (at least one prompt each)."""
     chunks: list[list[tuple[int, ...]]] = []
     for p in prompts:
-        if chunks and (len(chunks[-1]) + 1) * len(p) <= budget:
+        if chunks and (len(chunks[-1]) + 1) * len(p) <= budget and len(chunks[-1]) < PROMPTS_PER_CHUNK:
             chunks[-1].append(p)
         else:
             chunks.append([p])
