@@ -56,6 +56,7 @@ def test_output_token_loss_is_the_labels_loss_with_the_head_only_where_it_counts
     """Training's loss runs the output head only at positions that predict a response token; loss and gradients
     equal the model's own ``labels=`` loss (which runs it everywhere) on a right-padded batch of uneven rows."""
     from axwarehouse.methods.lm_objective import collate, lm_examples, output_token_loss
+    from axwarehouse.model import token_nll
 
     data = _data(ctx, n=4)
     ex = lm_examples(ctx.chat, data.inputs, data.outputs, data.labels)
@@ -77,7 +78,11 @@ def test_output_token_loss_is_the_labels_loss_with_the_head_only_where_it_counts
         block.requires_grad_(False)
         hook.remove()
     n_response = sum(len(e.ids) - e.n_prompt for e in ex)
-    assert rows == [n_response, batch.ids.numel()]  # ours: the position before each response token
+    # ours: the position before each response token; transformers without a boolean logits_to_keep take columns,
+    # and there the head runs at every row's copy of a column any row keeps
+    columns = int((batch.labels[:, 1:] != -100).any(dim=0).sum())
+    n_head = n_response if token_nll._bool_logits_to_keep() else len(ex) * columns
+    assert rows == [n_head, batch.ids.numel()]
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-4, atol=1e-7)
 

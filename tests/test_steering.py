@@ -185,6 +185,31 @@ def test_conditional_perplexity_equals_one_row_at_a_time_over_the_full_logits(ti
     assert len(set(round(w, 3) for w in want if w is not None)) > 3  # rows differ: a row mix-up would show
 
 
+@pytest.mark.parametrize("bool_mask", [True, False])
+def test_kept_logits_are_the_full_logits_at_the_kept_positions(tiny, monkeypatch, bool_mask):
+    """The head's logits at scattered positions of a padded batch, in row-major order, equal the full forward's at
+    those positions — through transformers' boolean ``logits_to_keep`` and through the 1-D column index that
+    transformers without it take (vLLM's CPU build pins one), forced here on the installed transformers."""
+    from axwarehouse.model import token_nll
+
+    if bool_mask and not token_nll._bool_logits_to_keep():
+        pytest.skip("the installed transformers takes no boolean logits_to_keep")
+    monkeypatch.setattr(token_nll, "_bool_logits_to_keep", lambda: bool_mask)
+    ids = torch.randint(5, 120, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[0, [2, 8]] = True
+    keep[1, [0, 5]] = True
+    keep[2, 4] = True
+    with torch.no_grad():
+        full = tiny.model(input_ids=ids, attention_mask=mask).logits
+        got = token_nll.kept_logits(tiny.model, keep, input_ids=ids, attention_mask=mask)
+    assert got.shape == (5, full.shape[-1])
+    assert torch.allclose(got, full[keep], atol=1e-5)
+    assert not torch.allclose(got[0], got[1], atol=1e-3)  # positions differ: a mix-up of rows or order would show
+
+
 def test_the_head_gets_a_contiguous_input_in_steered_generation(tiny_model_dir, monkeypatch):
     """Generation's first step applies the head to the last position sliced out of the hidden states; on that
     strided slice torch copies the head's weight once per row (model/loader.contiguous_head_input). The loaded model's

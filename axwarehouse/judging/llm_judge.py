@@ -152,6 +152,7 @@ def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch
     work).
     """
     from axwarehouse.model.capture import length_batches, pad_batch
+    from axwarehouse.model.token_nll import kept_logits
 
     tok = lm.tokenizer
     digits = digit_token_ids(tok)
@@ -167,8 +168,8 @@ def rating_slot(lm, prompts: Sequence[str], answers: Sequence[str | None], batch
         ids, mask = pad_batch([seqs[i] for i in batch], tok.pad_token_id)
         last = torch.zeros_like(mask, dtype=torch.bool)
         last[torch.arange(len(batch)), mask.sum(1) - 1] = True  # one kept position per row, in row order
-        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False,
-                          logits_to_keep=last.to(device)).logits
+        logits = kept_logits(lm.model, last.to(device), input_ids=ids.to(device), attention_mask=mask.to(device),
+                             use_cache=False)
         p = torch.softmax(logits.reshape(len(batch), -1)[:, digits].float().cpu(), dim=-1)
         for i, e, k in zip(batch, (p @ values).tolist(), p.argmax(-1).tolist()):
             out[i] = (float(k), float(e))
