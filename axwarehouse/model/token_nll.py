@@ -1,7 +1,9 @@
 """Negative log-likelihood of chosen tokens of a batch, with the model's output head run only where it is needed.
 
-One mechanism for the two places that score some of a sequence's tokens: training's response loss
-(:mod:`axwarehouse.methods.lm_objective`) and the perplexity of generations (:mod:`axwarehouse.judging.conditional_perplexity`).
+One mechanism for the places that score some of a sequence's tokens: training's response loss
+(:mod:`axwarehouse.methods.lm_objective`), the perplexity of generations
+(:mod:`axwarehouse.judging.conditional_perplexity`, :mod:`axwarehouse.model.prefix_logp`) and, through
+:func:`kept_logits`, the embedded judge's rating slot.
 Only the positions that predict a scored token reach the output head (transformers' ``logits_to_keep`` with a
 boolean mask, so a head-side step such as Gemma's logit soft-capping still applies): the other positions'
 vocabulary-sized logits — prompts, padding — were most of the work and memory otherwise (256k per token on Gemma).
