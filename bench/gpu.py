@@ -57,7 +57,7 @@ def check_model(spec: str, args) -> bool:
     layer = info.check_layer(args.layer)
     lm = load(spec, resolve_dtype(args.dtype, args.device))
     lm.model.to(args.device)
-    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    dtype = lm.dtype
     print(f"== {info.name} layer {layer}, {dtype} on {args.device}")
     rows = steering_rows(lm, args.rows, args.magnitude)
     seqs = [list(r.prompt_ids) for r in rows]

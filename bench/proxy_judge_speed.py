@@ -141,14 +141,14 @@ def forward_rate(lm, rows: int = 16, tokens: int = 128, rounds: int = 3) -> floa
 
 def print_floor(lm, dtype: str, scored_tokens: int, measured: float) -> None:
     from bench.cpu_probe import probe
+    from bench.steer import flop_per_token
 
-    params = sum(p.numel() for n, p in lm.model.named_parameters() if "embed_tokens" not in n)
-    params += lm.model.get_output_embeddings().weight.numel()
+    fpt = flop_per_token(lm)
     gemm, rate = probe(seconds=3.0, dtype=dtype, threads=None), forward_rate(lm)
-    at_peak = scored_tokens * 2.0 * params / (gemm * 1e9)
+    at_peak = scored_tokens * fpt / (gemm * 1e9)
     print(f"  floor of {scored_tokens} scored tokens ({dtype}): at the model's full-batch forward rate "
           f"({rate:.0f} tok/s) {scored_tokens / rate:.1f} s; at the {gemm:.0f} GFLOP/s matmul probe "
-          f"({2 * params / 1e6:.0f} MFLOP per token) {at_peak:.1f} s; measured {measured:.1f} s")
+          f"({fpt / 1e6:.0f} MFLOP per token) {at_peak:.1f} s; measured {measured:.1f} s")
 
 
 def main() -> None:

@@ -145,7 +145,7 @@ def bench_generation(args, lm, layer: int, load_seconds: float) -> tuple[list, b
     """Every configuration's tokens/s and the greedy check; returns (sampled outputs, greedy check passed)."""
     rows = build_rows(args, lm)
     steerer = Steerer(lm.model, layer)
-    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    dtype = lm.dtype
     gemm = probe(seconds=3.0, dtype=dtype, threads=None)
     shaped = decode_matmul_rate(lm, len(rows))
     fpt = flop_per_token(lm)

@@ -29,6 +29,7 @@ import torch
 from axwarehouse import lazy_imports
 
 from axwarehouse.errors import AxwError
+from axwarehouse.model.capture import left_pad
 from axwarehouse.methods.base import Artifact, ConceptData, Context, Method
 from axwarehouse.methods.registry import register
 
@@ -114,14 +115,8 @@ class Prompt(Method):
         return self._generated(ctx, seqs, artifact)
 
     def _left_padded(self, ctx: Context, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        pad = ctx.lm.tokenizer.pad_token_id
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, width - len(s):] = torch.tensor(s)
-            mask[r, width - len(s):] = 1
-        return ids.to(ctx.device), mask.to(ctx.device)
+        batch = left_pad(seqs, ctx.lm.tokenizer.pad_token_id)
+        return batch["input_ids"].to(ctx.device), batch["attention_mask"].to(ctx.device)
 
     @lazy_imports.no_grad
     def _expected(self, ctx: Context, seqs: list[list[int]]) -> np.ndarray:

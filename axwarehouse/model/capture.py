@@ -55,6 +55,18 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of ``seqs`` padded on the left (each row's last token in the last
+    column), as generation and a last-position readout take them."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
+        mask[row, width - len(s):] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 @lazy_imports.inference_mode
 def forward_to_layers(model, layers, wanted: Sequence[int], ids: torch.Tensor,
                       mask: torch.Tensor) -> dict[int, torch.Tensor]:

@@ -89,6 +89,11 @@ class LoadedModel:
     def decoder_layers(self):
         return decoder_layers(self.model)
 
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype as the stages name it ("float32", "bfloat16")."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
 
 def check_device(name: str) -> str:
     """``name`` if torch can run the model there (cpu, cuda[:i], mps), else a one-line AxwError — checked before

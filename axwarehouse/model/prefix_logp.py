@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from axwarehouse import lazy_imports
-from axwarehouse.model.capture import length_batches, pad_batch
+from axwarehouse.model.capture import left_pad, length_batches, pad_batch
 from axwarehouse.model.loader import cache_kwarg
 from axwarehouse.model.token_nll import token_nll
 
@@ -108,12 +108,8 @@ def _run_prompts(model, prompts: list[tuple[int, ...]], pad: int) -> _PromptCach
     prompt's last real token). Left, so that each prompt's cached keys end right before its continuation: no padding
     sits between them, and a sliding-window layer's window counts only real positions."""
     device = model.device
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[row, width - len(p):] = 1
+    batch = left_pad(prompts, pad)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
     lengths = mask.sum(dim=1)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     res = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),

@@ -23,6 +23,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from axwarehouse.errors import AxwError
+from axwarehouse.model.capture import left_pad
 from axwarehouse.steering.intervention import EDITS, Steerer
 from axwarehouse.steering.rows import GenOutput, GenRow, cut_at_stop, eos_ids
 from axwarehouse.steering.sampling import sample_tokens, seed_key
@@ -50,16 +51,6 @@ class CounterSampler(LogitsProcessor):
         out = torch.full_like(scores, float("-inf"))
         out.scatter_(1, picked[:, None], 0.0)
         return out
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, width - len(s):] = torch.tensor(list(s), dtype=torch.long)
-        mask[row, width - len(s):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def generate_batch(lm, steerer: Steerer, rows: Sequence[GenRow], max_new_tokens: int, temperature: float,
@@ -102,9 +93,8 @@ def generate_rows(lm, steerer: Steerer, rows: Sequence[GenRow], *, max_new_token
     if engine == "vllm" and edit_kind == "addition":
         from axwarehouse.steering.vllm_engine import generate_vllm
 
-        dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
         return generate_vllm(lm, lm.name, rows, layer=steerer.layer, max_new_tokens=max_new_tokens,
-                             temperature=temperature, dtype=dtype, max_rows=batch_size, on_rows=on_batch)
+                             temperature=temperature, dtype=lm.dtype, max_rows=batch_size, on_rows=on_batch)
     if engine == "continuous" and edit_kind == "addition":
         from axwarehouse.steering.engine import DEFAULT_SLOTS, generate_slots
 

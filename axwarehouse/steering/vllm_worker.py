@@ -28,6 +28,7 @@ import importlib
 import numpy as np
 import torch
 
+from axwarehouse.model.loader import decoder_layers
 from axwarehouse.steering.sampling import sample_tokens
 
 try:  # the base class must be vLLM's for the engine to accept the processor
@@ -114,7 +115,7 @@ class _Steering:
 
     def __init__(self, runner, layer: int):
         model = runner.get_model()
-        blocks = _decoder_blocks(model)
+        blocks = decoder_layers(model)  # the block list the other engines index L in
         if not 0 <= layer < len(blocks):
             raise ValueError(f"steering layer {layer} is outside the model's {len(blocks)} blocks")
         self.runner = runner
@@ -160,14 +161,6 @@ class _Steering:
             stream = hidden + residual
             return torch.zeros_like(hidden), stream + self.delta[: stream.shape[0]]
         return output + self.delta[: output.shape[0]]
-
-
-def _decoder_blocks(model) -> torch.nn.ModuleList:
-    """The model's list of decoder blocks (the ``layers`` ModuleList vLLM's decoder-only models share)."""
-    for name, module in model.named_modules():
-        if name.endswith("layers") and isinstance(module, torch.nn.ModuleList):
-            return module
-    raise ValueError(f"no decoder-block list found in {type(model).__name__}")
 
 
 class _SteeringWorker:
