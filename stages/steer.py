@@ -157,10 +157,9 @@ def _validate(cfg: SteerConfig) -> list[str]:
     if cfg.engine not in ENGINES:
         raise AxwError(f"unknown --engine {cfg.engine!r} (choose from {', '.join(ENGINES)})")
     if cfg.engine == "vllm":
-        import importlib.util
+        from axwarehouse.steering.vllm_engine import require_vllm
 
-        if importlib.util.find_spec("vllm") is None:
-            raise AxwError("--engine vllm needs vLLM, which is not installed here (README: On a GPU box)")
+        require_vllm()
     if not cfg.methods:
         raise AxwError("no method given (use --method NAME)")
     explicit_names = explicit(cfg.methods)

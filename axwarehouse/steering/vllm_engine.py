@@ -19,6 +19,7 @@ vLLM's CPU default keeps one back for its front end, which halves a small machin
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,14 @@ from axwarehouse.steering.sampling import seed_key
 DEFAULT_MAX_ROWS = 256  # vLLM's max_num_seqs: rows decoded together
 _FLUSH_ROWS = 64  # finished rows handed to on_rows together
 _ENGINES: dict[tuple, object] = {}
+NOT_INSTALLED = "--engine vllm needs vLLM installed (pip install -e '.[vllm]'; README: On a GPU box)"
+
+
+def require_vllm() -> None:
+    """A one-line error when vLLM is not installed, for `axw steer` to give before any work (:func:`engine` fails
+    with the same line, and a broken installation's import error, for callers of the library)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise AxwError(NOT_INSTALLED)
 
 
 def model_path(spec: str) -> str:
@@ -59,7 +68,7 @@ def engine(spec: str, dtype: str, layer: int, *, max_rows: int = DEFAULT_MAX_ROW
         from vllm import LLM
         from vllm.platforms import current_platform
     except ImportError as exc:
-        raise AxwError(f"--engine vllm needs vLLM installed (pip install -e '.[vllm]'): {exc}") from exc
+        raise AxwError(f"{NOT_INSTALLED}: {exc}") from exc
     from axwarehouse.steering.vllm_worker import LAYER_KEY, RowSampler
 
     cpu = current_platform.is_cpu()
