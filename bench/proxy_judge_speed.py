@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -169,13 +168,12 @@ def main() -> None:
     rows = catalog_rows(args.catalog) if args.catalog else demo_like_rows(lm.tokenizer, args.instructions)
     instructions, outputs = [i for i, _ in rows], [g for _, g in rows]
     n_tok = sum(len(lm.tokenizer.encode(o, add_special_tokens=False)) for o in outputs)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     from bench.cpu_probe import cpu_model
 
-    print(f"{cpu} ({cpu_model()[1]}); {dtype}; torch threads {torch.get_num_threads()}; {len(rows)} outputs "
-          f"({len(set(instructions))} "
-          f"instructions), {n_tok} output tokens, each measured with and without its instruction")
+    cpu, flags = cpu_model()
+    print(f"{cpu} ({flags}); {dtype}; torch threads {torch.get_num_threads()}; {len(rows)} outputs "
+          f"({len(set(instructions))} instructions), {n_tok} output tokens, each measured with and without its "
+          "instruction")
     old_s, new_s = [], []
     for _ in range(args.rounds):  # interleaved: the machine's load hits both alike
         t0 = time.perf_counter()
